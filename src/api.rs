@@ -1,0 +1,499 @@
+//! The HTTP API: routes and handlers, as functions of a request and the daemon's state.
+//!
+//! Handlers read the latest snapshot (clone the `Arc`, let go) and never talk back to the
+//! sweeper. Every error is JSON (`{"error": "..."}`) with the right status: 404 for unknown
+//! paths and services, 405 (with `Allow`) for wrong methods, 400 for bad query strings.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::ConfigError;
+use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
+use crate::probe::Reason;
+use crate::reload::{ReloadRequest, ReloadStatus};
+use crate::snapshot::{ServiceStatus, Snapshot, State};
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// What the handlers read, shared by every connection.
+pub struct Api {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub reload_status: watch::Receiver<ReloadStatus>,
+    pub reload_requests: mpsc::Sender<ReloadRequest>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Api {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+}
+
+/// The endpoints, and the methods each accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Index,
+    Metrics,
+    Status,
+    Service,
+    Healthz,
+    Readyz,
+    Reload,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        Some(match path {
+            "/" => Route::Index,
+            "/metrics" => Route::Metrics,
+            "/status" => Route::Status,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/-/reload" => Route::Reload,
+            p if p.starts_with("/status/") && p.len() > "/status/".len() => Route::Service,
+            _ => return None,
+        })
+    }
+
+    fn methods(self) -> &'static [Method] {
+        const GET: &[Method] = &[Method::GET, Method::HEAD];
+        const POST: &[Method] = &[Method::POST];
+        match self {
+            Route::Reload => POST,
+            _ => GET,
+        }
+    }
+}
+
+/// Routes one request.
+pub async fn handle<B>(api: &Api, req: Request<B>) -> HttpResponse {
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    let Some(route) = Route::of(path) else {
+        return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
+    };
+    if !route.methods().contains(req.method()) {
+        return method_not_allowed(req.method(), route.methods());
+    }
+    match route {
+        Route::Index => index(),
+        Route::Metrics => metrics(api).await,
+        Route::Status => status(api, query).await,
+        Route::Service => one_service(api, &path["/status/".len()..], query),
+        Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        Route::Readyz => readyz(api),
+        Route::Reload => reload(api).await,
+    }
+}
+
+fn method_not_allowed(method: &Method, allow: &[Method]) -> HttpResponse {
+    let list = allow
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} not allowed; use {list}"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&list) {
+        r.headers_mut().insert(ALLOW, v);
+    }
+    r
+}
+
+fn index() -> HttpResponse {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "name": "healthsweep",
+            "version": env!("CARGO_PKG_VERSION"),
+            "endpoints": {
+                "/metrics": "Prometheus metrics",
+                "/status": "JSON status of every service (?state=up|down|unknown, ?group=NAME, ?pretty)",
+                "/status/{name}": "JSON status of one service",
+                "/healthz": "200 while the process runs",
+                "/readyz": "200 once the first sweep has finished",
+                "/-/reload": "POST: reload the config (when reload_api = true)",
+            }
+        }),
+    )
+}
+
+async fn metrics(api: &Api) -> HttpResponse {
+    let m = api.metrics.clone();
+    // Rendering a large fleet is CPU work; keep it off the threads the sweep's checks run on.
+    match tokio::task::spawn_blocking(move || m.render()).await {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+            r
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering metrics failed: {e}"),
+        ),
+    }
+}
+
+/// The parsed query string of `/status`.
+#[derive(Debug, Default, PartialEq)]
+struct StatusQuery {
+    state: Option<State>,
+    group: Option<String>,
+    pretty: bool,
+}
+
+impl StatusQuery {
+    fn parse(query: &str) -> Result<StatusQuery, String> {
+        let mut q = StatusQuery::default();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "state" => {
+                    q.state = Some(match value.as_ref() {
+                        "up" => State::Up,
+                        "down" => State::Down,
+                        "unknown" => State::Unknown,
+                        other => {
+                            return Err(format!("state={other:?} is not one of up, down, unknown"));
+                        }
+                    })
+                }
+                "group" => q.group = Some(value.into_owned()),
+                "pretty" => q.pretty = value.is_empty() || value == "1" || value == "true",
+                other => {
+                    return Err(format!(
+                        "unknown query parameter {other:?}; use state, group or pretty"
+                    ));
+                }
+            }
+        }
+        Ok(q)
+    }
+
+    fn matches(&self, s: &ServiceStatus) -> bool {
+        self.state.is_none_or(|st| s.state == st)
+            && self
+                .group
+                .as_deref()
+                .is_none_or(|g| s.service.group.as_deref() == Some(g))
+    }
+}
+
+async fn status(api: &Api, query: &str) -> HttpResponse {
+    let q = match StatusQuery::parse(query) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let snapshot = api.snapshot();
+    let reload = api.reload_status.borrow().clone();
+    // Serializing thousands of services is CPU work; keep it off the async workers.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let doc = StatusDoc::new(&snapshot, &reload, &q);
+        to_json(&doc, q.pretty)
+    })
+    .await;
+    match rendered {
+        Ok(body) => json_bytes(StatusCode::OK, body),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering status failed: {e}"),
+        ),
+    }
+}
+
+fn one_service(api: &Api, raw_name: &str, query: &str) -> HttpResponse {
+    let pretty = match StatusQuery::parse(query) {
+        Ok(StatusQuery {
+            state: None,
+            group: None,
+            pretty,
+        }) => pretty,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "state and group filters apply to /status, not /status/{name}",
+            );
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let name = percent_encoding::percent_decode_str(raw_name).decode_utf8_lossy();
+    let snapshot = api.snapshot();
+    match snapshot.service(&name) {
+        Some(s) => json_bytes(StatusCode::OK, to_json(&ServiceDoc::new(s), pretty)),
+        None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
+    }
+}
+
+fn readyz(api: &Api) -> HttpResponse {
+    if api.snapshot().ready() {
+        json_response(StatusCode::OK, &json!({"status": "ready"}))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "not ready", "reason": "the first sweep has not finished"}),
+        )
+    }
+}
+
+async fn reload(api: &Api) -> HttpResponse {
+    if !api.snapshot().config.daemon.reload_api {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the reload API is off; set reload_api = true under [daemon], or send SIGHUP",
+        );
+    }
+    let (tx, rx) = oneshot::channel();
+    if api
+        .reload_requests
+        .send(ReloadRequest { reply: Some(tx) })
+        .await
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        );
+    }
+    match rx.await {
+        Ok(Ok(r)) => json_response(
+            StatusCode::OK,
+            &json!({"status": "reloaded", "generation": r.generation, "services": r.services}),
+        ),
+        Ok(Err(e)) => {
+            let status = match e {
+                ConfigError::Read { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                ConfigError::Parse { .. } | ConfigError::Invalid { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+            };
+            json_response(
+                status,
+                &json!({
+                    "error": "config rejected; the running config is unchanged",
+                    "problems": e.lines(),
+                }),
+            )
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        ),
+    }
+}
+
+/// `/status` as JSON.
+#[derive(Serialize)]
+struct StatusDoc<'a> {
+    generation: u64,
+    summary: SummaryDoc,
+    sweep: Option<SweepDoc>,
+    config: ConfigDoc,
+    services: Vec<ServiceDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct SummaryDoc {
+    total: usize,
+    up: usize,
+    down: usize,
+    unknown: usize,
+}
+
+#[derive(Serialize)]
+struct SweepDoc {
+    number: u64,
+    started_at: String,
+    duration_seconds: f64,
+    deadline_seconds: f64,
+    interval_seconds: f64,
+    checks: usize,
+    failed: usize,
+    deadline_exceeded: usize,
+}
+
+#[derive(Serialize)]
+struct ConfigDoc {
+    generation: u64,
+    last_reload_successful: bool,
+    last_reload_success_at: String,
+    last_reload_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ServiceDoc<'a> {
+    name: &'a str,
+    group: Option<&'a str>,
+    labels: &'a BTreeMap<String, String>,
+    url: String,
+    state: State,
+    since: String,
+    consecutive_failures: u32,
+    consecutive_successes: u32,
+    last: Option<LastDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct LastDoc<'a> {
+    ok: bool,
+    reason: Option<Reason>,
+    http_status: Option<u16>,
+    duration_seconds: f64,
+    at: String,
+    error: Option<&'a str>,
+}
+
+impl<'a> StatusDoc<'a> {
+    fn new(s: &'a Snapshot, reload: &ReloadStatus, q: &StatusQuery) -> Self {
+        StatusDoc {
+            generation: s.generation,
+            summary: SummaryDoc {
+                total: s.services.len(),
+                up: s.count(State::Up),
+                down: s.count(State::Down),
+                unknown: s.count(State::Unknown),
+            },
+            sweep: s.last_sweep.as_ref().map(|w| SweepDoc {
+                number: s.sweeps_total,
+                started_at: rfc3339(w.started_at),
+                duration_seconds: seconds(w.duration),
+                deadline_seconds: seconds(w.deadline),
+                interval_seconds: seconds(s.config.daemon.interval),
+                checks: w.checks,
+                failed: w.failed,
+                deadline_exceeded: w.deadline_exceeded,
+            }),
+            config: ConfigDoc {
+                generation: s.generation,
+                last_reload_successful: reload.successful,
+                last_reload_success_at: rfc3339(reload.last_success),
+                last_reload_error: reload.last_error.clone(),
+            },
+            services: s
+                .services
+                .iter()
+                .filter(|st| q.matches(st))
+                .map(ServiceDoc::new)
+                .collect(),
+        }
+    }
+}
+
+impl<'a> ServiceDoc<'a> {
+    fn new(s: &'a ServiceStatus) -> Self {
+        ServiceDoc {
+            name: &s.service.name,
+            group: s.service.group.as_deref(),
+            labels: &s.service.labels,
+            url: s.service.redacted_url(),
+            state: s.state,
+            since: rfc3339(s.since),
+            consecutive_failures: s.consecutive_failures,
+            consecutive_successes: s.consecutive_successes,
+            last: s.last.as_ref().map(|o| LastDoc {
+                ok: o.ok(),
+                reason: o.reason,
+                http_status: o.http_status,
+                duration_seconds: seconds(o.duration),
+                at: rfc3339(o.at),
+                error: o.error.as_deref(),
+            }),
+        }
+    }
+}
+
+/// RFC 3339, UTC, millisecond precision: `2026-11-24T16:20:15.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Seconds with microsecond precision: enough for latencies, short enough to read.
+fn seconds(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e6
+}
+
+fn to_json(value: &impl Serialize, pretty: bool) -> Vec<u8> {
+    let mut out = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    }
+    .expect("status documents serialize: string keys, finite numbers");
+    out.push(b'\n');
+    out
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+    json_bytes(status, to_json(value, false))
+}
+
+/// A JSON error response: `{"error": message}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    json_response(status, &json!({"error": message.into()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_query_parses_filters_and_rejects_the_unknown() {
+        assert_eq!(
+            StatusQuery::parse("state=down&group=orders"),
+            Ok(StatusQuery {
+                state: Some(State::Down),
+                group: Some("orders".into()),
+                pretty: false
+            })
+        );
+        assert!(StatusQuery::parse("pretty").expect("valid").pretty);
+        assert!(StatusQuery::parse("state=sideways").is_err());
+        assert!(StatusQuery::parse("status=down").is_err());
+        assert_eq!(StatusQuery::parse(""), Ok(StatusQuery::default()));
+    }
+
+    #[test]
+    fn errors_are_json_with_the_status_given() {
+        let r = error(StatusCode::NOT_FOUND, "nope");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn routes_match_exact_paths_only() {
+        assert_eq!(Route::of("/status"), Some(Route::Status));
+        assert_eq!(Route::of("/status/"), None);
+        assert_eq!(Route::of("/status/a"), Some(Route::Service));
+        assert_eq!(Route::of("/metrics/"), None);
+        assert_eq!(Route::of("/-/reload"), Some(Route::Reload));
+        assert_eq!(Route::of(""), None);
+    }
+
+    #[test]
+    fn wrong_methods_get_405_with_allow() {
+        let r = method_not_allowed(&Method::DELETE, Route::Status.methods());
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+    }
+}

@@ -1,0 +1,127 @@
+//! The daemon assembled: the reloader, the sweeper and the HTTP server as tasks, joined by
+//! channels and stopped by one shutdown token.
+//!
+//! ```text
+//! SIGHUP / POST /-/reload ─▶ Reloader ─watch<Loaded>─▶ Sweeper ─watch<Arc<Snapshot>>─▶ /metrics, /status
+//! ```
+//! Each channel has one writer. The outside world (listener, shutdown, reload trigger) comes in
+//! as parameters, so the same wiring serves `run`, `demo` and tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use crate::api::Api;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::probe::Prober;
+use crate::reload::{self, ReloadRequest, Reloader};
+use crate::server;
+use crate::snapshot::Snapshot;
+use crate::sweep::Sweeper;
+
+/// Longest a clean shutdown waits for the tasks, after which the process exits anyway.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(1500);
+
+/// What the daemon needs from the outside.
+pub struct Settings {
+    /// The file reloads read.
+    pub config_path: PathBuf,
+    /// The config already loaded from it.
+    pub config: Config,
+    /// Where the HTTP server accepts connections.
+    pub listener: TcpListener,
+    /// Checks in flight when the config does not say (see [`crate::limits`]).
+    pub default_max_in_flight: usize,
+}
+
+/// A started daemon.
+pub struct Running {
+    /// The latest snapshot, for anything else that wants to watch (the demo's progress line).
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Send a [`ReloadRequest`] here to reload (signals do).
+    pub reload_requests: mpsc::Sender<ReloadRequest>,
+    /// The address the server is bound to.
+    pub local_addr: SocketAddr,
+    tasks: JoinSet<&'static str>,
+    shutdown: CancellationToken,
+}
+
+/// Starts the reloader, the sweeper (first sweep at once) and the server.
+pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result<Running> {
+    let local_addr = settings.listener.local_addr()?;
+    let reloader = Reloader::new(settings.config_path, settings.config);
+    let configs = reloader.configs();
+    let reload_status = reloader.status();
+    let first = configs.borrow().clone();
+    let (snapshot_tx, snapshots) =
+        watch::channel(Arc::new(Snapshot::new(&first, SystemTime::now())));
+    let (reload_requests, reload_rx) = mpsc::channel(reload::QUEUE);
+
+    let api = Arc::new(Api {
+        snapshots: snapshots.clone(),
+        reload_status: reload_status.clone(),
+        reload_requests: reload_requests.clone(),
+        metrics: Arc::new(Metrics::new(snapshots.clone(), reload_status)),
+    });
+    let sweeper = Sweeper::new(
+        Arc::new(Prober::new()),
+        configs,
+        snapshot_tx,
+        settings.default_max_in_flight,
+    );
+
+    let mut tasks = JoinSet::new();
+    let s = shutdown.clone();
+    tasks.spawn(async move {
+        reloader.run(reload_rx, s).await;
+        "reloader"
+    });
+    let s = shutdown.clone();
+    tasks.spawn(async move {
+        sweeper.run(s).await;
+        "sweeper"
+    });
+    let s = shutdown.clone();
+    tasks.spawn(async move {
+        server::serve(settings.listener, api, s).await;
+        "server"
+    });
+    Ok(Running {
+        snapshots,
+        reload_requests,
+        local_addr,
+        tasks,
+        shutdown,
+    })
+}
+
+impl Running {
+    /// Runs until shutdown is requested (or a task ends on its own, which is a bug and stops
+    /// the daemon rather than leave it half-working), then waits for the tasks to finish.
+    pub async fn wait(mut self) {
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => {}
+            ended = self.tasks.join_next() => {
+                match ended {
+                    Some(Ok(name)) => error!(task = name, "task ended unexpectedly; shutting down"),
+                    Some(Err(e)) => error!(error = %e, "task failed; shutting down"),
+                    None => {}
+                }
+                self.shutdown.cancel();
+            }
+        }
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_WAIT, drain).await.is_err() {
+            warn!("tasks still running after the shutdown wait; exiting anyway");
+        }
+    }
+}

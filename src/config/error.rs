@@ -1,0 +1,134 @@
+//! Config errors: every one names the file, the line and column where there is one, and the
+//! service it concerns, so `healthsweep validate` output can be acted on without guessing.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// A position in the config file, 1-based, counted in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// The line and column of byte `offset` in `source`.
+    pub fn of_offset(source: &str, offset: usize) -> Self {
+        let offset = offset.min(source.len());
+        // Back off to a char boundary so slicing cannot panic on a span inside a UTF-8 sequence.
+        let offset = (0..=offset)
+            .rev()
+            .find(|&i| source.is_char_boundary(i))
+            .unwrap_or(0);
+        let before = &source[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Location { line, column }
+    }
+
+    /// The location where `span` starts.
+    pub fn of_span(source: &str, span: &Range<usize>) -> Self {
+        Self::of_offset(source, span.start)
+    }
+}
+
+/// One thing wrong with a config that parsed as TOML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the file, when the value came from the file (defaults have no location).
+    pub location: Option<Location>,
+    /// The `[[service]]` it is about, by name, or `None` for `[daemon]` / `[defaults]`.
+    pub service: Option<String>,
+    /// What is wrong, in words an operator can act on.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(loc) = self.location {
+            write!(f, "line {}, column {}: ", loc.line, loc.column)?;
+        }
+        if let Some(service) = &self.service {
+            write!(f, "service {service:?}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a config could not be loaded. The running daemon keeps its previous config on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or does not have the expected shape (wrong type, unknown key).
+    #[error("{}{}: {message}", path.display(), location.map(|l| format!(":{}:{}", l.line, l.column)).unwrap_or_default())]
+    Parse {
+        path: PathBuf,
+        location: Option<Location>,
+        message: String,
+    },
+    /// The file parsed but its values are not acceptable; every problem found is listed.
+    #[error("{}: {} problem{} in config:\n{}", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" }, list(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// Each problem as one line prefixed with the file, for logs and `validate` output.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { path, problems } => problems
+                .iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect(),
+            other => vec![other.to_string()],
+        }
+    }
+
+    /// Builds a [`ConfigError::Parse`] from a toml error, turning its byte span into a line.
+    pub(crate) fn from_toml(path: &Path, source: &str, err: &toml::de::Error) -> Self {
+        let location = err.span().map(|span| Location::of_span(source, &span));
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            location,
+            message: err.message().trim().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_counts_lines_and_columns_from_one() {
+        let src = "a = 1\nbb = 2\n";
+        assert_eq!(Location::of_offset(src, 0), Location { line: 1, column: 1 });
+        assert_eq!(Location::of_offset(src, 6), Location { line: 2, column: 1 });
+        assert_eq!(Location::of_offset(src, 9), Location { line: 2, column: 4 });
+    }
+
+    #[test]
+    fn location_of_an_offset_inside_a_multibyte_char_does_not_panic() {
+        let src = "é = 1";
+        assert_eq!(Location::of_offset(src, 1), Location { line: 1, column: 1 });
+        assert_eq!(Location::of_offset(src, 999).line, 1);
+    }
+}

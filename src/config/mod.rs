@@ -1,0 +1,682 @@
+//! The daemon's configuration: the TOML file, parsed strictly and validated into a [`Config`].
+//!
+//! Parse, don't validate: a [`Config`] that exists is valid. [`load`] reads a file, rejects unknown
+//! keys and wrong types (via serde), then checks every value and collects *all* problems, each
+//! with its line and service, so one `healthsweep validate` run lists everything to fix.
+
+mod error;
+mod raw;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use toml::Spanned;
+use url::Url;
+
+pub use error::{ConfigError, Location, Problem};
+use raw::{RawCheck, RawConfig, RawDaemon, RawIdentity, RawStatus};
+
+/// Where the daemon listens unless told otherwise: loopback, so exposing it is a choice.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9915";
+/// How often a sweep starts.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+/// How long a sweep may take: the budget the whole fleet must be checked in.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+/// How much of a response body is read at most. Health bodies are small; a service that streams
+/// more must not cost memory or time.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Upper bound for `max_body_bytes`, so a typo cannot make every check buffer gigabytes.
+const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+/// Upper bound for `max_in_flight`: far above any open-file limit, catches typos.
+const MAX_IN_FLIGHT_LIMIT: i64 = 1_000_000;
+/// Service names end up in URLs, label values and log lines; keep them reasonable.
+const MAX_NAME_LEN: usize = 200;
+
+/// Label names the daemon sets itself, or that Prometheus' service discovery attaches (a clash
+/// would rename ours to `exported_*`).
+const RESERVED_LABELS: &[&str] = &[
+    "target", "group", "reason", "state", "instance", "job", "service",
+];
+
+/// A validated configuration. Immutable once built; a reload builds a new one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub daemon: Daemon,
+    /// Services in file order. Names are unique.
+    pub services: Vec<Arc<Service>>,
+}
+
+/// A config as published to the rest of the daemon: the config and its generation, which
+/// counts successful loads (1 for the config read at start-up).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub generation: u64,
+    pub config: Arc<Config>,
+}
+
+/// `[daemon]`: how the process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// Address of the HTTP server (`/metrics`, `/status`, ...). Changes need a restart.
+    pub listen: SocketAddr,
+    /// A sweep starts every `interval`, on a fixed schedule.
+    pub interval: Duration,
+    /// Every sweep is over by its start + `deadline`. Never more than `interval`.
+    pub deadline: Duration,
+    /// Checks in flight at once; `None` derives it from the open-file limit.
+    pub max_in_flight: Option<NonZeroUsize>,
+    /// Whether `POST /-/reload` is served.
+    pub reload_api: bool,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is a valid address"),
+            interval: DEFAULT_INTERVAL,
+            deadline: DEFAULT_DEADLINE,
+            max_in_flight: None,
+            reload_api: false,
+        }
+    }
+}
+
+/// One downstream service and how to check it.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Unique name; the `target` label and the key in `/status/{name}`.
+    pub name: String,
+    pub group: Option<String>,
+    /// Extra metric labels (names validated, reserved ones rejected).
+    pub labels: BTreeMap<String, String>,
+    /// The URL as configured. May hold credentials: display [`Service::redacted_url`] instead.
+    pub url: Url,
+    /// The connection target derived from `url`.
+    pub target: Target,
+    pub method: Method,
+    /// Request headers, including `Authorization` when the URL carries credentials.
+    pub headers: HeaderMap,
+    /// The check's own time limit; the sweep deadline may cut it shorter.
+    pub timeout: Duration,
+    /// Body bytes read at most.
+    pub max_body_bytes: usize,
+    pub expect: Expect,
+}
+
+impl Service {
+    /// The URL with any password replaced, safe for `/status`, logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// Whether `other` checks the same endpoint, so state and counters may carry over a reload.
+    /// A service renamed or pointed elsewhere starts afresh as `unknown`.
+    pub fn same_target(&self, other: &Service) -> bool {
+        self.name == other.name && self.url == other.url && self.method == other.method
+    }
+}
+
+/// Where a check connects to, worked out once at load time instead of on every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `https`: wrap the connection in TLS.
+    pub tls: bool,
+    /// Host name or IP literal as written (IPv6 without brackets); also the TLS server name.
+    pub host: String,
+    /// Set when the host is an IP literal, so no name resolution is needed.
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// The `Host` header value (`host[:port]`).
+    pub authority: HeaderValue,
+    /// Path and query, as sent on the request line.
+    pub path_and_query: http::uri::PathAndQuery,
+}
+
+/// What a response must satisfy for the check to pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expect {
+    /// Accepted status codes; the check passes if any matcher accepts.
+    pub status: Vec<StatusMatcher>,
+    /// JSON pointer -> expected value; all must hold.
+    pub json: Vec<(String, serde_json::Value)>,
+    /// A substring the body must contain.
+    pub body_contains: Option<String>,
+}
+
+impl Expect {
+    /// Whether the body has to be read at all; when not, it is never read.
+    pub fn needs_body(&self) -> bool {
+        !self.json.is_empty() || self.body_contains.is_some()
+    }
+
+    /// Whether `status` is accepted.
+    pub fn status_ok(&self, status: StatusCode) -> bool {
+        self.status.iter().any(|m| m.matches(status))
+    }
+}
+
+/// One accepted status: an exact code or a whole class (`2xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatcher {
+    Code(u16),
+    /// The hundreds digit: `2` for `2xx`.
+    Class(u8),
+}
+
+impl StatusMatcher {
+    pub fn matches(self, status: StatusCode) -> bool {
+        match self {
+            StatusMatcher::Code(c) => status.as_u16() == c,
+            StatusMatcher::Class(c) => status.as_u16() / 100 == u16::from(c),
+        }
+    }
+}
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &source)
+}
+
+/// Parses and validates `source`; `path` is only used in error messages.
+pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig =
+        toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
+    let mut v = Validator {
+        source,
+        service: None,
+        problems: Vec::new(),
+    };
+    let config = v.config(raw);
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: v.problems,
+        })
+    }
+}
+
+/// Check options resolved to typed values: first the built-in defaults, then `[defaults]`, then
+/// the service's own.
+#[derive(Debug, Clone)]
+struct CheckOptions {
+    method: Method,
+    headers: HeaderMap,
+    timeout: Duration,
+    expect: Expect,
+    max_body_bytes: usize,
+}
+
+/// Collects problems while turning raw values into typed ones. On a bad value it records the
+/// problem and carries on with a placeholder, so that every problem is found in one pass.
+struct Validator<'a> {
+    source: &'a str,
+    /// The service being validated, named in every problem.
+    service: Option<String>,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn report(&mut self, span: Option<&Range<usize>>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            location: span.map(|s| Location::of_span(self.source, s)),
+            service: self.service.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let daemon = self.daemon(raw.daemon);
+        let builtin = CheckOptions {
+            method: Method::GET,
+            headers: HeaderMap::new(),
+            timeout: daemon.deadline,
+            expect: Expect {
+                status: vec![StatusMatcher::Class(2)],
+                ..Expect::default()
+            },
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        };
+        let defaults = self.check_options(raw.defaults, &builtin);
+
+        let mut first_seen: HashMap<String, Location> = HashMap::new();
+        let mut services = Vec::with_capacity(raw.services.len());
+        for spanned in raw.services {
+            let table_span = spanned.span();
+            let (identity, check) = spanned.into_inner().into_parts();
+            let name_span = identity.name.span();
+            let name = identity.name.get_ref().clone();
+            self.service = Some(name.clone());
+            let here = Location::of_span(self.source, &table_span);
+            if let Some(first) = first_seen.get(&name) {
+                self.report(
+                    Some(&name_span),
+                    format!(
+                        "duplicate service name (first defined at line {})",
+                        first.line
+                    ),
+                );
+            } else {
+                first_seen.insert(name.clone(), here);
+            }
+            let options = self.check_options(check, &defaults);
+            if let Some(service) = self.service(identity, options) {
+                services.push(Arc::new(service));
+            }
+            self.service = None;
+        }
+        Config { daemon, services }
+    }
+
+    fn daemon(&mut self, raw: RawDaemon) -> Daemon {
+        let mut d = Daemon::default();
+        if let Some(listen) = raw.listen {
+            match listen.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => d.listen = addr,
+                Err(_) => self.report(
+                    Some(&listen.span()),
+                    format!(
+                        "listen = {:?} is not an IP:PORT address (e.g. \"127.0.0.1:9915\")",
+                        listen.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(v) = raw.interval {
+            d.interval = self.duration("interval", &v).unwrap_or(d.interval);
+        }
+        if let Some(v) = &raw.deadline {
+            d.deadline = self.duration("deadline", v).unwrap_or(d.deadline);
+        }
+        if d.deadline > d.interval {
+            let span = raw.deadline.as_ref().map(|s| s.span());
+            self.report(
+                span.as_ref(),
+                format!(
+                    "deadline ({}) must not be longer than interval ({}): a sweep must end before the next one starts",
+                    humantime::format_duration(d.deadline),
+                    humantime::format_duration(d.interval)
+                ),
+            );
+        }
+        if let Some(v) = raw.max_in_flight {
+            match usize::try_from(*v.get_ref()) {
+                Ok(n) if (1..=MAX_IN_FLIGHT_LIMIT).contains(v.get_ref()) => {
+                    d.max_in_flight = NonZeroUsize::new(n)
+                }
+                _ => self.report(
+                    Some(&v.span()),
+                    format!(
+                        "max_in_flight = {} must be between 1 and {MAX_IN_FLIGHT_LIMIT}",
+                        v.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(r) = raw.reload_api {
+            d.reload_api = r;
+        }
+        d
+    }
+
+    /// Parses a positive duration such as `"200ms"`, `"5s"` or `"1m"`.
+    fn duration(&mut self, key: &str, v: &Spanned<String>) -> Option<Duration> {
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.report(Some(&v.span()), format!("{key} must be greater than zero"));
+                None
+            }
+            Err(e) => {
+                self.report(
+                    Some(&v.span()),
+                    format!(
+                        "{key} = {:?} is not a duration ({e}); write e.g. \"200ms\", \"5s\", \"1m\"",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_options(&mut self, raw: RawCheck, base: &CheckOptions) -> CheckOptions {
+        let mut o = base.clone();
+        if let Some(m) = raw.method {
+            match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+                Ok(method) => o.method = method,
+                Err(_) => self.report(
+                    Some(&m.span()),
+                    format!("method = {:?} is not an HTTP method", m.get_ref()),
+                ),
+            }
+        }
+        if let Some(headers) = raw.headers {
+            for (name, value) in headers.get_ref() {
+                let parsed_name = HeaderName::from_bytes(name.as_bytes());
+                let parsed_value = HeaderValue::from_str(value);
+                match (parsed_name, parsed_value) {
+                    (Ok(n), Ok(mut v)) => {
+                        v.set_sensitive(true);
+                        o.headers.insert(n, v);
+                    }
+                    (Err(_), _) => self.report(
+                        Some(&headers.span()),
+                        format!("header name {name:?} is not a valid HTTP header name"),
+                    ),
+                    // The value may be a secret: name the header, never echo the value.
+                    (_, Err(_)) => self.report(
+                        Some(&headers.span()),
+                        format!("header {name:?} has a value that is not valid in HTTP (control characters or non-ASCII)"),
+                    ),
+                }
+            }
+        }
+        if let Some(t) = raw.timeout {
+            o.timeout = self.duration("timeout", &t).unwrap_or(o.timeout);
+        }
+        if let Some(s) = raw.expect_status {
+            o.expect.status = self.status_matchers(&s);
+        }
+        if let Some(j) = raw.expect_json {
+            o.expect.json = self.json_expectations(&j);
+        }
+        if let Some(c) = raw.expect_body_contains {
+            if c.get_ref().is_empty() {
+                self.report(Some(&c.span()), "expect_body_contains must not be empty");
+            }
+            o.expect.body_contains = Some(c.into_inner());
+        }
+        if let Some(b) = raw.max_body_bytes {
+            match usize::try_from(*b.get_ref()) {
+                Ok(n) if n > 0 && n <= MAX_BODY_BYTES_LIMIT => o.max_body_bytes = n,
+                _ => self.report(
+                    Some(&b.span()),
+                    format!(
+                        "max_body_bytes = {} must be between 1 and {MAX_BODY_BYTES_LIMIT}",
+                        b.get_ref()
+                    ),
+                ),
+            }
+        }
+        o
+    }
+
+    fn status_matchers(&mut self, s: &Spanned<Vec<RawStatus>>) -> Vec<StatusMatcher> {
+        if s.get_ref().is_empty() {
+            self.report(
+                Some(&s.span()),
+                "expect_status must list at least one code or class",
+            );
+        }
+        let mut out = Vec::new();
+        for entry in s.get_ref() {
+            let parsed = match entry {
+                RawStatus::Code(c) => u16::try_from(*c)
+                    .ok()
+                    .filter(|c| (100..=599).contains(c))
+                    .map(StatusMatcher::Code),
+                RawStatus::Text(t) => parse_status_text(t),
+            };
+            match parsed {
+                Some(m) => out.push(m),
+                None => {
+                    let shown = match entry {
+                        RawStatus::Code(c) => c.to_string(),
+                        RawStatus::Text(t) => format!("{t:?}"),
+                    };
+                    self.report(
+                        Some(&s.span()),
+                        format!("expect_status entry {shown} is not a status code (100-599) or class (\"1xx\"..\"5xx\")"),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn json_expectations(
+        &mut self,
+        j: &Spanned<BTreeMap<String, toml::Value>>,
+    ) -> Vec<(String, serde_json::Value)> {
+        let mut out = Vec::new();
+        for (pointer, value) in j.get_ref() {
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                self.report(
+                    Some(&j.span()),
+                    format!("expect_json key {pointer:?} is not a JSON pointer: it must start with '/' (e.g. \"/status\")"),
+                );
+                continue;
+            }
+            out.push((pointer.clone(), toml_to_json(value)));
+        }
+        out
+    }
+
+    fn service(&mut self, identity: RawIdentity, o: CheckOptions) -> Option<Service> {
+        let RawIdentity {
+            name,
+            url,
+            group,
+            labels,
+        } = identity;
+        self.name_like("name", &name);
+        if let Some(g) = &group {
+            self.name_like("group", g);
+        }
+        let labels = labels.map(|l| self.labels(&l)).unwrap_or_default();
+        let (url, target) = self.url(&url)?;
+        let mut headers = o.headers;
+        if let Some(auth) = basic_auth(&url) {
+            headers.entry(AUTHORIZATION).or_insert(auth);
+        }
+        Some(Service {
+            name: name.into_inner(),
+            group: group.map(Spanned::into_inner),
+            labels,
+            url,
+            target,
+            method: o.method,
+            headers,
+            timeout: o.timeout,
+            max_body_bytes: o.max_body_bytes,
+            expect: o.expect,
+        })
+    }
+
+    /// Names and groups appear in URLs (`/status/{name}`), labels and logs.
+    fn name_like(&mut self, key: &str, v: &Spanned<String>) {
+        let s = v.get_ref();
+        if s.is_empty() {
+            self.report(Some(&v.span()), format!("{key} must not be empty"));
+        } else if s.chars().count() > MAX_NAME_LEN {
+            self.report(
+                Some(&v.span()),
+                format!("{key} is longer than {MAX_NAME_LEN} characters"),
+            );
+        } else if s.chars().any(|c| c.is_control() || c == '/') {
+            self.report(
+                Some(&v.span()),
+                format!("{key} {s:?} must not contain '/' or control characters"),
+            );
+        }
+    }
+
+    fn labels(&mut self, l: &Spanned<BTreeMap<String, String>>) -> BTreeMap<String, String> {
+        for name in l.get_ref().keys() {
+            if !is_label_name(name) {
+                self.report(
+                    Some(&l.span()),
+                    format!("label name {name:?} is not valid for Prometheus: use letters, digits and '_', not starting with a digit or \"__\""),
+                );
+            } else if RESERVED_LABELS.contains(&name.as_str()) {
+                self.report(
+                    Some(&l.span()),
+                    format!(
+                        "label name {name:?} is reserved (reserved: {})",
+                        RESERVED_LABELS.join(", ")
+                    ),
+                );
+            }
+        }
+        l.get_ref().clone()
+    }
+
+    fn url(&mut self, v: &Spanned<String>) -> Option<(Url, Target)> {
+        let span = v.span();
+        let url = match Url::parse(v.get_ref()) {
+            Ok(u) => u,
+            Err(e) => {
+                // The URL may hold a password, so it is not echoed.
+                self.report(Some(&span), format!("url is not a valid URL: {e}"));
+                return None;
+            }
+        };
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                self.report(
+                    Some(&span),
+                    format!("url scheme {other:?} is not supported: use http or https"),
+                );
+                return None;
+            }
+        };
+        let (host, ip) = match url.host() {
+            Some(url::Host::Domain(d)) => (d.to_string(), None),
+            Some(url::Host::Ipv4(a)) => (a.to_string(), Some(IpAddr::V4(a))),
+            Some(url::Host::Ipv6(a)) => (a.to_string(), Some(IpAddr::V6(a))),
+            None => {
+                self.report(Some(&span), "url has no host");
+                return None;
+            }
+        };
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let host_str = url.host_str().unwrap_or_default();
+        let authority = match url.port() {
+            Some(p) => format!("{host_str}:{p}"),
+            None => host_str.to_string(),
+        };
+        let authority = match HeaderValue::from_str(&authority) {
+            Ok(a) => a,
+            Err(_) => {
+                self.report(Some(&span), "url host is not valid in a Host header");
+                return None;
+            }
+        };
+        let mut path_and_query = url.path().to_string();
+        if let Some(q) = url.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
+        let Ok(path_and_query) = http::uri::PathAndQuery::try_from(path_and_query) else {
+            self.report(Some(&span), "url path is not valid on an HTTP request line");
+            return None;
+        };
+        let target = Target {
+            tls,
+            host,
+            ip,
+            port,
+            authority,
+            path_and_query,
+        };
+        Some((url, target))
+    }
+}
+
+fn parse_status_text(t: &str) -> Option<StatusMatcher> {
+    let t = t.trim();
+    if let Some(class) = t
+        .strip_suffix("xx")
+        .or_else(|| t.strip_suffix("XX"))
+        .and_then(|d| d.parse::<u8>().ok())
+    {
+        return (1..=5)
+            .contains(&class)
+            .then_some(StatusMatcher::Class(class));
+    }
+    t.parse::<u16>()
+        .ok()
+        .filter(|c| (100..=599).contains(c))
+        .map(StatusMatcher::Code)
+}
+
+/// Prometheus label name syntax; `__` prefixes are reserved for Prometheus itself.
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    (first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
+/// `http://user:pass@host/` becomes an `Authorization: Basic` header, sent like curl does.
+fn basic_auth(url: &Url) -> Option<HeaderValue> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(url.username());
+    let pass = url.password().map(decode).unwrap_or_default();
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// The URL with its password (if any) replaced by `REDACTED`.
+pub fn redact(url: &Url) -> String {
+    if url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    // Cannot fail: the URL already has a password, so it has a host that can carry one.
+    let _ = shown.set_password(Some("REDACTED"));
+    shown.to_string()
+}
+
+/// TOML values as the JSON values a response body would hold (datetimes as their text).
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

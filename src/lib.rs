@@ -1,0 +1,45 @@
+//! healthsweep: sweeps every downstream `/health` endpoint concurrently on a fixed interval,
+//! under a hard per-sweep deadline, and serves the results as Prometheus metrics and JSON.
+//!
+//! ```text
+//! SIGHUP / POST /-/reload
+//!         │
+//!         ▼
+//!    reload: read + parse + validate ──bad──▶ keep the running config, log, reload metric = 0
+//!         │ good
+//!         ▼
+//!  watch<Loaded> ──────▶ sweep (one task): every interval, check all services
+//!                               concurrently (bounded), each under the sweep deadline
+//!                                    │
+//!                                    ▼
+//!                        watch<Arc<Snapshot>>  (immutable, one per sweep, one writer)
+//!                              │                      │
+//!                              ▼                      ▼
+//!                  /metrics (a Collector that    /status (serializes
+//!                  renders the snapshot)         the same snapshot)
+//! ```
+//!
+//! Each channel has one writer; readers clone the `Arc` and let go at once, so a reader never
+//! blocks the sweep and the sweep never waits on a reader. A failing service is data (an
+//! [`probe::Outcome`] with a [`probe::Reason`]); an `Err` means the daemon itself is broken.
+//!
+//! Modules, in dependency order: [`config`] → [`probe`] → [`snapshot`] → [`sweep`] →
+//! [`metrics`], [`api`], [`server`] → [`reload`], [`signals`] → [`app`]; the commands beside
+//! the daemon are [`check`] and [`demo`] (with [`mock`]).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod check;
+pub mod config;
+pub mod demo;
+pub mod limits;
+pub mod metrics;
+pub mod mock;
+pub mod probe;
+pub mod reload;
+pub mod server;
+pub mod signals;
+pub mod snapshot;
+pub mod sweep;

@@ -1,0 +1,253 @@
+//! The `healthsweep` command: arguments, logging, exit codes. Only wiring; the work is in the
+//! library.
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use healthsweep::app::{self, Settings};
+use healthsweep::config::{self, Config};
+use healthsweep::{check, demo, limits, signals};
+
+/// Exit statuses, documented in the README.
+mod exit {
+    /// `check`: at least one service is down.
+    pub const SERVICES_DOWN: u8 = 1;
+    /// The config is invalid or unreadable (also clap's status for bad arguments).
+    pub const BAD_CONFIG: u8 = 2;
+    /// The daemon could not start (e.g. the listen address is taken).
+    pub const CANNOT_START: u8 = 3;
+}
+
+/// How long the runtime waits for blocking work (a name lookup) at exit.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(300);
+
+#[derive(Parser)]
+#[command(
+    name = "healthsweep",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HEALTHSWEEP_REVISION"), ")"),
+    about = "Sweeps every downstream /health endpoint concurrently under a hard deadline, \
+             and serves the results as Prometheus metrics and JSON."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
+    #[arg(long, global = true, env = "HEALTHSWEEP_LOG", default_value = "info")]
+    log_level: String,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: sweep on a schedule, serve /metrics and /status, reload on SIGHUP.
+    Run {
+        #[arg(
+            long,
+            short,
+            env = "HEALTHSWEEP_CONFIG",
+            default_value = "/etc/healthsweep/healthsweep.toml"
+        )]
+        config: PathBuf,
+        /// Listen here instead of the config's [daemon] listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Check a config file; exit 0 if valid, 2 with every problem listed if not.
+    Validate {
+        #[arg(
+            long,
+            short,
+            env = "HEALTHSWEEP_CONFIG",
+            default_value = "/etc/healthsweep/healthsweep.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Sweep once and print a table; exit 1 if any service is down.
+    Check {
+        #[arg(
+            long,
+            short,
+            env = "HEALTHSWEEP_CONFIG",
+            default_value = "/etc/healthsweep/healthsweep.toml"
+        )]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Start 100 mock services on loopback and the daemon sweeping them.
+    Demo {
+        /// Where the daemon listens (default 127.0.0.1:9915, or any free port if taken).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Stop after this long, e.g. "30s" (default: run until Ctrl-C).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        exit_after: Option<Duration>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format);
+    match cli.command {
+        Command::Validate { config } => validate(&config),
+        Command::Run { config, listen } => run_daemon(&config, listen),
+        Command::Check { config, format } => check(&config, format),
+        Command::Demo { listen, exit_after } => demo(listen, exit_after),
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: journald and log files get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        for line in e.lines() {
+            eprintln!("error: {line}");
+        }
+        ExitCode::from(exit::BAD_CONFIG)
+    })
+}
+
+fn validate(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(c) => {
+            println!(
+                "{}: valid ({} service{})",
+                path.display(),
+                c.services.len(),
+                if c.services.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn run_daemon(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let nofile = limits::raise_open_file_limit();
+    let addr = listen.unwrap_or(config.daemon.listen);
+    let rt = runtime();
+    let code = rt.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return ExitCode::from(exit::CANNOT_START);
+            }
+        };
+        let services = config.services.len();
+        let shutdown = CancellationToken::new();
+        let settings = Settings {
+            config_path: path.to_path_buf(),
+            config,
+            listener,
+            default_max_in_flight: limits::default_max_in_flight(nofile),
+        };
+        let running = match app::start(settings, shutdown.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot start: {e}");
+                return ExitCode::from(exit::CANNOT_START);
+            }
+        };
+        if let Err(e) = signals::forward(running.reload_requests.clone(), shutdown.clone()) {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::from(exit::CANNOT_START);
+        }
+        info!(addr = %running.local_addr, config = %path.display(), services, open_file_limit = nofile, "listening");
+        running.wait().await;
+        info!("stopped");
+        ExitCode::SUCCESS
+    });
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
+}
+
+fn check(path: &Path, format: Format) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let nofile = limits::raise_open_file_limit();
+    let rt = runtime();
+    let report = rt.block_on(check::sweep_once(
+        config,
+        limits::default_max_in_flight(nofile),
+    ));
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    check::print(&match format {
+        Format::Table => check::table(&report),
+        Format::Json => check::json(&report),
+    });
+    if report.outcomes.iter().all(|o| o.ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::SERVICES_DOWN)
+    }
+}
+
+fn demo(listen: Option<SocketAddr>, exit_after: Option<Duration>) -> ExitCode {
+    let nofile = limits::raise_open_file_limit();
+    let rt = runtime();
+    let result = rt.block_on(demo::run(
+        demo::DemoOptions {
+            listen,
+            exit_after,
+            default_max_in_flight: limits::default_max_in_flight(nofile),
+        },
+        CancellationToken::new(),
+    ));
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::CANNOT_START)
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Checking one service: the [`Outcome`] of a check and the [`Prober`] that produces it.
+//!
+//! A failing service is data, never an error: every check returns an [`Outcome`], whose
+//! [`Reason`] comes from a closed set so it can be a metric label and an alert condition.
+//! Each probe kind lives in a file of its own behind the same function shape
+//! (`check(prober, service, deadline) -> Outcome`).
+
+mod http;
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::ClientConfig;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::Service;
+
+/// Why a check failed. A closed set: each is a metric label value and a documented meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The host name did not resolve.
+    Dns,
+    /// No TCP connection could be made (refused, unreachable).
+    Connect,
+    /// The TLS handshake failed.
+    Tls,
+    /// The check's own `timeout` ran out.
+    Timeout,
+    /// The sweep deadline arrived before the check finished (or started).
+    DeadlineExceeded,
+    /// The peer closed or reset the connection before a complete response.
+    ConnectionClosed,
+    /// What came back is not valid HTTP (garbage, oversized header block).
+    InvalidResponse,
+    /// The status code is not one of `expect_status`.
+    HttpStatus,
+    /// The body does not satisfy `expect_json` / `expect_body_contains`.
+    BodyMismatch,
+    /// The body is longer than `max_body_bytes`.
+    BodyTooLarge,
+}
+
+impl Reason {
+    /// Every reason, in a stable order (for docs and exhaustive tests).
+    pub const ALL: [Reason; 10] = [
+        Reason::Dns,
+        Reason::Connect,
+        Reason::Tls,
+        Reason::Timeout,
+        Reason::DeadlineExceeded,
+        Reason::ConnectionClosed,
+        Reason::InvalidResponse,
+        Reason::HttpStatus,
+        Reason::BodyMismatch,
+        Reason::BodyTooLarge,
+    ];
+
+    /// The label value, as in `/status` and `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Dns => "dns",
+            Reason::Connect => "connect",
+            Reason::Tls => "tls",
+            Reason::Timeout => "timeout",
+            Reason::DeadlineExceeded => "deadline_exceeded",
+            Reason::ConnectionClosed => "connection_closed",
+            Reason::InvalidResponse => "invalid_response",
+            Reason::HttpStatus => "http_status",
+            Reason::BodyMismatch => "body_mismatch",
+            Reason::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of checking one service once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// `None` when the check passed.
+    pub reason: Option<Reason>,
+    /// The response status, when a response arrived.
+    pub http_status: Option<u16>,
+    /// When the check started (wall clock).
+    pub at: SystemTime,
+    /// How long the check took.
+    pub duration: Duration,
+    /// A short explanation when the check failed.
+    pub error: Option<Box<str>>,
+}
+
+impl Outcome {
+    /// Whether the check passed.
+    pub fn ok(&self) -> bool {
+        self.reason.is_none()
+    }
+
+    /// A failed outcome.
+    pub fn failed(
+        reason: Reason,
+        at: SystemTime,
+        duration: Duration,
+        error: impl Into<String>,
+    ) -> Self {
+        Outcome {
+            reason: Some(reason),
+            http_status: None,
+            at,
+            duration,
+            error: Some(truncate(error.into()).into_boxed_str()),
+        }
+    }
+}
+
+/// Error messages end up in JSON and logs for every failing service: keep them short.
+const MAX_ERROR_LEN: usize = 300;
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ERROR_LEN {
+        let cut = (0..=MAX_ERROR_LEN)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Runs checks. One per daemon, shared by every sweep: it holds what is expensive to build
+/// (the TLS trust roots) so a check never pays for it.
+#[derive(Debug, Default)]
+pub struct Prober {
+    tls: OnceLock<Arc<ClientConfig>>,
+}
+
+impl Prober {
+    pub fn new() -> Self {
+        Prober::default()
+    }
+
+    /// Checks `service` once. The check ends by `deadline` (the sweep's) at the latest, or by its
+    /// own timeout if that comes first.
+    pub async fn check(&self, service: &Service, deadline: Instant) -> Outcome {
+        http::check(self, service, deadline).await
+    }
+
+    /// The TLS client config, built on first use: loading the system's CA roots costs a few
+    /// milliseconds and a few hundred KiB that a plain-HTTP fleet never needs.
+    fn tls(&self) -> Arc<ClientConfig> {
+        self.tls
+            .get_or_init(|| Arc::new(build_tls_config()))
+            .clone()
+    }
+}
+
+fn build_tls_config() -> ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for err in &found.errors {
+        tracing::warn!(error = %err, "could not load some system CA certificates");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!(
+            ignored,
+            "no system CA certificates found; https checks will fail with reason tls"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_labels_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            let s = r.as_str();
+            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+            assert!(seen.insert(s), "duplicate {s}");
+            assert_eq!(
+                serde_json::to_value(r).expect("serializes"),
+                serde_json::json!(s)
+            );
+        }
+    }
+
+    #[test]
+    fn long_errors_are_truncated_on_a_char_boundary() {
+        let long = "é".repeat(400);
+        let t = truncate(long);
+        assert!(t.len() <= MAX_ERROR_LEN + '…'.len_utf8());
+        assert!(t.ends_with('…'));
+        assert_eq!(truncate("short".into()), "short");
+    }
+}

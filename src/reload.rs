@@ -1,0 +1,159 @@
+//! Reloading the config file without a restart.
+//!
+//! The [`Reloader`] is the only writer of the config channel. A reload (from SIGHUP or
+//! `POST /-/reload`) reads, parses and validates the whole file and publishes it only if all of
+//! it is good; otherwise the running config stays and the failure is logged and recorded in
+//! [`ReloadStatus`] (`healthsweep_config_last_reload_successful` = 0).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{self, ConfigError, Loaded};
+
+/// How many reload requests may wait. Signals beyond it are dropped, which loses nothing: the
+/// reload already waiting will read the file as it is by then.
+pub const QUEUE: usize = 8;
+
+/// A request to reload, with where to send the outcome (the HTTP API waits for it).
+#[derive(Debug)]
+pub struct ReloadRequest {
+    pub reply: Option<oneshot::Sender<Result<Reloaded, ConfigError>>>,
+}
+
+/// A successful reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub services: usize,
+}
+
+/// The outcome of the latest load, for `/metrics` and `/status`.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    /// Whether the latest attempt succeeded (the start-up load counts as one).
+    pub successful: bool,
+    /// When a config was last loaded successfully.
+    pub last_success: SystemTime,
+    /// Why the latest attempt failed, when it did.
+    pub last_error: Option<String>,
+}
+
+/// Owns the config file and publishes each good version of it.
+pub struct Reloader {
+    path: PathBuf,
+    configs: watch::Sender<Loaded>,
+    status: watch::Sender<ReloadStatus>,
+}
+
+impl Reloader {
+    /// Starts from `initial` (generation 1), already loaded from `path`.
+    pub fn new(path: PathBuf, initial: config::Config) -> Self {
+        let loaded = Loaded {
+            generation: 1,
+            config: Arc::new(initial),
+        };
+        let (configs, _) = watch::channel(loaded);
+        let (status, _) = watch::channel(ReloadStatus {
+            successful: true,
+            last_success: SystemTime::now(),
+            last_error: None,
+        });
+        Reloader {
+            path,
+            configs,
+            status,
+        }
+    }
+
+    /// The published config, for the sweeper.
+    pub fn configs(&self) -> watch::Receiver<Loaded> {
+        self.configs.subscribe()
+    }
+
+    /// The outcome of the latest load, for the metrics and the API.
+    pub fn status(&self) -> watch::Receiver<ReloadStatus> {
+        self.status.subscribe()
+    }
+
+    /// Serves reload requests until `shutdown`.
+    pub async fn run(
+        self,
+        mut requests: mpsc::Receiver<ReloadRequest>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let request = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = requests.recv() => match r {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            let outcome = self.reload().await;
+            if let Some(reply) = request.reply {
+                // The requester may have gone away (client disconnected); nothing to do then.
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    async fn reload(&self) -> Result<Reloaded, ConfigError> {
+        let path = self.path.clone();
+        // Parsing a large fleet takes a while; keep it off the async worker threads.
+        let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigError::Read {
+                    path: self.path.clone(),
+                    source: std::io::Error::other(e),
+                })
+            });
+        match loaded {
+            Ok(config) => Ok(self.publish(config)),
+            Err(e) => {
+                warn!(path = %self.path.display(), error = %e, "config reload failed; keeping the running config");
+                self.status.send_modify(|s| {
+                    s.successful = false;
+                    s.last_error = Some(e.to_string());
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn publish(&self, config: config::Config) -> Reloaded {
+        let current = self.configs.borrow().clone();
+        if config.daemon.listen != current.config.daemon.listen {
+            warn!(
+                running = %current.config.daemon.listen,
+                configured = %config.daemon.listen,
+                "listen address changed; it takes effect after a restart"
+            );
+        }
+        let reloaded = Reloaded {
+            generation: current.generation + 1,
+            services: config.services.len(),
+        };
+        self.configs.send_replace(Loaded {
+            generation: reloaded.generation,
+            config: Arc::new(config),
+        });
+        self.status.send_replace(ReloadStatus {
+            successful: true,
+            last_success: SystemTime::now(),
+            last_error: None,
+        });
+        info!(
+            path = %self.path.display(),
+            generation = reloaded.generation,
+            services = reloaded.services,
+            "config reloaded"
+        );
+        reloaded
+    }
+}

@@ -1,0 +1,417 @@
+//! The daemon's view of the fleet after a sweep: an immutable [`Snapshot`], plain data, no I/O.
+//!
+//! The sweeper is the only writer. It builds each new snapshot from the previous one with the
+//! pure functions here ([`Snapshot::reconfigured`], [`Snapshot::swept`]), then publishes it
+//! whole, so `/metrics` and `/status` always read one complete sweep, never a mix.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::{Config, Loaded, Service};
+use crate::probe::{Outcome, Reason};
+
+/// A service's health as the daemon believes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Not checked yet (new, or changed by a reload).
+    Unknown,
+    Up,
+    Down,
+}
+
+impl State {
+    pub const ALL: [State; 3] = [State::Up, State::Down, State::Unknown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Up => "up",
+            State::Down => "down",
+        }
+    }
+}
+
+/// One service's state, carried from sweep to sweep.
+#[derive(Debug, Clone)]
+pub struct ServiceStatus {
+    pub service: Arc<Service>,
+    pub state: State,
+    /// When `state` last changed (or the service was added).
+    pub since: SystemTime,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    /// The latest check, once there is one.
+    pub last: Option<Outcome>,
+}
+
+impl ServiceStatus {
+    fn new(service: Arc<Service>, now: SystemTime) -> Self {
+        ServiceStatus {
+            service,
+            state: State::Unknown,
+            since: now,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            last: None,
+        }
+    }
+
+    /// This status after `outcome`.
+    fn after(&self, outcome: Outcome) -> ServiceStatus {
+        let ok = outcome.ok();
+        let state = if ok { State::Up } else { State::Down };
+        ServiceStatus {
+            service: self.service.clone(),
+            state,
+            since: if state == self.state {
+                self.since
+            } else {
+                outcome.at + outcome.duration
+            },
+            consecutive_failures: if ok { 0 } else { self.consecutive_failures + 1 },
+            consecutive_successes: if ok {
+                self.consecutive_successes + 1
+            } else {
+                0
+            },
+            last: Some(outcome),
+        }
+    }
+}
+
+/// What one sweep did, in summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepSummary {
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub deadline: Duration,
+    pub checks: usize,
+    pub failed: usize,
+    pub deadline_exceeded: usize,
+}
+
+/// The outcomes of one sweep, in the order of `config.services`.
+#[derive(Debug)]
+pub struct SweepReport {
+    /// The config the sweep ran with; it may have been replaced by a reload meanwhile.
+    pub config: Arc<Config>,
+    pub started_at: SystemTime,
+    pub duration: Duration,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl SweepReport {
+    pub fn summary(&self) -> SweepSummary {
+        let failed = self.outcomes.iter().filter(|o| !o.ok()).count();
+        let deadline_exceeded = self
+            .outcomes
+            .iter()
+            .filter(|o| o.reason == Some(Reason::DeadlineExceeded))
+            .count();
+        SweepSummary {
+            started_at: self.started_at,
+            duration: self.duration,
+            deadline: self.config.daemon.deadline,
+            checks: self.outcomes.len(),
+            failed,
+            deadline_exceeded,
+        }
+    }
+}
+
+/// A service whose state changed in a sweep: what gets logged, once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub service: String,
+    pub from: State,
+    pub to: State,
+    pub reason: Option<Reason>,
+    pub error: Option<Box<str>>,
+}
+
+/// Everything `/metrics` and `/status` show, as of one sweep.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Generation of the config this snapshot reflects.
+    pub generation: u64,
+    pub config: Arc<Config>,
+    /// One per configured service, in config order.
+    pub services: Vec<ServiceStatus>,
+    /// The latest completed sweep; `None` until the first one ends (not ready yet).
+    pub last_sweep: Option<SweepSummary>,
+    /// Sweeps completed since start.
+    pub sweeps_total: u64,
+    /// Checks cut off by the sweep deadline since start.
+    pub deadline_exceeded_total: u64,
+}
+
+impl Snapshot {
+    /// The snapshot before any sweep: every service `unknown`.
+    pub fn new(loaded: &Loaded, now: SystemTime) -> Self {
+        Snapshot {
+            generation: loaded.generation,
+            config: loaded.config.clone(),
+            services: loaded
+                .config
+                .services
+                .iter()
+                .map(|s| ServiceStatus::new(s.clone(), now))
+                .collect(),
+            last_sweep: None,
+            sweeps_total: 0,
+            deadline_exceeded_total: 0,
+        }
+    }
+
+    /// This snapshot under a new config: services kept (same name and target) keep their state
+    /// and counters, removed ones are gone, new ones are `unknown`.
+    pub fn reconfigured(&self, loaded: &Loaded, now: SystemTime) -> Self {
+        let previous: HashMap<&str, &ServiceStatus> = self
+            .services
+            .iter()
+            .map(|s| (s.service.name.as_str(), s))
+            .collect();
+        let services = loaded
+            .config
+            .services
+            .iter()
+            .map(|svc| match previous.get(svc.name.as_str()) {
+                Some(old) if old.service.same_target(svc) => ServiceStatus {
+                    service: svc.clone(),
+                    ..(*old).clone()
+                },
+                _ => ServiceStatus::new(svc.clone(), now),
+            })
+            .collect();
+        Snapshot {
+            generation: loaded.generation,
+            config: loaded.config.clone(),
+            services,
+            ..self.clone_without_services()
+        }
+    }
+
+    /// This snapshot after `report`. Outcomes are matched to services by name (and target), so a
+    /// sweep that started before a reload still lands correctly: results for removed or changed
+    /// services are dropped, services added meanwhile stay `unknown`.
+    pub fn swept(&self, report: SweepReport) -> (Snapshot, Vec<Transition>) {
+        let summary = report.summary();
+        let same_config = Arc::ptr_eq(&report.config, &self.config);
+        let mut outcomes: Vec<Option<Outcome>> = report.outcomes.into_iter().map(Some).collect();
+        let index: HashMap<&str, usize> = if same_config {
+            HashMap::new()
+        } else {
+            report
+                .config
+                .services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.as_str(), i))
+                .collect()
+        };
+        let mut transitions = Vec::new();
+        let services = self
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, status)| {
+                let j = if same_config {
+                    Some(i)
+                } else {
+                    index
+                        .get(status.service.name.as_str())
+                        .copied()
+                        .filter(|&j| report.config.services[j].same_target(&status.service))
+                };
+                match j.and_then(|j| outcomes.get_mut(j).and_then(Option::take)) {
+                    Some(outcome) => {
+                        let next = status.after(outcome);
+                        if next.state != status.state {
+                            transitions.push(Transition {
+                                service: status.service.name.clone(),
+                                from: status.state,
+                                to: next.state,
+                                reason: next.last.as_ref().and_then(|o| o.reason),
+                                error: next.last.as_ref().and_then(|o| o.error.clone()),
+                            });
+                        }
+                        next
+                    }
+                    None => status.clone(),
+                }
+            })
+            .collect();
+        let snapshot = Snapshot {
+            generation: self.generation,
+            config: self.config.clone(),
+            services,
+            sweeps_total: self.sweeps_total + 1,
+            deadline_exceeded_total: self.deadline_exceeded_total
+                + summary.deadline_exceeded as u64,
+            last_sweep: Some(summary),
+        };
+        (snapshot, transitions)
+    }
+
+    /// Whether the first sweep has finished (what `/readyz` reports).
+    pub fn ready(&self) -> bool {
+        self.last_sweep.is_some()
+    }
+
+    /// How many services are in `state`.
+    pub fn count(&self, state: State) -> usize {
+        self.services.iter().filter(|s| s.state == state).count()
+    }
+
+    /// The status of the service called `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceStatus> {
+        self.services.iter().find(|s| s.service.name == name)
+    }
+
+    fn clone_without_services(&self) -> Snapshot {
+        Snapshot {
+            generation: self.generation,
+            config: self.config.clone(),
+            services: Vec::new(),
+            last_sweep: self.last_sweep.clone(),
+            sweeps_total: self.sweeps_total,
+            deadline_exceeded_total: self.deadline_exceeded_total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn loaded(generation: u64, src: &str) -> Loaded {
+        Loaded {
+            generation,
+            config: Arc::new(crate::config::parse(Path::new("t.toml"), src).expect("valid")),
+        }
+    }
+
+    fn services(names: &[(&str, &str)]) -> String {
+        names
+            .iter()
+            .map(|(n, u)| format!("[[service]]\nname = \"{n}\"\nurl = \"{u}\"\n"))
+            .collect()
+    }
+
+    fn outcome(ok: bool) -> Outcome {
+        if ok {
+            Outcome {
+                reason: None,
+                http_status: Some(200),
+                at: SystemTime::UNIX_EPOCH,
+                duration: Duration::from_millis(5),
+                error: None,
+            }
+        } else {
+            Outcome::failed(
+                Reason::HttpStatus,
+                SystemTime::UNIX_EPOCH,
+                Duration::from_millis(5),
+                "status 500",
+            )
+        }
+    }
+
+    fn report(config: &Arc<Config>, oks: &[bool]) -> SweepReport {
+        SweepReport {
+            config: config.clone(),
+            started_at: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(10),
+            outcomes: oks.iter().map(|&ok| outcome(ok)).collect(),
+        }
+    }
+
+    #[test]
+    fn every_service_is_unknown_until_swept_and_not_ready() {
+        let l = loaded(1, &services(&[("a", "http://127.0.0.1/")]));
+        let s = Snapshot::new(&l, SystemTime::UNIX_EPOCH);
+        assert_eq!(s.services[0].state, State::Unknown);
+        assert!(!s.ready());
+    }
+
+    #[test]
+    fn a_sweep_sets_states_counts_and_reports_changes_once() {
+        let l = loaded(
+            1,
+            &services(&[("a", "http://127.0.0.1/"), ("b", "http://127.0.0.2/")]),
+        );
+        let s0 = Snapshot::new(&l, SystemTime::UNIX_EPOCH);
+        let (s1, t1) = s0.swept(report(&l.config, &[true, false]));
+        assert!(s1.ready());
+        assert_eq!(s1.services[0].state, State::Up);
+        assert_eq!(s1.services[1].state, State::Down);
+        assert_eq!(s1.services[1].consecutive_failures, 1);
+        assert_eq!(t1.len(), 2);
+        let (s2, t2) = s1.swept(report(&l.config, &[true, false]));
+        assert!(t2.is_empty(), "a steady state produces no transitions");
+        assert_eq!(s2.services[1].consecutive_failures, 2);
+        assert_eq!(s2.services[0].consecutive_successes, 2);
+        assert_eq!(s2.sweeps_total, 2);
+        let (s3, t3) = s2.swept(report(&l.config, &[true, true]));
+        assert_eq!(t3.len(), 1);
+        assert_eq!((t3[0].from, t3[0].to), (State::Down, State::Up));
+        assert_eq!(s3.services[1].consecutive_failures, 0);
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_services_drops_removed_and_adds_unknown() {
+        let l1 = loaded(
+            1,
+            &services(&[("keep", "http://127.0.0.1/"), ("gone", "http://127.0.0.2/")]),
+        );
+        let (s1, _) =
+            Snapshot::new(&l1, SystemTime::UNIX_EPOCH).swept(report(&l1.config, &[false, true]));
+        let l2 = loaded(
+            2,
+            &services(&[("keep", "http://127.0.0.1/"), ("new", "http://127.0.0.3/")]),
+        );
+        let s2 = s1.reconfigured(&l2, SystemTime::UNIX_EPOCH);
+        assert_eq!(s2.generation, 2);
+        assert_eq!(s2.services.len(), 2);
+        assert_eq!(s2.services[0].state, State::Down);
+        assert_eq!(s2.services[0].consecutive_failures, 1);
+        assert_eq!(s2.services[1].state, State::Unknown);
+        assert!(s2.service("gone").is_none());
+        assert_eq!(s2.sweeps_total, 1);
+    }
+
+    #[test]
+    fn a_service_pointed_elsewhere_starts_again_as_unknown() {
+        let l1 = loaded(1, &services(&[("a", "http://127.0.0.1/")]));
+        let (s1, _) = Snapshot::new(&l1, SystemTime::UNIX_EPOCH).swept(report(&l1.config, &[true]));
+        let l2 = loaded(2, &services(&[("a", "http://127.0.0.9/")]));
+        assert_eq!(
+            s1.reconfigured(&l2, SystemTime::UNIX_EPOCH).services[0].state,
+            State::Unknown
+        );
+    }
+
+    #[test]
+    fn a_sweep_that_straddles_a_reload_only_lands_on_services_still_there() {
+        let l1 = loaded(
+            1,
+            &services(&[("a", "http://127.0.0.1/"), ("b", "http://127.0.0.2/")]),
+        );
+        let s1 = Snapshot::new(&l1, SystemTime::UNIX_EPOCH);
+        let l2 = loaded(
+            2,
+            &services(&[("c", "http://127.0.0.3/"), ("b", "http://127.0.0.2/")]),
+        );
+        let s2 = s1.reconfigured(&l2, SystemTime::UNIX_EPOCH);
+        // The sweep ran with the old config.
+        let (s3, _) = s2.swept(report(&l1.config, &[true, false]));
+        assert_eq!(s3.service("c").map(|s| s.state), Some(State::Unknown));
+        assert_eq!(s3.service("b").map(|s| s.state), Some(State::Down));
+        assert!(s3.service("a").is_none());
+    }
+}

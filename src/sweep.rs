@@ -1,0 +1,277 @@
+//! The sweep: every service checked concurrently, at most `max_in_flight` at once, all of it over
+//! by a hard deadline; and the [`Sweeper`] that runs one on a fixed schedule and publishes each
+//! result as a new [`Snapshot`].
+//!
+//! [`run_sweep`] is separate from the loop so that `healthsweep check`, the benchmark and tests
+//! run exactly the code the daemon runs.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::{Config, Loaded};
+use crate::probe::{Outcome, Prober, Reason};
+use crate::snapshot::{Snapshot, State, SweepReport, Transition};
+
+/// Runs one sweep of every service in `config`, at most `max_in_flight` checks at a time.
+///
+/// Over by start + `config.daemon.deadline` whatever the services do: checks still running then
+/// are cancelled, and every service without a result (cut off, or never started because all
+/// slots were busy) is reported as `deadline_exceeded`, never skipped.
+pub async fn run_sweep(
+    prober: Arc<Prober>,
+    config: Arc<Config>,
+    max_in_flight: usize,
+) -> SweepReport {
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let deadline = started + config.daemon.deadline;
+    let n = config.services.len();
+    let queue = Arc::new(Queue {
+        next: AtomicUsize::new(0),
+        began: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        started,
+        deadline,
+    });
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut workers = JoinSet::new();
+    for _ in 0..max_in_flight.clamp(1, n.max(1)) {
+        workers.spawn(worker(
+            prober.clone(),
+            config.clone(),
+            queue.clone(),
+            tx.clone(),
+        ));
+    }
+    drop(tx);
+
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+    let collect = async {
+        while let Some((i, outcome)) = rx.recv().await {
+            outcomes[i] = Some(outcome);
+        }
+    };
+    // Normally every check ends by the deadline by itself and the channel closes first; this is
+    // the hard stop for anything that does not (a blocked resolver thread, a bug).
+    let _ = tokio::time::timeout_at(deadline, collect).await;
+    workers.abort_all();
+    while let Ok((i, outcome)) = rx.try_recv() {
+        outcomes[i] = Some(outcome);
+    }
+    let duration = started.elapsed();
+
+    let outcomes = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| o.unwrap_or_else(|| queue.unfinished(i, started_at, max_in_flight)))
+        .collect();
+    SweepReport {
+        config,
+        started_at,
+        duration,
+        outcomes,
+    }
+}
+
+/// The work list shared by a sweep's workers.
+struct Queue {
+    /// Index of the next service to check.
+    next: AtomicUsize,
+    /// When each check began, as nanoseconds after `started` plus one; zero means not begun.
+    began: Box<[AtomicU64]>,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl Queue {
+    /// The outcome for a service that has no result at the deadline.
+    fn unfinished(&self, i: usize, started_at: SystemTime, max_in_flight: usize) -> Outcome {
+        let sweep_len = self.deadline - self.started;
+        match self.began[i].load(Ordering::Relaxed) {
+            0 => Outcome::failed(
+                Reason::DeadlineExceeded,
+                started_at + sweep_len,
+                Duration::ZERO,
+                format!(
+                    "not started before the sweep deadline: all {max_in_flight} check slots were busy"
+                ),
+            ),
+            began => {
+                let offset = Duration::from_nanos(began - 1);
+                Outcome::failed(
+                    Reason::DeadlineExceeded,
+                    started_at + offset,
+                    sweep_len.saturating_sub(offset),
+                    "still running at the sweep deadline",
+                )
+            }
+        }
+    }
+}
+
+/// One check slot: takes the next service from the queue until it is empty or the deadline
+/// has passed.
+async fn worker(
+    prober: Arc<Prober>,
+    config: Arc<Config>,
+    queue: Arc<Queue>,
+    tx: mpsc::UnboundedSender<(usize, Outcome)>,
+) {
+    loop {
+        let i = queue.next.fetch_add(1, Ordering::Relaxed);
+        let Some(service) = config.services.get(i) else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= queue.deadline {
+            return;
+        }
+        let offset = (now - queue.started).as_nanos() as u64;
+        queue.began[i].store(offset + 1, Ordering::Relaxed);
+        let outcome = prober.check(service, queue.deadline).await;
+        if tx.send((i, outcome)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs sweeps on a fixed schedule and publishes a [`Snapshot`] after each one, and right away
+/// when the config changes (so removed services vanish and new ones show as `unknown`).
+pub struct Sweeper {
+    prober: Arc<Prober>,
+    configs: watch::Receiver<Loaded>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    /// The in-flight bound used when the config does not set one.
+    default_max_in_flight: usize,
+}
+
+impl Sweeper {
+    pub fn new(
+        prober: Arc<Prober>,
+        configs: watch::Receiver<Loaded>,
+        snapshots: watch::Sender<Arc<Snapshot>>,
+        default_max_in_flight: usize,
+    ) -> Self {
+        Sweeper {
+            prober,
+            configs,
+            snapshots,
+            default_max_in_flight,
+        }
+    }
+
+    /// Sweeps until `shutdown` is cancelled; a sweep in flight then is dropped (its checks
+    /// cancelled, their sockets closed).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut loaded = self.configs.borrow_and_update().clone();
+        let mut ticker = schedule(loaded.config.daemon.interval, Instant::now());
+        let mut number: u64 = 0;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                Ok(()) = self.configs.changed() => self.reconfigure(&mut loaded, &mut ticker),
+                _ = ticker.tick() => {
+                    number += 1;
+                    if self.sweep(number, &mut loaded, &mut ticker, &shutdown).await.is_break() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn sweep(
+        &mut self,
+        number: u64,
+        loaded: &mut Loaded,
+        ticker: &mut tokio::time::Interval,
+        shutdown: &CancellationToken,
+    ) -> ControlFlow<()> {
+        let max_in_flight = self.max_in_flight(&loaded.config);
+        let span = info_span!("sweep", number, services = loaded.config.services.len());
+        let sweep = run_sweep(self.prober.clone(), loaded.config.clone(), max_in_flight)
+            .instrument(span.clone());
+        tokio::pin!(sweep);
+        let report = loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return ControlFlow::Break(()),
+                report = &mut sweep => break report,
+                Ok(()) = self.configs.changed() => self.reconfigure(loaded, ticker),
+            }
+        };
+        let _entered = span.enter();
+        let summary = report.summary();
+        let current = self.snapshots.borrow().clone();
+        let (next, transitions) = current.swept(report);
+        log_transitions(&transitions);
+        debug!(
+            duration_ms = summary.duration.as_millis() as u64,
+            checks = summary.checks,
+            failed = summary.failed,
+            deadline_exceeded = summary.deadline_exceeded,
+            "sweep finished"
+        );
+        self.snapshots.send_replace(Arc::new(next));
+        ControlFlow::Continue(())
+    }
+
+    /// Publishes the current results under the new config at once; probing carries on.
+    fn reconfigure(&mut self, loaded: &mut Loaded, ticker: &mut tokio::time::Interval) {
+        let next = self.configs.borrow_and_update().clone();
+        let interval = next.config.daemon.interval;
+        if interval != loaded.config.daemon.interval {
+            *ticker = schedule(interval, Instant::now() + interval);
+        }
+        let current = self.snapshots.borrow().clone();
+        let snapshot = current.reconfigured(&next, SystemTime::now());
+        self.snapshots.send_replace(Arc::new(snapshot));
+        *loaded = next;
+    }
+
+    fn max_in_flight(&self, config: &Config) -> usize {
+        config
+            .daemon
+            .max_in_flight
+            .map_or(self.default_max_in_flight, |n| n.get())
+    }
+}
+
+/// A fixed-rate schedule: ticks at `first`, `first + interval`, ... regardless of how long each
+/// sweep takes (it never takes longer than the deadline, which is at most the interval). A tick
+/// missed because the process was stopped is skipped rather than bunched up.
+fn schedule(interval: Duration, first: Instant) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval_at(first, interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    ticker
+}
+
+/// State changes are logged once each; a steady state is never logged again. The first result
+/// of a healthy service is not news, so it is logged at debug.
+fn log_transitions(transitions: &[Transition]) {
+    for t in transitions {
+        let reason = t.reason.map(Reason::as_str);
+        let error = t.error.as_deref();
+        match (t.from, t.to) {
+            (State::Unknown, State::Up) => {
+                debug!(target_service = %t.service, "service is up")
+            }
+            (_, State::Down) => {
+                warn!(target_service = %t.service, from = t.from.as_str(), reason, error, "service is down")
+            }
+            (_, State::Up) => {
+                info!(target_service = %t.service, from = t.from.as_str(), "service is up again")
+            }
+            (_, State::Unknown) => {}
+        }
+    }
+}

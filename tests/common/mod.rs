@@ -1,0 +1,330 @@
+//! Test harness: starts the real `healthsweep` binary on loopback, talks HTTP to it, and waits
+//! for conditions with a bound on time. Every wait ends by itself.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_healthsweep")
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("healthsweep-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running daemon (`healthsweep run`), killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub config_path: PathBuf,
+    /// Every stderr line so far (JSON log lines).
+    pub logs: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    /// Writes `config` to a file and starts the daemon on it, listening on a free loopback port.
+    pub fn start(config: &str) -> Daemon {
+        let dir = TempDir::new("daemon");
+        let config_path = dir.path().join("healthsweep.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(bin())
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start healthsweep");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not report its address; logs:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            config_path,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    /// Replaces the config file (atomically, by rename, as config management tools do).
+    pub fn write_config(&self, config: &str) {
+        let tmp = self.config_path.with_extension("tmp");
+        std::fs::write(&tmp, config).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        http(self.addr, "GET", path).await
+    }
+
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        r.json()
+    }
+
+    /// Polls `/status` (bounded by `within`) until `cond` holds; returns the last document and
+    /// whether it held.
+    pub async fn poll_status(
+        &self,
+        within: Duration,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> (serde_json::Value, bool) {
+        let end = Instant::now() + within;
+        loop {
+            let status = self.json("/status").await;
+            if cond(&status) {
+                return (status, true);
+            }
+            if Instant::now() >= end {
+                return (status, false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (bounded) until `/status` shows `sweeps` completed sweeps, and returns it.
+    pub async fn status_after_sweeps(&self, sweeps: u64) -> serde_json::Value {
+        let (status, found) = self
+            .poll_status(Duration::from_secs(15), |s| {
+                s["sweep"]["number"].as_u64().unwrap_or(0) >= sweeps
+            })
+            .await;
+        assert!(
+            found,
+            "no sweep {sweeps} within 15 s; last status: {status}"
+        );
+        status
+    }
+
+    /// Waits (bounded) until `/status` shows config generation `generation`.
+    pub async fn status_at_generation(&self, generation: u64) -> serde_json::Value {
+        let (status, found) = self
+            .poll_status(Duration::from_secs(10), |s| s["generation"] == generation)
+            .await;
+        assert!(
+            found,
+            "generation {generation} not reached; last status: {status}"
+        );
+        status
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn logs_containing(&self, needle: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["message"] != "listening" {
+        return None;
+    }
+    v["addr"].as_str()?.parse().ok()
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request, `Connection: close`), so tests see exactly the bytes
+/// the daemon sends. Bounded by a 10 s timeout.
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> HttpResponse {
+    raw(
+        addr,
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+/// Sends `request` as is and parses the response.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> HttpResponse {
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to daemon");
+        s.write_all(request).await.expect("send request");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read response");
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("response within 10 s");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `within` passes; returns whether it held.
+pub async fn wait_for<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `[[service]]` table.
+pub fn service(name: &str, url: &str) -> String {
+    format!("[[service]]\nname = \"{name}\"\nurl = \"{url}\"\n\n")
+}
+
+/// A `[daemon]` table with a short interval, for tests.
+pub fn daemon_section(interval: &str, deadline: &str, extra: &str) -> String {
+    format!("[daemon]\ninterval = \"{interval}\"\ndeadline = \"{deadline}\"\n{extra}\n")
+}
+
+/// The service's object in a `/status` document.
+pub fn service_status<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no service {name} in {status}"))
+}
+
+/// Whether `/status` lists `name`.
+pub fn has_service(status: &serde_json::Value, name: &str) -> bool {
+    status["services"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|s| s["name"] == name))
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
