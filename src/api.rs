@@ -321,6 +321,9 @@ struct SweepDoc {
     checks: usize,
     failed: usize,
     deadline_exceeded: usize,
+    not_started: usize,
+    max_in_flight: usize,
+    connections_reused: usize,
 }
 
 #[derive(Serialize)]
@@ -352,6 +355,7 @@ struct LastDoc<'a> {
     duration_seconds: f64,
     at: String,
     error: Option<&'a str>,
+    reused_connection: bool,
 }
 
 impl<'a> StatusDoc<'a> {
@@ -373,6 +377,9 @@ impl<'a> StatusDoc<'a> {
                 checks: w.checks,
                 failed: w.failed,
                 deadline_exceeded: w.deadline_exceeded,
+                not_started: w.not_started,
+                max_in_flight: w.max_in_flight,
+                connections_reused: w.reused_connections,
             }),
             config: ConfigDoc {
                 generation: s.generation,
@@ -408,9 +415,18 @@ impl<'a> ServiceDoc<'a> {
                 duration_seconds: seconds(o.duration),
                 at: rfc3339(o.at),
                 error: o.error.as_deref(),
+                reused_connection: o.reused_connection,
             }),
         }
     }
+}
+
+/// `/status` for the whole fleet, unfiltered and compact, as served (the benchmark times this).
+pub fn status_document(snapshot: &Snapshot, reload: &ReloadStatus) -> Vec<u8> {
+    to_json(
+        &StatusDoc::new(snapshot, reload, &StatusQuery::default()),
+        false,
+    )
 }
 
 /// RFC 3339, UTC, millisecond precision: `2026-11-24T16:20:15.123Z`.

@@ -38,8 +38,9 @@ pub struct Settings {
     pub config: Config,
     /// Where the HTTP server accepts connections.
     pub listener: TcpListener,
-    /// Checks in flight when the config does not say (see [`crate::limits`]).
-    pub default_max_in_flight: usize,
+    /// Connections checks may hold at once; also `max_in_flight` when the config does not say
+    /// (see [`crate::limits`]).
+    pub connection_budget: usize,
 }
 
 /// A started daemon.
@@ -72,10 +73,10 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
         metrics: Arc::new(Metrics::new(snapshots.clone(), reload_status)),
     });
     let sweeper = Sweeper::new(
-        Arc::new(Prober::new()),
+        Arc::new(Prober::new(settings.connection_budget)),
         configs,
         snapshot_tx,
-        settings.default_max_in_flight,
+        settings.connection_budget,
     );
 
     let mut tasks = JoinSet::new();

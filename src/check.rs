@@ -7,11 +7,19 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::probe::Prober;
 use crate::snapshot::{SweepReport, SweepSummary};
-use crate::sweep::run_sweep;
+use crate::sweep::{Plan, run_sweep};
 
-/// Runs one sweep of `config`.
-pub async fn sweep_once(config: Config, max_in_flight: usize) -> SweepReport {
-    run_sweep(Arc::new(Prober::new()), Arc::new(config), max_in_flight).await
+/// Runs one sweep of `config` within `connection_budget` connections.
+pub async fn sweep_once(config: Config, connection_budget: usize) -> SweepReport {
+    let max_in_flight = config
+        .daemon
+        .max_in_flight
+        .map_or(connection_budget, |n| n.get());
+    run_sweep(
+        Arc::new(Prober::new(connection_budget)),
+        Plan::new(Arc::new(config), max_in_flight),
+    )
+    .await
 }
 
 /// The report as an aligned table: name, state, status, latency, reason, error.

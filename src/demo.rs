@@ -31,7 +31,7 @@ pub struct DemoOptions {
     pub listen: Option<SocketAddr>,
     /// Stop by itself after this long (for scripted runs).
     pub exit_after: Option<Duration>,
-    pub default_max_in_flight: usize,
+    pub connection_budget: usize,
 }
 
 /// Runs the demo until `shutdown` (or `exit_after`).
@@ -60,7 +60,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             config_path: path.clone(),
             config,
             listener,
-            default_max_in_flight: options.default_max_in_flight,
+            connection_budget: options.connection_budget,
         },
         shutdown.clone(),
     )?;

@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod demo;

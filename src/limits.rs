@@ -1,12 +1,14 @@
-//! The process's open-file limit, and the in-flight bound derived from it.
+//! The process's open-file limit, and the connection budget derived from it.
 //!
-//! Every check in flight holds a socket. Thousands of services must never exhaust file
-//! descriptors, so the default bound on concurrent checks comes from the limit, after raising
-//! the soft limit as far as the hard limit allows.
+//! Every connection a check holds (in flight, or idle for reuse) is a descriptor. Thousands of
+//! services must never exhaust them, so the budget of connections for checks (and the default
+//! bound on checks in flight) comes from the limit, after raising the soft limit as far as the
+//! hard limit allows.
 
 /// Descriptors kept back from checks: the HTTP server's connections (see
 /// [`crate::server::MAX_CONNECTIONS`]), the listener, stdio, log and config files, the runtime's
-/// own (epoll, eventfd), with room to spare.
+/// own (epoll, eventfd), with room to spare. Under a small limit a quarter of it is kept back
+/// instead, so checks still get most of what there is.
 pub const RESERVED_FDS: u64 = crate::server::MAX_CONNECTIONS as u64 + 64;
 
 /// Raises the soft open-file limit to the hard limit and returns the soft limit now in force.
@@ -25,10 +27,12 @@ pub fn raise_open_file_limit() -> u64 {
     }
 }
 
-/// The default number of checks in flight for an open-file limit of `nofile`: everything not
-/// reserved for the daemon itself, and at least a few so tiny limits still make progress.
-pub fn default_max_in_flight(nofile: u64) -> usize {
-    let usable = nofile.saturating_sub(RESERVED_FDS).max(8);
+/// Connections checks may hold at once under an open-file limit of `nofile`: everything not
+/// reserved for the daemon itself, and at least a few so tiny limits still make progress. Also
+/// the default `max_in_flight`.
+pub fn connection_budget(nofile: u64) -> usize {
+    let reserve = RESERVED_FDS.min(nofile / 4);
+    let usable = nofile.saturating_sub(reserve).max(8);
     usize::try_from(usable).unwrap_or(usize::MAX)
 }
 
@@ -37,12 +41,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bound_leaves_room_for_the_daemon_and_never_reaches_zero() {
+    fn the_budget_leaves_room_for_the_daemon_and_never_reaches_zero() {
+        assert_eq!(connection_budget(20_000), 20_000 - RESERVED_FDS as usize);
+        assert_eq!(connection_budget(1024), 768);
         assert_eq!(
-            default_max_in_flight(20_000),
-            20_000 - RESERVED_FDS as usize
+            connection_budget(256),
+            192,
+            "a small limit keeps back a quarter"
         );
-        assert_eq!(default_max_in_flight(100), 8);
-        assert_eq!(default_max_in_flight(0), 8);
+        assert_eq!(connection_budget(0), 8);
     }
 }

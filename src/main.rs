@@ -15,7 +15,7 @@ use tracing::info;
 
 use healthsweep::app::{self, Settings};
 use healthsweep::config::{self, Config};
-use healthsweep::{check, demo, limits, signals};
+use healthsweep::{bench, check, demo, limits, mock, signals};
 
 /// Exit statuses, documented in the README.
 mod exit {
@@ -100,6 +100,65 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         exit_after: Option<Duration>,
     },
+    /// Measure sweeps of 100 to 100,000 mock services (see the README's Benchmark section).
+    Bench {
+        /// Fleet sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000,100000")]
+        services: Vec<usize>,
+        /// Sweeps per size; the first opens new connections.
+        #[arg(long, default_value_t = 5)]
+        sweeps: usize,
+        /// Latency of every mock service.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+        latency: Duration,
+        /// Pause between sweeps.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        gap: Duration,
+        /// Mock fleet processes (each stays under the open-file limit).
+        #[arg(long, default_value_t = 4)]
+        mock_processes: usize,
+        /// Ports each mock process listens on.
+        #[arg(long, default_value_t = 16)]
+        ports_per_process: usize,
+        /// Extra config line for every service (`[defaults]`), e.g. 'connection = "fresh"';
+        /// prefix with `daemon.` for `[daemon]`, e.g. 'daemon.max_in_flight = 5000'. Repeatable.
+        #[arg(long = "set")]
+        extra_config: Vec<String>,
+        /// Give every service its own host name, served by a mock DNS server; the measured
+        /// process runs in a private mount namespace whose /etc/resolv.conf points at it
+        /// (needs root and unshare(1)).
+        #[arg(long)]
+        hostnames: bool,
+        /// With --hostnames: percent of the names the DNS server never answers.
+        #[arg(long, default_value_t = 0)]
+        dns_unanswered: u8,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (benchmark) Serve mock services until stdin closes.
+    #[command(hide = true)]
+    MockFleet {
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
+        #[arg(long, default_value_t = 16)]
+        ports: usize,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+        latency: Duration,
+        /// Also serve DNS here, answering every name with --ip.
+        #[arg(long)]
+        dns: Option<SocketAddr>,
+    },
+    /// (benchmark) The measured worker: sweep a config and report as JSON.
+    #[command(hide = true)]
+    BenchRun {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        sweeps: usize,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        gap: Duration,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -108,7 +167,15 @@ enum Format {
     Json,
 }
 
+/// Heap profiling for memory work: build with `--features dhat` and run with `DHAT=1`; the
+/// process writes `dhat-heap.json` (allocation sites at peak) when it exits.
+#[cfg(feature = "dhat")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    #[cfg(feature = "dhat")]
+    let _profiler = std::env::var_os("DHAT").map(|_| dhat::Profiler::new_heap());
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
     match cli.command {
@@ -116,6 +183,61 @@ fn main() -> ExitCode {
         Command::Run { config, listen } => run_daemon(&config, listen),
         Command::Check { config, format } => check(&config, format),
         Command::Demo { listen, exit_after } => demo(listen, exit_after),
+        Command::Bench {
+            services,
+            sweeps,
+            latency,
+            gap,
+            mock_processes,
+            ports_per_process,
+            extra_config,
+            hostnames,
+            dns_unanswered,
+            json,
+        } => report(bench::run(&bench::BenchOptions {
+            sizes: services,
+            sweeps,
+            latency,
+            gap,
+            mock_processes,
+            ports_per_process,
+            extra_config,
+            hostnames,
+            dns_unanswered,
+            json,
+        })),
+        Command::MockFleet {
+            ip,
+            ports,
+            latency,
+            dns,
+        } => {
+            limits::raise_open_file_limit();
+            // One thread per mock process, so the fleet does not outnumber the measured
+            // daemon's threads in the CPU scheduler; the fleet scales out by processes.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the tokio runtime starts");
+            report(
+                rt.block_on(mock::run_fleet(ip, ports, latency, dns))
+                    .map_err(anyhow::Error::from),
+            )
+        }
+        Command::BenchRun {
+            config,
+            sweeps,
+            gap,
+        } => {
+            let nofile = limits::raise_open_file_limit();
+            let rt = runtime();
+            report(rt.block_on(bench::run_worker(bench::WorkerOptions {
+                config,
+                sweeps,
+                gap,
+                connection_budget: limits::connection_budget(nofile),
+            })))
+        }
     }
 }
 
@@ -186,7 +308,7 @@ fn run_daemon(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
             config_path: path.to_path_buf(),
             config,
             listener,
-            default_max_in_flight: limits::default_max_in_flight(nofile),
+            connection_budget: limits::connection_budget(nofile),
         };
         let running = match app::start(settings, shutdown.clone()) {
             Ok(r) => r,
@@ -215,10 +337,7 @@ fn check(path: &Path, format: Format) -> ExitCode {
     };
     let nofile = limits::raise_open_file_limit();
     let rt = runtime();
-    let report = rt.block_on(check::sweep_once(
-        config,
-        limits::default_max_in_flight(nofile),
-    ));
+    let report = rt.block_on(check::sweep_once(config, limits::connection_budget(nofile)));
     rt.shutdown_timeout(RUNTIME_SHUTDOWN);
     check::print(&match format {
         Format::Table => check::table(&report),
@@ -238,11 +357,22 @@ fn demo(listen: Option<SocketAddr>, exit_after: Option<Duration>) -> ExitCode {
         demo::DemoOptions {
             listen,
             exit_after,
-            default_max_in_flight: limits::default_max_in_flight(nofile),
+            connection_budget: limits::connection_budget(nofile),
         },
         CancellationToken::new(),
     ));
     rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::CANNOT_START)
+        }
+    }
+}
+
+/// Exit status for commands whose failure is an error message.
+fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,16 +1,19 @@
 //! `/metrics`: the Prometheus exposition, rendered at scrape time from the latest [`Snapshot`].
 //!
-//! Per-service series are a *view* of the snapshot (a custom [`Collector`]), not metrics kept
-//! up to date by hand, so a service removed by a reload has no series left at the next scrape.
+//! Per-service series are a *view* of the snapshot (the Collector pattern), not metrics kept up
+//! to date by hand, so a service removed by a reload has no series left at the next scrape.
+//! They are built as the prometheus crate's `MetricFamily` and encoded by its `TextEncoder`, but
+//! one family at a time rather than through `Collector::collect`, which must materialize every
+//! family at once: at 10,000 services that cost 13 MB per scrape, during a sweep.
+//!
 //! Metric names follow blackbox_exporter where they mean the same thing (`probe_success`,
 //! `probe_duration_seconds`, `probe_http_status_code`) so dashboards and alerts carry over; the
-//! daemon's own are `healthsweep_*`. Everything lives in a registry the daemon owns.
+//! daemon's own are `healthsweep_*`. The process metrics and build info live in a registry the
+//! daemon owns, not the global default one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
 use tokio::sync::watch;
@@ -85,6 +88,18 @@ const LAST_SWEEP_DEADLINE_EXCEEDED: Family = gauge(
     "healthsweep_last_sweep_deadline_exceeded",
     "Checks of the latest sweep cut off by the deadline.",
 );
+const LAST_SWEEP_NOT_STARTED: Family = gauge(
+    "healthsweep_last_sweep_checks_not_started",
+    "Checks of the latest sweep that never started: every slot was busy until the deadline.",
+);
+const LAST_SWEEP_REUSED: Family = gauge(
+    "healthsweep_last_sweep_connections_reused",
+    "Checks of the latest sweep that ran on a connection kept from an earlier sweep.",
+);
+const MAX_IN_FLIGHT: Family = gauge(
+    "healthsweep_sweep_max_in_flight",
+    "Checks in flight at most during the latest sweep (from max_in_flight or the open-file limit).",
+);
 const SWEEP_INTERVAL: Family = gauge(
     "healthsweep_sweep_interval_seconds",
     "Configured time between sweep starts.",
@@ -107,29 +122,63 @@ const GENERATION: Family = gauge(
     "Successful config loads since start (1 after start-up).",
 );
 
-const FAMILIES: &[Family] = &[
-    PROBE_SUCCESS,
-    PROBE_DURATION,
-    PROBE_HTTP_STATUS,
-    FAILURE_REASON,
-    CONSECUTIVE_FAILURES,
-    TARGET_UP,
-    SWEEPS,
-    DEADLINE_EXCEEDED,
-    LAST_SWEEP_DURATION,
-    LAST_SWEEP_TIMESTAMP,
-    LAST_SWEEP_DEADLINE_EXCEEDED,
-    SWEEP_INTERVAL,
-    SWEEP_DEADLINE,
-    TARGETS,
-    RELOAD_OK,
-    RELOAD_TIME,
-    GENERATION,
+/// One per-service value: the number, and the `reason` label for the failure-reason family.
+struct Sample {
+    value: f64,
+    reason: Option<&'static str>,
+}
+
+impl Sample {
+    fn of(value: f64) -> Option<Sample> {
+        Some(Sample {
+            value,
+            reason: None,
+        })
+    }
+}
+
+/// Each per-service family, with how to get its value from a service's status (`None`: no
+/// series for that service).
+type PerService = (Family, fn(&ServiceStatus) -> Option<Sample>);
+
+const PER_SERVICE: [PerService; 6] = [
+    (PROBE_SUCCESS, |s| {
+        s.last
+            .as_ref()
+            .and_then(|o| Sample::of(if o.ok() { 1.0 } else { 0.0 }))
+    }),
+    (PROBE_DURATION, |s| {
+        s.last
+            .as_ref()
+            .and_then(|o| Sample::of(o.duration.as_secs_f64()))
+    }),
+    (PROBE_HTTP_STATUS, |s| {
+        s.last
+            .as_ref()
+            .and_then(|o| Sample::of(f64::from(o.http_status.unwrap_or(0))))
+    }),
+    (FAILURE_REASON, |s| {
+        s.last.as_ref().and_then(|o| o.reason).map(|r| Sample {
+            value: 1.0,
+            reason: Some(r.as_str()),
+        })
+    }),
+    (CONSECUTIVE_FAILURES, |s| {
+        Sample::of(f64::from(s.consecutive_failures))
+    }),
+    (TARGET_UP, |s| match s.state {
+        State::Up => Sample::of(1.0),
+        State::Down => Sample::of(0.0),
+        State::Unknown => None,
+    }),
 ];
 
-/// The daemon's registry: the snapshot collector, build info and process metrics.
+/// Renders `/metrics`.
 pub struct Metrics {
+    /// Build info and process metrics: what does not come from the snapshot.
     registry: Registry,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    reloads: watch::Receiver<ReloadStatus>,
 }
 
 impl Metrics {
@@ -139,9 +188,6 @@ impl Metrics {
     ) -> Self {
         let registry = Registry::new();
         registry
-            .register(Box::new(SnapshotCollector::new(snapshots, reloads)))
-            .expect("snapshot collector descriptors are valid and registered once");
-        registry
             .register(Box::new(build_info()))
             .expect("build info is registered once");
         #[cfg(target_os = "linux")]
@@ -150,18 +196,36 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process collector is registered once");
-        Metrics { registry }
+        Metrics {
+            registry,
+            snapshots,
+            reloads,
+        }
     }
 
-    /// The text exposition of every metric.
+    /// The text exposition of every metric, all from one snapshot.
     pub fn render(&self) -> Vec<u8> {
-        let families = self.registry.gather();
-        let mut out = Vec::with_capacity(4096);
-        TextEncoder::new()
-            .encode(&families, &mut out)
-            .expect("encoding to a Vec cannot fail");
+        // Clone the Arc and let go at once: the sweeper is never held up by a scrape.
+        let snapshot = self.snapshots.borrow().clone();
+        let reload = self.reloads.borrow().clone();
+        let encoder = TextEncoder::new();
+        let mut out = Vec::with_capacity(1024 + snapshot.services.len() * 256);
+        for (family, sample) in &PER_SERVICE {
+            let mf = per_service_family(family, *sample, &snapshot);
+            if !mf.get_metric().is_empty() {
+                encode(&encoder, &[mf], &mut out);
+            }
+        }
+        encode(&encoder, &daemon_families(&snapshot, &reload), &mut out);
+        encode(&encoder, &self.registry.gather(), &mut out);
         out
     }
+}
+
+fn encode(encoder: &TextEncoder, families: &[MetricFamily], out: &mut Vec<u8>) {
+    encoder
+        .encode(families, out)
+        .expect("families are well formed and a Vec cannot fail to grow");
 }
 
 fn build_info() -> IntGauge {
@@ -176,86 +240,47 @@ fn build_info() -> IntGauge {
     g
 }
 
-/// Renders the latest snapshot and reload status as metric families.
-struct SnapshotCollector {
-    descs: Vec<Desc>,
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-    reloads: watch::Receiver<ReloadStatus>,
+fn family(f: &Family, metrics: Vec<Metric>) -> MetricFamily {
+    let mut mf = MetricFamily::default();
+    mf.set_name(f.name.into());
+    mf.set_help(f.help.into());
+    mf.set_field_type(f.kind);
+    mf.set_metric(metrics);
+    mf
 }
 
-impl SnapshotCollector {
-    fn new(
-        snapshots: watch::Receiver<Arc<Snapshot>>,
-        reloads: watch::Receiver<ReloadStatus>,
-    ) -> Self {
-        let descs = FAMILIES
-            .iter()
-            .map(|f| {
-                Desc::new(f.name.into(), f.help.into(), Vec::new(), HashMap::new())
-                    .expect("family names and help are valid")
-            })
-            .collect();
-        SnapshotCollector {
-            descs,
-            snapshots,
-            reloads,
-        }
+fn metric(f: &Family, labels: Vec<LabelPair>, value: f64) -> Metric {
+    let mut m = Metric::from_label(labels);
+    if f.kind == MetricType::COUNTER {
+        let mut c = Counter::default();
+        c.set_value(value);
+        m.set_counter(c);
+    } else {
+        let mut g = Gauge::default();
+        g.set_value(value);
+        m.set_gauge(g);
     }
+    m
 }
 
-impl Collector for SnapshotCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        // Clone the Arc and let go at once: the sweeper is never held up by a scrape.
-        let snapshot = self.snapshots.borrow().clone();
-        let reload = self.reloads.borrow().clone();
-        let mut out = Families::default();
-        for status in &snapshot.services {
-            service_metrics(&mut out, status);
-        }
-        daemon_metrics(&mut out, &snapshot, &reload);
-        out.into_families()
-    }
-}
-
-/// Metrics by family, in [`FAMILIES`] order.
-#[derive(Default)]
-struct Families {
-    metrics: HashMap<&'static str, Vec<Metric>>,
-}
-
-impl Families {
-    fn push(&mut self, family: &Family, labels: Vec<LabelPair>, value: f64) {
-        let mut m = Metric::from_label(labels);
-        if family.kind == MetricType::COUNTER {
-            let mut c = Counter::default();
-            c.set_value(value);
-            m.set_counter(c);
-        } else {
-            let mut g = Gauge::default();
-            g.set_value(value);
-            m.set_gauge(g);
-        }
-        self.metrics.entry(family.name).or_default().push(m);
-    }
-
-    fn into_families(mut self) -> Vec<MetricFamily> {
-        FAMILIES
-            .iter()
-            .filter_map(|f| {
-                let metrics = self.metrics.remove(f.name)?;
-                let mut mf = MetricFamily::default();
-                mf.set_name(f.name.into());
-                mf.set_help(f.help.into());
-                mf.set_field_type(f.kind);
-                mf.set_metric(metrics);
-                Some(mf)
-            })
-            .collect()
-    }
+fn per_service_family(
+    f: &Family,
+    sample: fn(&ServiceStatus) -> Option<Sample>,
+    snapshot: &Snapshot,
+) -> MetricFamily {
+    let metrics = snapshot
+        .services
+        .iter()
+        .filter_map(|status| {
+            let s = sample(status)?;
+            let mut labels = target_labels(status);
+            if let Some(reason) = s.reason {
+                labels.push(label("reason", reason));
+            }
+            Some(metric(f, labels, s.value))
+        })
+        .collect();
+    family(f, metrics)
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -268,7 +293,7 @@ fn label(name: &str, value: &str) -> LabelPair {
 /// `target`, `group` (when set) and the service's own labels.
 fn target_labels(status: &ServiceStatus) -> Vec<LabelPair> {
     let s = &status.service;
-    let mut labels = Vec::with_capacity(2 + s.labels.len());
+    let mut labels = Vec::with_capacity(3 + s.labels.len());
     labels.push(label("target", &s.name));
     if let Some(g) = &s.group {
         labels.push(label("group", g));
@@ -277,80 +302,90 @@ fn target_labels(status: &ServiceStatus) -> Vec<LabelPair> {
     labels
 }
 
-fn service_metrics(out: &mut Families, status: &ServiceStatus) {
-    let labels = target_labels(status);
-    out.push(
-        &CONSECUTIVE_FAILURES,
-        labels.clone(),
-        f64::from(status.consecutive_failures),
-    );
-    match status.state {
-        State::Up => out.push(&TARGET_UP, labels.clone(), 1.0),
-        State::Down => out.push(&TARGET_UP, labels.clone(), 0.0),
-        State::Unknown => {}
-    }
-    let Some(last) = &status.last else {
-        return;
-    };
-    out.push(&PROBE_DURATION, labels.clone(), last.duration.as_secs_f64());
-    out.push(
-        &PROBE_HTTP_STATUS,
-        labels.clone(),
-        f64::from(last.http_status.unwrap_or(0)),
-    );
-    if let Some(reason) = last.reason {
-        let mut with_reason = labels.clone();
-        with_reason.push(label("reason", reason.as_str()));
-        out.push(&FAILURE_REASON, with_reason, 1.0);
-    }
-    out.push(&PROBE_SUCCESS, labels, if last.ok() { 1.0 } else { 0.0 });
-}
-
-fn daemon_metrics(out: &mut Families, snapshot: &Snapshot, reload: &ReloadStatus) {
-    out.push(&SWEEPS, Vec::new(), snapshot.sweeps_total as f64);
-    out.push(
-        &DEADLINE_EXCEEDED,
-        Vec::new(),
-        snapshot.deadline_exceeded_total as f64,
-    );
+fn daemon_families(snapshot: &Snapshot, reload: &ReloadStatus) -> Vec<MetricFamily> {
+    let one = |f: &Family, value: f64| family(f, vec![metric(f, Vec::new(), value)]);
+    let mut out = vec![
+        one(&SWEEPS, snapshot.sweeps_total as f64),
+        one(&DEADLINE_EXCEEDED, snapshot.deadline_exceeded_total as f64),
+    ];
     if let Some(sweep) = &snapshot.last_sweep {
-        out.push(
-            &LAST_SWEEP_DURATION,
-            Vec::new(),
-            sweep.duration.as_secs_f64(),
-        );
-        out.push(
+        out.push(one(&LAST_SWEEP_DURATION, sweep.duration.as_secs_f64()));
+        out.push(one(
             &LAST_SWEEP_TIMESTAMP,
-            Vec::new(),
             unix_seconds(sweep.started_at + sweep.duration),
-        );
-        out.push(
+        ));
+        out.push(one(
             &LAST_SWEEP_DEADLINE_EXCEEDED,
-            Vec::new(),
             sweep.deadline_exceeded as f64,
-        );
+        ));
+        out.push(one(&LAST_SWEEP_NOT_STARTED, sweep.not_started as f64));
+        out.push(one(&LAST_SWEEP_REUSED, sweep.reused_connections as f64));
+        out.push(one(&MAX_IN_FLIGHT, sweep.max_in_flight as f64));
     }
     let daemon = &snapshot.config.daemon;
-    out.push(&SWEEP_INTERVAL, Vec::new(), daemon.interval.as_secs_f64());
-    out.push(&SWEEP_DEADLINE, Vec::new(), daemon.deadline.as_secs_f64());
-    for state in State::ALL {
-        out.push(
-            &TARGETS,
-            vec![label("state", state.as_str())],
-            snapshot.count(state) as f64,
-        );
-    }
-    out.push(
-        &RELOAD_OK,
-        Vec::new(),
-        if reload.successful { 1.0 } else { 0.0 },
-    );
-    out.push(&RELOAD_TIME, Vec::new(), unix_seconds(reload.last_success));
-    out.push(&GENERATION, Vec::new(), snapshot.generation as f64);
+    out.push(one(&SWEEP_INTERVAL, daemon.interval.as_secs_f64()));
+    out.push(one(&SWEEP_DEADLINE, daemon.deadline.as_secs_f64()));
+    out.push(family(
+        &TARGETS,
+        State::ALL
+            .iter()
+            .map(|&st| {
+                metric(
+                    &TARGETS,
+                    vec![label("state", st.as_str())],
+                    snapshot.count(st) as f64,
+                )
+            })
+            .collect(),
+    ));
+    out.push(one(&RELOAD_OK, if reload.successful { 1.0 } else { 0.0 }));
+    out.push(one(&RELOAD_TIME, unix_seconds(reload.last_success)));
+    out.push(one(&GENERATION, snapshot.generation as f64));
+    out
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_names_are_valid_and_documented() {
+        let names = PER_SERVICE.iter().map(|(f, _)| f).chain([
+            &SWEEPS,
+            &DEADLINE_EXCEEDED,
+            &LAST_SWEEP_DURATION,
+            &LAST_SWEEP_TIMESTAMP,
+            &LAST_SWEEP_DEADLINE_EXCEEDED,
+            &LAST_SWEEP_NOT_STARTED,
+            &LAST_SWEEP_REUSED,
+            &MAX_IN_FLIGHT,
+            &SWEEP_INTERVAL,
+            &SWEEP_DEADLINE,
+            &TARGETS,
+            &RELOAD_OK,
+            &RELOAD_TIME,
+            &GENERATION,
+        ]);
+        let readme = include_str!("../README.md");
+        for f in names {
+            let valid = f
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+            assert!(valid && !f.help.is_empty(), "{}", f.name);
+            assert!(readme.contains(f.name), "{} is not in the README", f.name);
+            assert_eq!(
+                f.kind == MetricType::COUNTER,
+                f.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                f.name
+            );
+        }
+    }
 }

@@ -38,7 +38,7 @@ impl MockServer {
         latency: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<MockServer> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let addr = listener.local_addr()?;
         tokio::spawn(serve(listener, latency, shutdown));
         Ok(MockServer { addr })
@@ -48,6 +48,119 @@ impl MockServer {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+}
+
+/// Accept-queue length asked for. Thousands of checks connect at the same instant; tokio's
+/// default (1024) would overflow and drop SYNs, which costs the client a 1 s retransmit. The
+/// kernel caps it at `net.core.somaxconn` (4096 by default).
+const BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// `healthsweep mock-fleet`: `ports` mock servers on `ip`, their addresses printed as one JSON
+/// line (`{"endpoints": ["127.0.0.1:40001", ...]}`), served until stdin closes, so the fleet
+/// dies with the process that started it. With `dns`, also a [`run_dns`] server there, which
+/// answers every name with `ip`.
+pub async fn run_fleet(
+    ip: std::net::IpAddr,
+    ports: usize,
+    latency: Duration,
+    dns: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let shutdown = CancellationToken::new();
+    let mut endpoints = Vec::with_capacity(ports);
+    for _ in 0..ports {
+        let server = MockServer::start(SocketAddr::new(ip, 0), latency, shutdown.clone()).await?;
+        endpoints.push(server.addr.to_string());
+    }
+    if let (Some(dns), std::net::IpAddr::V4(v4)) = (dns, ip) {
+        let socket = tokio::net::UdpSocket::bind(dns).await?;
+        // A real DNS server absorbs bursts; the default 200 KiB buffer of one mock socket would
+        // drop most of a burst and measure the mock instead of the resolvers.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(8 << 20);
+        tokio::spawn(run_dns(socket, v4, DNS_TTL, shutdown.clone()));
+    }
+    println!("{}", serde_json::json!({ "endpoints": endpoints }));
+    // Parent gone (stdin closed) or said anything: stop.
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 1];
+    let _ = tokio::io::AsyncReadExt::read(&mut stdin, &mut buf).await;
+    shutdown.cancel();
+    Ok(())
+}
+
+/// TTL of the mock DNS answers: long enough that a caching resolver keeps them across sweeps.
+const DNS_TTL: u32 = 300;
+
+/// A DNS server for the benchmark: every `A` query is answered with `ip` (TTL `ttl`); other
+/// types get an empty answer; names starting with `hang-` get no answer at all, as from a DNS
+/// server that has gone away.
+pub async fn run_dns(
+    socket: tokio::net::UdpSocket,
+    ip: std::net::Ipv4Addr,
+    ttl: u32,
+    shutdown: CancellationToken,
+) {
+    let mut buf = [0u8; 512];
+    loop {
+        let (len, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+        };
+        if let Some(answer) = dns_answer(&buf[..len], ip, ttl) {
+            let _ = socket.send_to(&answer, peer).await;
+        }
+    }
+}
+
+/// The response to one DNS query, or `None` for a malformed query or a `hang-` name.
+fn dns_answer(query: &[u8], ip: std::net::Ipv4Addr, ttl: u32) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[4..6] != [0, 1] {
+        return None;
+    }
+    // The question: labels up to the root, then type and class.
+    let mut i = 12;
+    let mut first_label = true;
+    loop {
+        let n = *query.get(i)? as usize;
+        if n == 0 {
+            break;
+        }
+        if first_label && query.get(i + 1..i + 1 + n)?.starts_with(b"hang-") {
+            return None;
+        }
+        first_label = false;
+        i += 1 + n;
+    }
+    let question_end = i + 5;
+    let qtype = u16::from_be_bytes([*query.get(i + 1)?, *query.get(i + 2)?]);
+    let question = query.get(12..question_end)?;
+    let is_a = qtype == 1;
+    let mut r = Vec::with_capacity(question_end + 16);
+    r.extend_from_slice(&query[0..2]);
+    // QR, AA, RD copied from the query, RA; no error.
+    r.extend_from_slice(&[0x84 | (query[2] & 0x01), 0x80]);
+    r.extend_from_slice(&[0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+    r.extend_from_slice(question);
+    if is_a {
+        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&[0, 4]);
+        r.extend_from_slice(&ip.octets());
+    }
+    Some(r)
 }
 
 async fn serve(listener: TcpListener, latency: Duration, shutdown: CancellationToken) {
@@ -99,4 +212,37 @@ async fn answer<B>(
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query for `name`, type `qtype`, as a stub resolver sends it.
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        q
+    }
+
+    #[test]
+    fn the_mock_dns_answers_a_queries_and_ignores_hang_names() {
+        let ip = std::net::Ipv4Addr::new(127, 0, 0, 1);
+        let q = query("svc-1.bench.test", 1);
+        let r = dns_answer(&q, ip, 300).expect("answered");
+        assert_eq!(&r[0..2], &[0x12, 0x34], "same id");
+        assert_eq!(r[2] & 0x80, 0x80, "a response");
+        assert_eq!(&r[6..8], &[0, 1], "one answer");
+        assert_eq!(&r[r.len() - 4..], &[127, 0, 0, 1]);
+        let aaaa = dns_answer(&query("svc-1.bench.test", 28), ip, 300).expect("answered");
+        assert_eq!(&aaaa[6..8], &[0, 0], "no AAAA answer");
+        assert!(dns_answer(&query("hang-svc-1.bench.test", 1), ip, 300).is_none());
+        assert!(dns_answer(&q[..10], ip, 300).is_none());
+    }
 }

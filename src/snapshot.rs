@@ -92,6 +92,12 @@ pub struct SweepSummary {
     pub checks: usize,
     pub failed: usize,
     pub deadline_exceeded: usize,
+    /// Of those, checks that never started (every slot was busy until the deadline).
+    pub not_started: usize,
+    /// Checks that ran on a connection kept from an earlier sweep.
+    pub reused_connections: usize,
+    /// The in-flight bound the sweep ran with.
+    pub max_in_flight: usize,
 }
 
 /// The outcomes of one sweep, in the order of `config.services`.
@@ -102,6 +108,10 @@ pub struct SweepReport {
     pub started_at: SystemTime,
     pub duration: Duration,
     pub outcomes: Vec<Outcome>,
+    /// The in-flight bound the sweep ran with.
+    pub max_in_flight: usize,
+    /// Services whose check never started.
+    pub not_started: usize,
 }
 
 impl SweepReport {
@@ -119,6 +129,9 @@ impl SweepReport {
             checks: self.outcomes.len(),
             failed,
             deadline_exceeded,
+            not_started: self.not_started,
+            reused_connections: self.outcomes.iter().filter(|o| o.reused_connection).count(),
+            max_in_flight: self.max_in_flight,
         }
     }
 }
@@ -311,6 +324,7 @@ mod tests {
                 at: SystemTime::UNIX_EPOCH,
                 duration: Duration::from_millis(5),
                 error: None,
+                reused_connection: false,
             }
         } else {
             Outcome::failed(
@@ -328,6 +342,8 @@ mod tests {
             started_at: SystemTime::UNIX_EPOCH,
             duration: Duration::from_millis(10),
             outcomes: oks.iter().map(|&ok| outcome(ok)).collect(),
+            max_in_flight: 10,
+            not_started: 0,
         }
     }
 

@@ -20,22 +20,69 @@ use crate::config::{Config, Loaded};
 use crate::probe::{Outcome, Prober, Reason};
 use crate::snapshot::{Snapshot, State, SweepReport, Transition};
 
-/// Runs one sweep of every service in `config`, at most `max_in_flight` checks at a time.
+/// What one sweep will do: which services, how many at once, in which order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: Arc<Config>,
+    /// Checks in flight at most.
+    pub max_in_flight: usize,
+    /// Service indices in the order to start them; `None` is config order.
+    pub order: Option<Arc<[u32]>>,
+}
+
+impl Plan {
+    /// Every service of `config` in config order, `max_in_flight` at a time.
+    pub fn new(config: Arc<Config>, max_in_flight: usize) -> Plan {
+        Plan {
+            config,
+            max_in_flight: max_in_flight.max(1),
+            order: None,
+        }
+    }
+
+    /// When the fleet does not fit in flight at once, starts the services that took longest
+    /// last time first (and those never checked before all others): the classic
+    /// longest-job-first rule, so slow checks overlap the fast ones instead of trailing behind
+    /// them at the end of the sweep. `snapshot` must be of the same config.
+    pub fn slowest_first(mut self, snapshot: &Snapshot) -> Plan {
+        let n = self.config.services.len();
+        if n <= self.max_in_flight
+            || !Arc::ptr_eq(&snapshot.config, &self.config)
+            || n > u32::MAX as usize
+        {
+            return self;
+        }
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        let cost = |i: &u32| {
+            snapshot.services[*i as usize]
+                .last
+                .as_ref()
+                .map_or(Duration::MAX, |o| o.duration)
+        };
+        order.sort_by_key(|i| std::cmp::Reverse(cost(i)));
+        self.order = Some(order.into());
+        self
+    }
+}
+
+/// Runs one sweep as `plan` says.
 ///
-/// Over by start + `config.daemon.deadline` whatever the services do: checks still running then
-/// are cancelled, and every service without a result (cut off, or never started because all
-/// slots were busy) is reported as `deadline_exceeded`, never skipped.
-pub async fn run_sweep(
-    prober: Arc<Prober>,
-    config: Arc<Config>,
-    max_in_flight: usize,
-) -> SweepReport {
+/// Over by start + the deadline whatever the services do: checks still running then are
+/// cancelled, and every service without a result (cut off, or never started because all slots
+/// were busy) is reported as `deadline_exceeded`, never skipped.
+pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
+    let Plan {
+        config,
+        max_in_flight,
+        order,
+    } = plan;
     let started = Instant::now();
     let started_at = SystemTime::now();
     let deadline = started + config.daemon.deadline;
     let n = config.services.len();
     let queue = Arc::new(Queue {
         next: AtomicUsize::new(0),
+        order,
         began: (0..n).map(|_| AtomicU64::new(0)).collect(),
         started,
         deadline,
@@ -68,6 +115,9 @@ pub async fn run_sweep(
     }
     let duration = started.elapsed();
 
+    let not_started = (0..n)
+        .filter(|&i| queue.began[i].load(Ordering::Relaxed) == 0)
+        .count();
     let outcomes = outcomes
         .into_iter()
         .enumerate()
@@ -78,13 +128,17 @@ pub async fn run_sweep(
         started_at,
         duration,
         outcomes,
+        max_in_flight,
+        not_started,
     }
 }
 
 /// The work list shared by a sweep's workers.
 struct Queue {
-    /// Index of the next service to check.
+    /// Position in `order` of the next service to check.
     next: AtomicUsize,
+    /// Service indices in start order; `None` is config order.
+    order: Option<Arc<[u32]>>,
     /// When each check began, as nanoseconds after `started` plus one; zero means not begun.
     began: Box<[AtomicU64]>,
     started: Instant,
@@ -126,7 +180,14 @@ async fn worker(
     tx: mpsc::UnboundedSender<(usize, Outcome)>,
 ) {
     loop {
-        let i = queue.next.fetch_add(1, Ordering::Relaxed);
+        let k = queue.next.fetch_add(1, Ordering::Relaxed);
+        let i = match &queue.order {
+            Some(order) => match order.get(k) {
+                Some(&i) => i as usize,
+                None => return,
+            },
+            None => k,
+        };
         let Some(service) = config.services.get(i) else {
             return;
         };
@@ -150,7 +211,9 @@ pub struct Sweeper {
     configs: watch::Receiver<Loaded>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     /// The in-flight bound used when the config does not set one.
-    default_max_in_flight: usize,
+    connection_budget: usize,
+    /// Whether the latest sweep left checks unstarted (logged on change only).
+    starved: bool,
 }
 
 impl Sweeper {
@@ -158,13 +221,14 @@ impl Sweeper {
         prober: Arc<Prober>,
         configs: watch::Receiver<Loaded>,
         snapshots: watch::Sender<Arc<Snapshot>>,
-        default_max_in_flight: usize,
+        connection_budget: usize,
     ) -> Self {
         Sweeper {
             prober,
             configs,
             snapshots,
-            default_max_in_flight,
+            connection_budget,
+            starved: false,
         }
     }
 
@@ -196,10 +260,11 @@ impl Sweeper {
         ticker: &mut tokio::time::Interval,
         shutdown: &CancellationToken,
     ) -> ControlFlow<()> {
-        let max_in_flight = self.max_in_flight(&loaded.config);
+        let current = self.snapshots.borrow().clone();
+        let plan = Plan::new(loaded.config.clone(), self.max_in_flight(&loaded.config))
+            .slowest_first(&current);
         let span = info_span!("sweep", number, services = loaded.config.services.len());
-        let sweep = run_sweep(self.prober.clone(), loaded.config.clone(), max_in_flight)
-            .instrument(span.clone());
+        let sweep = run_sweep(self.prober.clone(), plan).instrument(span.clone());
         tokio::pin!(sweep);
         let report = loop {
             tokio::select! {
@@ -214,6 +279,7 @@ impl Sweeper {
         let current = self.snapshots.borrow().clone();
         let (next, transitions) = current.swept(report);
         log_transitions(&transitions);
+        self.log_starvation(&summary);
         debug!(
             duration_ms = summary.duration.as_millis() as u64,
             checks = summary.checks,
@@ -238,11 +304,27 @@ impl Sweeper {
         *loaded = next;
     }
 
+    /// Checks that never got a slot before the deadline mean the fleet does not fit: said once
+    /// when it starts and once when it ends, not every sweep.
+    fn log_starvation(&mut self, summary: &crate::snapshot::SweepSummary) {
+        let starved = summary.not_started > 0;
+        if starved && !self.starved {
+            warn!(
+                not_started = summary.not_started,
+                max_in_flight = summary.max_in_flight,
+                "checks did not start before the sweep deadline; raise the open-file limit (LimitNOFILE) or max_in_flight, or lengthen the deadline"
+            );
+        } else if !starved && self.starved {
+            info!("every check starts before the sweep deadline again");
+        }
+        self.starved = starved;
+    }
+
     fn max_in_flight(&self, config: &Config) -> usize {
         config
             .daemon
             .max_in_flight
-            .map_or(self.default_max_in_flight, |n| n.get())
+            .map_or(self.connection_budget, |n| n.get())
     }
 }
 

@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use http::Method;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode};
 use toml::Spanned;
 use url::Url;
 
+use error::LineIndex;
 pub use error::{ConfigError, Location, Problem};
 use raw::{RawCheck, RawConfig, RawDaemon, RawIdentity, RawStatus};
 
@@ -33,6 +34,10 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 /// How much of a response body is read at most. Health bodies are small; a service that streams
 /// more must not cost memory or time.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Connection policy unless configured (chosen by the benchmark; see the README).
+pub const DEFAULT_CONNECTION: ConnectionPolicy = ConnectionPolicy::Reuse;
+/// Resolver unless configured (chosen by the benchmark; see the README).
+pub const DEFAULT_RESOLVER: ResolverKind = ResolverKind::Async;
 /// Upper bound for `max_body_bytes`, so a typo cannot make every check buffer gigabytes.
 const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// Upper bound for `max_in_flight`: far above any open-file limit, catches typos.
@@ -110,7 +115,52 @@ pub struct Service {
     pub timeout: Duration,
     /// Body bytes read at most.
     pub max_body_bytes: usize,
+    /// Keep the connection for the next sweep, or open a new one every check.
+    pub connection: ConnectionPolicy,
+    /// How the host name is resolved.
+    pub resolver: ResolverKind,
     pub expect: Expect,
+}
+
+/// Which resolver a check uses for its host name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolverKind {
+    /// hickory: asynchronous, cancelled with the check, answers cached for their TTL.
+    Async,
+    /// getaddrinfo on a blocking thread: honours nsswitch (LDAP, mDNS, ...), but a hanging DNS
+    /// server holds a thread after the check is gone.
+    System,
+}
+
+impl ResolverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolverKind::Async => "async",
+            ResolverKind::System => "system",
+        }
+    }
+}
+
+/// Whether a check reuses the connection of the previous check of the same service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionPolicy {
+    /// Keep the connection open between sweeps (HTTP keep-alive) and use it again: cheaper for
+    /// both sides, and it measures the service rather than the TCP handshake.
+    Reuse,
+    /// A new connection for every check, closed after it (blackbox_exporter's way): each check
+    /// also proves the service still accepts connections.
+    Fresh,
+}
+
+impl ConnectionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionPolicy::Reuse => "reuse",
+            ConnectionPolicy::Fresh => "fresh",
+        }
+    }
 }
 
 impl Service {
@@ -159,8 +209,8 @@ impl Expect {
         !self.json.is_empty() || self.body_contains.is_some()
     }
 
-    /// Whether `status` is accepted.
-    pub fn status_ok(&self, status: StatusCode) -> bool {
+    /// Whether status code `status` is accepted.
+    pub fn status_ok_code(&self, status: u16) -> bool {
         self.status.iter().any(|m| m.matches(status))
     }
 }
@@ -174,10 +224,10 @@ pub enum StatusMatcher {
 }
 
 impl StatusMatcher {
-    pub fn matches(self, status: StatusCode) -> bool {
+    pub fn matches(self, status: u16) -> bool {
         match self {
-            StatusMatcher::Code(c) => status.as_u16() == c,
-            StatusMatcher::Class(c) => status.as_u16() / 100 == u16::from(c),
+            StatusMatcher::Code(c) => status == c,
+            StatusMatcher::Class(c) => status / 100 == u16::from(c),
         }
     }
 }
@@ -196,7 +246,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig =
         toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
     let mut v = Validator {
-        source,
+        lines: LineIndex::new(source),
         service: None,
         problems: Vec::new(),
     };
@@ -220,12 +270,14 @@ struct CheckOptions {
     timeout: Duration,
     expect: Expect,
     max_body_bytes: usize,
+    connection: ConnectionPolicy,
+    resolver: ResolverKind,
 }
 
 /// Collects problems while turning raw values into typed ones. On a bad value it records the
 /// problem and carries on with a placeholder, so that every problem is found in one pass.
 struct Validator<'a> {
-    source: &'a str,
+    lines: LineIndex<'a>,
     /// The service being validated, named in every problem.
     service: Option<String>,
     problems: Vec<Problem>,
@@ -234,7 +286,7 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn report(&mut self, span: Option<&Range<usize>>, message: impl Into<String>) {
         self.problems.push(Problem {
-            location: span.map(|s| Location::of_span(self.source, s)),
+            location: span.map(|s| self.lines.locate(s.start)),
             service: self.service.clone(),
             message: message.into(),
         });
@@ -251,10 +303,13 @@ impl Validator<'_> {
                 ..Expect::default()
             },
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            connection: DEFAULT_CONNECTION,
+            resolver: DEFAULT_RESOLVER,
         };
         let defaults = self.check_options(raw.defaults, &builtin);
 
-        let mut first_seen: HashMap<String, Location> = HashMap::new();
+        // Name -> byte offset of its first table; turned into a line only for a duplicate.
+        let mut first_seen: HashMap<String, usize> = HashMap::new();
         let mut services = Vec::with_capacity(raw.services.len());
         for spanned in raw.services {
             let table_span = spanned.span();
@@ -262,17 +317,14 @@ impl Validator<'_> {
             let name_span = identity.name.span();
             let name = identity.name.get_ref().clone();
             self.service = Some(name.clone());
-            let here = Location::of_span(self.source, &table_span);
-            if let Some(first) = first_seen.get(&name) {
+            if let Some(&first) = first_seen.get(&name) {
+                let line = self.lines.locate(first).line;
                 self.report(
                     Some(&name_span),
-                    format!(
-                        "duplicate service name (first defined at line {})",
-                        first.line
-                    ),
+                    format!("duplicate service name (first defined at line {line})"),
                 );
             } else {
-                first_seen.insert(name.clone(), here);
+                first_seen.insert(name.clone(), table_span.start);
             }
             let options = self.check_options(check, &defaults);
             if let Some(service) = self.service(identity, options) {
@@ -402,6 +454,26 @@ impl Validator<'_> {
             }
             o.expect.body_contains = Some(c.into_inner());
         }
+        if let Some(c) = raw.connection {
+            match c.get_ref().as_str() {
+                "reuse" => o.connection = ConnectionPolicy::Reuse,
+                "fresh" => o.connection = ConnectionPolicy::Fresh,
+                other => self.report(
+                    Some(&c.span()),
+                    format!("connection = {other:?} is not \"reuse\" or \"fresh\""),
+                ),
+            }
+        }
+        if let Some(r) = raw.resolver {
+            match r.get_ref().as_str() {
+                "async" => o.resolver = ResolverKind::Async,
+                "system" => o.resolver = ResolverKind::System,
+                other => self.report(
+                    Some(&r.span()),
+                    format!("resolver = {other:?} is not \"async\" or \"system\""),
+                ),
+            }
+        }
         if let Some(b) = raw.max_body_bytes {
             match usize::try_from(*b.get_ref()) {
                 Ok(n) if n > 0 && n <= MAX_BODY_BYTES_LIMIT => o.max_body_bytes = n,
@@ -495,6 +567,8 @@ impl Validator<'_> {
             headers,
             timeout: o.timeout,
             max_body_bytes: o.max_body_bytes,
+            connection: o.connection,
+            resolver: o.resolver,
             expect: o.expect,
         })
     }

@@ -44,6 +44,8 @@ pub struct RawCheck {
     pub expect_json: Option<Spanned<BTreeMap<String, toml::Value>>>,
     pub expect_body_contains: Option<Spanned<String>>,
     pub max_body_bytes: Option<Spanned<i64>>,
+    pub connection: Option<Spanned<String>>,
+    pub resolver: Option<Spanned<String>>,
 }
 
 /// One `[[service]]` table.
@@ -64,6 +66,8 @@ pub struct RawService {
     pub expect_json: Option<Spanned<BTreeMap<String, toml::Value>>>,
     pub expect_body_contains: Option<Spanned<String>>,
     pub max_body_bytes: Option<Spanned<i64>>,
+    pub connection: Option<Spanned<String>>,
+    pub resolver: Option<Spanned<String>>,
 }
 
 impl RawService {
@@ -84,6 +88,8 @@ impl RawService {
             expect_json: self.expect_json,
             expect_body_contains: self.expect_body_contains,
             max_body_bytes: self.max_body_bytes,
+            connection: self.connection,
+            resolver: self.resolver,
         };
         (identity, check)
     }

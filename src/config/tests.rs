@@ -225,8 +225,8 @@ fn status_matchers_accept_codes_classes_and_numeric_strings() {
     assert_eq!(parse_status_text("204"), Some(StatusMatcher::Code(204)));
     assert_eq!(parse_status_text("6xx"), None);
     assert_eq!(parse_status_text("abc"), None);
-    assert!(StatusMatcher::Class(2).matches(StatusCode::NO_CONTENT));
-    assert!(!StatusMatcher::Class(2).matches(StatusCode::MOVED_PERMANENTLY));
+    assert!(StatusMatcher::Class(2).matches(204));
+    assert!(!StatusMatcher::Class(2).matches(301));
 }
 
 #[test]

@@ -1,31 +1,31 @@
 //! The HTTP(S) probe: resolve, connect, TLS, request, status, body, each step mapped to its own
 //! failure [`Reason`].
 //!
-//! The connection is built by hand (rather than with a pooled client) so every phase is timed
-//! and classified, and so a check that is cancelled at the deadline closes its socket at once.
+//! Connections come from the [`Pool`](super::pool::Pool) (reused) or are opened here, and are
+//! spoken to with the lean client in [`super::http1`]; a check cancelled at the deadline drops
+//! its connection, which closes the socket at once.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST, HeaderValue, USER_AGENT};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use http::Method;
+use http::header::{ACCEPT, CONNECTION, HOST, USER_AGENT};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::either::Either;
 
+use super::http1::{self, Connection, Stream};
+use super::pool::Leased;
 use super::{Outcome, Prober, Reason};
-use crate::config::{Expect, Service};
+use crate::config::{ConnectionPolicy, Expect, Service};
 
-/// hyper's limit on a response head. Health responses have a few small headers; a server that
+/// Largest response head accepted. Health responses have a few small headers; a server that
 /// sends a huge header block fails fast with `invalid_response` instead of costing memory.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most body bytes read and thrown away to keep a connection reusable when the check did not
+/// need the body; a longer body is cheaper to drop with its connection.
+const MAX_DISCARD_BYTES: usize = 64 * 1024;
 
 const USER_AGENT_VALUE: &str = concat!("healthsweep/", env!("CARGO_PKG_VERSION"));
 
@@ -38,6 +38,8 @@ enum Phase {
     Tls = 2,
     Request = 3,
     Body = 4,
+    /// Waiting for a free connection slot (the open-file budget is in use).
+    Slot = 5,
 }
 
 impl Phase {
@@ -47,6 +49,7 @@ impl Phase {
             1 => Phase::Connect,
             2 => Phase::Tls,
             3 => Phase::Request,
+            5 => Phase::Slot,
             _ => Phase::Body,
         }
     }
@@ -58,6 +61,7 @@ impl Phase {
             Phase::Tls => "in the TLS handshake",
             Phase::Request => "waiting for the response",
             Phase::Body => "reading the body",
+            Phase::Slot => "waiting for a free connection slot (open-file limit)",
         }
     }
 }
@@ -67,6 +71,7 @@ impl Phase {
 struct Progress {
     phase: AtomicU8,
     status: AtomicU16,
+    reused: AtomicBool,
 }
 
 impl Progress {
@@ -108,14 +113,14 @@ pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instan
 
     let result = tokio::time::timeout_at(cutoff, attempt(prober, svc, &progress)).await;
     let duration = start.elapsed();
-    let http_status = progress.status();
     let mut outcome = match result {
         Ok(Ok(())) => Outcome {
             reason: None,
-            http_status,
+            http_status: None,
             at,
             duration,
             error: None,
+            reused_connection: false,
         },
         Ok(Err(f)) => Outcome::failed(f.reason, at, duration, f.message),
         Err(_) if cut_by_sweep => Outcome::failed(
@@ -139,85 +144,173 @@ pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instan
             ),
         ),
     };
-    outcome.http_status = http_status;
+    outcome.http_status = progress.status();
+    outcome.reused_connection = progress.reused.load(Ordering::Relaxed);
     outcome
 }
 
 /// The check proper; `check` bounds it in time.
 async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<(), Failure> {
+    let reuse = svc.connection == ConnectionPolicy::Reuse;
+    let pooled = if reuse {
+        prober.pool.take(&svc.name, &svc.target)
+    } else {
+        None
+    };
+    let (mut leased, reused) = match pooled {
+        Some(l) => (l, true),
+        // Boxed: connecting is brief, and its state should not stay in every check's future
+        // for the long wait for the response (thousands of checks wait at once).
+        None => (Box::pin(open(prober, svc, progress)).await?, false),
+    };
+    progress.reused.store(reused, Ordering::Relaxed);
+    progress.enter(Phase::Request);
+    let head_request = svc.method == Method::HEAD;
+    let head = match exchange(&mut leased.connection, svc, reuse, head_request).await {
+        Ok(h) => h,
+        Err(e) if reused && e.before_response() => {
+            // The server closed the idle connection as we sent on it: once more, on a new one.
+            progress.reused.store(false, Ordering::Relaxed);
+            drop(leased);
+            leased = Box::pin(open(prober, svc, progress)).await?;
+            progress.enter(Phase::Request);
+            exchange(&mut leased.connection, svc, reuse, head_request)
+                .await
+                .map_err(classify)?
+        }
+        Err(e) => return Err(classify(e)),
+    };
+    progress.status.store(head.status, Ordering::Relaxed);
+    let verdict = if !svc.expect.status_ok_code(head.status) {
+        Err(Failure::new(
+            Reason::HttpStatus,
+            format!("status {}, expected {}", head.status, expected(&svc.expect)),
+        ))
+    } else if svc.expect.needs_body() {
+        progress.enter(Phase::Body);
+        let body = leased
+            .connection
+            .read_body(&head, svc.max_body_bytes)
+            .await
+            .map_err(classify)?;
+        return check_body(&svc.expect, &body).inspect(|()| {
+            if reuse && head.keep_alive {
+                prober.pool.put(&svc.name, &svc.target, leased);
+            }
+        });
+    } else {
+        Ok(())
+    };
+    if reuse
+        && leased
+            .connection
+            .discard_body(&head, MAX_DISCARD_BYTES)
+            .await
+            .unwrap_or(false)
+    {
+        prober.pool.put(&svc.name, &svc.target, leased);
+    }
+    verdict
+}
+
+/// A new connection for `svc`: a descriptor slot, then resolve, connect and (for https) TLS.
+async fn open(prober: &Prober, svc: &Service, progress: &Progress) -> Result<Leased, Failure> {
     let target = &svc.target;
+    progress.enter(Phase::Slot);
+    let slot = prober.pool.slot().await;
     progress.enter(Phase::Resolve);
     let addrs = match target.ip {
         Some(ip) => vec![SocketAddr::new(ip, target.port)],
-        None => resolve(&target.host, target.port).await?,
+        None => prober
+            .resolve(svc.resolver, &target.host, target.port)
+            .await
+            .map_err(|e| Failure::new(Reason::Dns, format!("resolving {}: {e}", target.host)))?,
     };
-
     progress.enter(Phase::Connect);
     let tcp = connect_any(&addrs).await?;
-
-    let io = if target.tls {
+    let stream = if target.tls {
         progress.enter(Phase::Tls);
-        Either::Right(tls_handshake(prober, &target.host, tcp).await?)
+        // Boxed: the handshake state is large, and only https checks should pay for it in
+        // their future (thousands of checks are in flight at once).
+        Stream::Tls(Box::new(
+            Box::pin(tls_handshake(prober, &target.host, tcp)).await?,
+        ))
     } else {
-        Either::Left(tcp)
+        Stream::Plain(tcp)
     };
-
-    progress.enter(Phase::Request);
-    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
-        .max_buf_size(MAX_RESPONSE_HEAD_BYTES)
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| classify_hyper(&e))?;
-    // The connection task must not outlive the check: when the check ends (or is cancelled at
-    // the deadline) this guard aborts it and the socket closes.
-    let _connection = AbortOnDrop(tokio::spawn(async move {
-        let _ = connection.await;
-    }));
-
-    let response = sender
-        .send_request(request(svc))
-        .await
-        .map_err(|e| classify_hyper(&e))?;
-    let status = response.status();
-    progress.status.store(status.as_u16(), Ordering::Relaxed);
-    if !svc.expect.status_ok(status) {
-        return Err(Failure::new(
-            Reason::HttpStatus,
-            format!(
-                "status {}, expected {}",
-                status.as_u16(),
-                expected(&svc.expect)
-            ),
-        ));
-    }
-    if svc.expect.needs_body() {
-        progress.enter(Phase::Body);
-        let body = read_capped(response, svc.max_body_bytes).await?;
-        check_body(&svc.expect, &body)?;
-    }
-    Ok(())
+    Ok(Leased {
+        connection: Connection::new(stream),
+        opened: Instant::now(),
+        _slot: slot,
+    })
 }
 
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Sends the request and reads the response head. The request is rendered here and dropped once
+/// sent, so it is not held while waiting.
+async fn exchange(
+    connection: &mut Connection,
+    svc: &Service,
+    keep_alive: bool,
+    head_request: bool,
+) -> Result<http1::Head, http1::Error> {
+    connection.send(&render_request(svc, keep_alive)).await?;
+    connection
+        .read_head(head_request, MAX_RESPONSE_HEAD_BYTES)
+        .await
 }
 
-async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Failure> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| Failure::new(Reason::Dns, format!("resolving {host}: {e}")))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(Failure::new(
-            Reason::Dns,
-            format!("resolving {host}: no addresses"),
-        ));
+fn classify(e: http1::Error) -> Failure {
+    use std::io::ErrorKind;
+    let reason = match &e {
+        http1::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof => Reason::ConnectionClosed,
+            _ => Reason::InvalidResponse,
+        },
+        http1::Error::Closed(_) => Reason::ConnectionClosed,
+        http1::Error::Parse(_) | http1::Error::HeadTooLarge(_) => Reason::InvalidResponse,
+        http1::Error::BodyTooLarge(_) => Reason::BodyTooLarge,
+    };
+    Failure::new(reason, e.to_string())
+}
+
+/// The request as bytes on the wire. Configured headers come last and replace the defaults
+/// (`Host`, `User-Agent`, `Accept`, `Connection`) they name.
+fn render_request(svc: &Service, keep_alive: bool) -> Vec<u8> {
+    let mut r = Vec::with_capacity(256);
+    r.extend_from_slice(svc.method.as_str().as_bytes());
+    r.push(b' ');
+    r.extend_from_slice(svc.target.path_and_query.as_str().as_bytes());
+    r.extend_from_slice(b" HTTP/1.1\r\n");
+    let h = &svc.headers;
+    let mut line = |name: &[u8], value: &[u8]| {
+        r.extend_from_slice(name);
+        r.extend_from_slice(b": ");
+        r.extend_from_slice(value);
+        r.extend_from_slice(b"\r\n");
+    };
+    if !h.contains_key(HOST) {
+        line(b"Host", svc.target.authority.as_bytes());
     }
-    Ok(addrs)
+    if !h.contains_key(USER_AGENT) {
+        line(b"User-Agent", USER_AGENT_VALUE.as_bytes());
+    }
+    if !h.contains_key(ACCEPT) {
+        line(b"Accept", b"*/*");
+    }
+    if !h.contains_key(CONNECTION) {
+        line(
+            b"Connection",
+            if keep_alive { b"keep-alive" } else { b"close" },
+        );
+    }
+    for (name, value) in h {
+        line(name.as_str().as_bytes(), value.as_bytes());
+    }
+    r.extend_from_slice(b"\r\n");
+    r
 }
 
 /// Tries each address in turn until one connects; the error names the last one tried.
@@ -225,11 +318,9 @@ async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                // Requests are one small write; don't let Nagle hold it back.
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
+            // No TCP_NODELAY: a request is one write on a connection with nothing unacknowledged,
+            // which Nagle never delays, so the extra syscall per connection would buy nothing.
+            Ok(stream) => return Ok(stream),
             Err(e) => last = Some((addr, e)),
         }
     }
@@ -250,53 +341,6 @@ async fn tls_handshake(
         .connect(name, tcp)
         .await
         .map_err(|e| Failure::new(Reason::Tls, format!("TLS handshake with {host}: {e}")))
-}
-
-fn request(svc: &Service) -> Request<Empty<Bytes>> {
-    let mut req = Request::new(Empty::new());
-    *req.method_mut() = svc.method.clone();
-    *req.uri_mut() = http::Uri::from(svc.target.path_and_query.clone());
-    let headers = req.headers_mut();
-    headers.insert(HOST, svc.target.authority.clone());
-    headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
-    // Each check opens its own connection; tell the server not to keep it.
-    headers.insert(CONNECTION, HeaderValue::from_static("close"));
-    for (name, value) in &svc.headers {
-        headers.insert(name, value.clone());
-    }
-    req
-}
-
-/// Reads the body, never more than `cap` bytes: a larger body fails with `body_too_large` as
-/// soon as it shows (by `Content-Length` before reading anything, or while streaming).
-async fn read_capped(response: Response<Incoming>, cap: usize) -> Result<Bytes, Failure> {
-    let too_large = || {
-        Failure::new(
-            Reason::BodyTooLarge,
-            format!("body is larger than max_body_bytes ({cap} bytes)"),
-        )
-    };
-    let declared = response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > cap as u64) {
-        return Err(too_large());
-    }
-    let mut body = response.into_body();
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| classify_hyper(&e))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > cap {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
 }
 
 fn check_body(expect: &Expect, body: &[u8]) -> Result<(), Failure> {
@@ -355,43 +399,6 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         }
         _ => a == b,
     }
-}
-
-/// hyper's errors say little on their own; their source chain says what happened.
-fn classify_hyper(e: &hyper::Error) -> Failure {
-    let reason = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-        Reason::InvalidResponse
-    } else if e.is_incomplete_message() || e.is_canceled() || e.is_closed() || is_reset(e) {
-        Reason::ConnectionClosed
-    } else {
-        Reason::InvalidResponse
-    };
-    Failure::new(reason, error_chain(e))
-}
-
-fn is_reset(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            );
-        }
-        source = s.source();
-    }
-    false
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(out, ": {s}");
-        source = s.source();
-    }
-    out
 }
 
 fn expected(expect: &Expect) -> String {

@@ -5,7 +5,10 @@
 //! Each probe kind lives in a file of its own behind the same function shape
 //! (`check(prober, service, deadline) -> Outcome`).
 
+mod dns;
 mod http;
+mod http1;
+mod pool;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -94,6 +97,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// A short explanation when the check failed.
     pub error: Option<Box<str>>,
+    /// Whether the check ran on a connection kept from an earlier check.
+    pub reused_connection: bool,
 }
 
 impl Outcome {
@@ -115,6 +120,7 @@ impl Outcome {
             at,
             duration,
             error: Some(truncate(error.into()).into_boxed_str()),
+            reused_connection: false,
         }
     }
 }
@@ -134,22 +140,71 @@ fn truncate(mut s: String) -> String {
     s
 }
 
-/// Runs checks. One per daemon, shared by every sweep: it holds what is expensive to build
-/// (the TLS trust roots) so a check never pays for it.
-#[derive(Debug, Default)]
+/// Runs checks. One per daemon, shared by every sweep: it holds what outlives a check (the
+/// connection budget and idle connections, the TLS trust roots) so a check never rebuilds it.
 pub struct Prober {
     tls: OnceLock<Arc<ClientConfig>>,
+    pool: pool::Pool,
+    /// Built on first use, like the TLS roots: a fleet of IP addresses never needs it.
+    async_resolver: OnceLock<dns::Resolver>,
+    /// Bounds lookups in flight (see [`dns::MAX_CONCURRENT_LOOKUPS`]).
+    lookups: tokio::sync::Semaphore,
 }
 
 impl Prober {
-    pub fn new() -> Self {
-        Prober::default()
+    /// A prober that keeps at most `connection_budget` connections open at once (in use or
+    /// idle): the descriptors the daemon may spend on checks.
+    pub fn new(connection_budget: usize) -> Self {
+        Prober {
+            tls: OnceLock::new(),
+            pool: pool::Pool::new(connection_budget),
+            async_resolver: OnceLock::new(),
+            lookups: tokio::sync::Semaphore::new(dns::MAX_CONCURRENT_LOOKUPS),
+        }
+    }
+
+    /// Closes idle connections of services that `keep` says are gone (after a reload).
+    pub fn forget(&self, keep: impl FnMut(&str) -> bool) {
+        self.pool.retain(keep);
+    }
+
+    /// Idle connections kept for reuse right now.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle()
     }
 
     /// Checks `service` once. The check ends by `deadline` (the sweep's) at the latest, or by its
     /// own timeout if that comes first.
     pub async fn check(&self, service: &Service, deadline: Instant) -> Outcome {
         http::check(self, service, deadline).await
+    }
+
+    /// The addresses of `host` (with `port`) by the resolver of `kind`.
+    async fn resolve(
+        &self,
+        kind: crate::config::ResolverKind,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<std::net::SocketAddr>, String> {
+        let turn = self
+            .lookups
+            .acquire()
+            .await
+            .expect("the lookup semaphore is never closed");
+        let resolver = match kind {
+            crate::config::ResolverKind::System => &dns::Resolver::System,
+            crate::config::ResolverKind::Async => {
+                self.async_resolver.get_or_init(|| dns::Resolver::new(kind))
+            }
+        };
+        let lookup = resolver.lookup(host, port);
+        tokio::pin!(lookup);
+        tokio::select! {
+            r = &mut lookup => return r,
+            () = tokio::time::sleep(dns::SLOW_LOOKUP) => {}
+        }
+        drop(turn);
+        lookup.await
     }
 
     /// The TLS client config, built on first use: loading the system's CA roots costs a few

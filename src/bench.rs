@@ -1,0 +1,571 @@
+//! `healthsweep bench`: how fast and how lean a sweep is at 100 to 100,000 services.
+//!
+//! Three kinds of process, so each is measured alone:
+//! - the **mock fleet** (`healthsweep mock-fleet`, several processes so no one process needs more
+//!   descriptors than the open-file limit allows): services answering `{"status":"ok"}` after a
+//!   fixed latency, spread over many ports so ephemeral ports and accept queues never run out;
+//! - one **worker** per fleet size (`healthsweep bench-run`), the measured "daemon": it loads the
+//!   config and runs the daemon's real engine ([`run_sweep`] with the daemon's [`Prober`]) for
+//!   several sweeps, then renders `/metrics` and `/status` and sits idle for a moment;
+//! - this **orchestrator**, which starts the others and prints one table per size.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{self, Loaded};
+use crate::metrics::Metrics;
+use crate::probe::Prober;
+use crate::reload::ReloadStatus;
+use crate::snapshot::Snapshot;
+use crate::sweep::{Plan, run_sweep};
+
+/// Options of `healthsweep bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Fleet sizes to measure, in order.
+    pub sizes: Vec<usize>,
+    /// Sweeps per size (the first opens new connections; the rest may reuse them).
+    pub sweeps: usize,
+    /// Latency of every mock service.
+    pub latency: Duration,
+    /// Pause between sweeps, as the daemon's interval would leave.
+    pub gap: Duration,
+    /// Mock fleet processes, and ports each one listens on.
+    pub mock_processes: usize,
+    pub ports_per_process: usize,
+    /// Extra `[defaults]`/`[daemon]` TOML lines for the generated config (e.g. a connection
+    /// policy), to compare settings side by side.
+    pub extra_config: Vec<String>,
+    /// Give every service its own host name, resolved through a mock DNS server.
+    pub hostnames: bool,
+    /// With `hostnames`: percent of names the DNS server never answers.
+    pub dns_unanswered: u8,
+    /// Print JSON instead of tables.
+    pub json: bool,
+}
+
+/// Where the mock DNS server listens for `--hostnames`: a loopback address of its own, port 53
+/// because /etc/resolv.conf cannot name another port.
+const MOCK_DNS: &str = "127.0.0.153:53";
+
+/// What one worker measured at one fleet size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizeReport {
+    pub services: usize,
+    pub max_in_flight: usize,
+    pub config_load_seconds: f64,
+    /// Resident memory right after loading the config, and its peak so far (the parse).
+    pub rss_after_load_bytes: u64,
+    pub peak_rss_after_load_bytes: u64,
+    pub sweeps: Vec<SweepMeasure>,
+    pub sweep_under_scrape: Option<SweepMeasure>,
+    pub metrics_render_seconds: f64,
+    pub metrics_bytes: usize,
+    pub status_render_seconds: f64,
+    pub status_bytes: usize,
+    pub peak_rss_bytes: u64,
+    pub idle_seconds: f64,
+    pub idle_cpu_seconds: f64,
+    pub idle_rss_bytes: u64,
+    /// Threads of the process after the sweeps (the system resolver's blocking pool shows here).
+    pub threads: u64,
+}
+
+/// One sweep, measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepMeasure {
+    pub wall_seconds: f64,
+    pub cpu_seconds: f64,
+    pub ok: usize,
+    /// Failed checks by reason.
+    pub failed: BTreeMap<String, usize>,
+    /// Checks on a connection kept from the previous sweep.
+    pub reused: usize,
+    /// Checks that never got a slot before the deadline.
+    pub not_started: usize,
+}
+
+/// Runs the whole benchmark: starts the mock fleet, measures each size, prints the results.
+pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the healthsweep binary")?;
+    let fleet = MockFleet::start(&exe, options)?;
+    let dir = std::env::temp_dir().join(format!("healthsweep-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut reports = Vec::new();
+    if !options.json {
+        println!("{}", header(options, &fleet));
+    }
+    for &n in &options.sizes {
+        let path = dir.join(format!("fleet-{n}.toml"));
+        std::fs::write(&path, fleet_config(n, &fleet.endpoints, options))?;
+        let report = run_worker_process(&exe, &path, &dir, options)
+            .with_context(|| format!("measuring {n} services"))?;
+        if !options.json {
+            println!("{}", table(&report, options.latency));
+        }
+        reports.push(report);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(())
+}
+
+/// The mock fleet's processes; they exit when their stdin closes (on drop).
+struct MockFleet {
+    children: Vec<Child>,
+    endpoints: Vec<String>,
+}
+
+impl MockFleet {
+    fn start(exe: &Path, options: &BenchOptions) -> anyhow::Result<MockFleet> {
+        let mut fleet = MockFleet {
+            children: Vec::new(),
+            endpoints: Vec::new(),
+        };
+        for i in 0..options.mock_processes {
+            let mut command = Command::new(exe);
+            command.args([
+                "--log-level",
+                "warn",
+                "mock-fleet",
+                "--ports",
+                &options.ports_per_process.to_string(),
+                "--latency",
+                &format!("{}ms", options.latency.as_millis()),
+            ]);
+            if options.hostnames && i == 0 {
+                command.args(["--dns", MOCK_DNS]);
+            }
+            let mut child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("starting a mock fleet process")?;
+            let stdout = child.stdout.take().context("mock stdout")?;
+            fleet.children.push(child);
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line)?;
+            let v: serde_json::Value =
+                serde_json::from_str(&line).context("the mock fleet's address line")?;
+            for e in v["endpoints"].as_array().context("endpoints list")? {
+                fleet
+                    .endpoints
+                    .push(e.as_str().context("endpoint")?.to_string());
+            }
+        }
+        Ok(fleet)
+    }
+}
+
+impl Drop for MockFleet {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            drop(child.stdin.take());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A config of `n` services spread round-robin over the fleet's endpoints, each checked the way
+/// a real health check is (status and JSON body). With `hostnames`, each service has a name of
+/// its own (`svc-7.bench.test`) instead of the endpoint's IP address.
+pub fn fleet_config(n: usize, endpoints: &[String], options: &BenchOptions) -> String {
+    let extra = &options.extra_config;
+    let mut s = String::with_capacity(n * 80 + 256);
+    s.push_str("[daemon]\ninterval = \"30s\"\ndeadline = \"5s\"\n");
+    let (daemon_extra, defaults_extra): (Vec<&String>, Vec<&String>) =
+        extra.iter().partition(|l| l.starts_with("daemon."));
+    for l in daemon_extra {
+        let _ = writeln!(s, "{}", l.trim_start_matches("daemon."));
+    }
+    s.push_str("\n[defaults]\nexpect_json = { \"/status\" = \"ok\" }\n");
+    for l in defaults_extra {
+        let _ = writeln!(s, "{l}");
+    }
+    s.push('\n');
+    for i in 0..n {
+        let e = &endpoints[i % endpoints.len()];
+        let host = if options.hostnames {
+            let port = e.rsplit(':').next().unwrap_or("80");
+            let hang = if i % 100 < usize::from(options.dns_unanswered) {
+                "hang-"
+            } else {
+                ""
+            };
+            format!("{hang}svc-{i}.bench.test:{port}")
+        } else {
+            e.clone()
+        };
+        let _ = write!(
+            s,
+            "[[service]]\nname = \"svc-{i:06}\"\nurl = \"http://{host}/svc/{i}/health\"\n"
+        );
+    }
+    s
+}
+
+fn run_worker_process(
+    exe: &Path,
+    config: &Path,
+    dir: &Path,
+    options: &BenchOptions,
+) -> anyhow::Result<SizeReport> {
+    let mut command = if options.hostnames {
+        // A private mount namespace whose /etc/resolv.conf names the mock DNS server: both
+        // resolvers read it, and the machine's own configuration is untouched.
+        let resolv = dir.join("resolv.conf");
+        let ip = MOCK_DNS.split(':').next().unwrap_or("127.0.0.153");
+        std::fs::write(&resolv, format!("nameserver {ip}\n"))?;
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount --bind "$1" /etc/resolv.conf && shift && exec "$@""#)
+            .arg("sh")
+            .arg(&resolv)
+            .arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let out = command
+        .args(["--log-level", "warn", "bench-run", "--config"])
+        .arg(config)
+        .args([
+            "--sweeps",
+            &options.sweeps.to_string(),
+            "--gap",
+            &format!("{}ms", options.gap.as_millis()),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the bench worker")?;
+    if !out.status.success() {
+        bail!("bench worker failed: {}", out.status);
+    }
+    serde_json::from_slice(&out.stdout).context("parsing the bench worker's report")
+}
+
+/// Options of the measured worker process (`healthsweep bench-run`).
+pub struct WorkerOptions {
+    pub config: PathBuf,
+    pub sweeps: usize,
+    pub gap: Duration,
+    pub connection_budget: usize,
+}
+
+/// How long the worker sits idle after its sweeps, to show it does nothing when there is
+/// nothing to do.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// The measured process: load, sweep, render, idle. Prints its [`SizeReport`] as JSON.
+pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let config = config::load(&options.config)?;
+    let config_load_seconds = t.elapsed().as_secs_f64();
+    let rss_after_load_bytes = current_rss();
+    let peak_rss_after_load_bytes = peak_rss();
+    let services = config.services.len();
+    let max_in_flight = config
+        .daemon
+        .max_in_flight
+        .map_or(options.connection_budget, |n| n.get());
+    let loaded = Loaded {
+        generation: 1,
+        config: Arc::new(config),
+    };
+    let prober = Arc::new(Prober::new(options.connection_budget));
+    let mut snapshot = Snapshot::new(&loaded, SystemTime::now());
+    let mut sweeps = Vec::with_capacity(options.sweeps);
+    for i in 0..options.sweeps {
+        if i > 0 {
+            tokio::time::sleep(options.gap).await;
+        }
+        let (measure, next) =
+            measured_sweep(&prober, &loaded, &snapshot, max_in_flight, false).await;
+        sweeps.push(measure);
+        snapshot = next;
+    }
+
+    let (snapshots_tx, snapshots) = watch::channel(Arc::new(snapshot.clone()));
+    let reload = ReloadStatus {
+        successful: true,
+        last_success: SystemTime::now(),
+        last_error: None,
+    };
+    let (_reload_tx, reloads) = watch::channel(reload.clone());
+    let metrics = Arc::new(Metrics::new(snapshots, reloads));
+    let (metrics_render_seconds, metrics_bytes) = median_render(|| metrics.render().len());
+    let (status_render_seconds, status_bytes) =
+        median_render(|| crate::api::status_document(&snapshot, &reload).len());
+
+    // A sweep while /metrics is rendered back to back on a blocking thread, as a busy scraper
+    // would: the render must not slow the sweep down.
+    tokio::time::sleep(options.gap).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (m, stop) = (metrics.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut renders = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::black_box(m.render());
+                renders += 1;
+            }
+            renders
+        })
+    };
+    let (under_scrape, last) =
+        measured_sweep(&prober, &loaded, &snapshot, max_in_flight, true).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = scraper.await;
+    snapshots_tx.send_replace(Arc::new(last));
+
+    let peak_rss_bytes = peak_rss();
+    let cpu = cpu_seconds();
+    let t = Instant::now();
+    tokio::time::sleep(IDLE).await;
+    let idle_seconds = t.elapsed().as_secs_f64();
+    let idle_cpu_seconds = cpu_seconds() - cpu;
+    let report = SizeReport {
+        services,
+        max_in_flight,
+        config_load_seconds,
+        rss_after_load_bytes,
+        peak_rss_after_load_bytes,
+        sweeps,
+        sweep_under_scrape: Some(under_scrape),
+        metrics_render_seconds,
+        metrics_bytes,
+        status_render_seconds,
+        status_bytes,
+        peak_rss_bytes,
+        idle_seconds,
+        idle_cpu_seconds,
+        idle_rss_bytes: current_rss(),
+        threads: proc_status("Threads:").unwrap_or(0),
+    };
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &report)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn measured_sweep(
+    prober: &Arc<Prober>,
+    loaded: &Loaded,
+    snapshot: &Snapshot,
+    max_in_flight: usize,
+    _under_scrape: bool,
+) -> (SweepMeasure, Snapshot) {
+    let cpu = cpu_seconds();
+    let t = Instant::now();
+    let plan = Plan::new(loaded.config.clone(), max_in_flight).slowest_first(snapshot);
+    let report = run_sweep(prober.clone(), plan).await;
+    let wall_seconds = t.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_seconds() - cpu;
+    let mut failed = BTreeMap::new();
+    let mut ok = 0;
+    for o in &report.outcomes {
+        match o.reason {
+            None => ok += 1,
+            Some(r) => *failed.entry(r.as_str().to_string()).or_insert(0) += 1,
+        }
+    }
+    let summary = report.summary();
+    let (next, _) = snapshot.swept(report);
+    (
+        SweepMeasure {
+            wall_seconds,
+            cpu_seconds,
+            ok,
+            failed,
+            reused: summary.reused_connections,
+            not_started: summary.not_started,
+        },
+        next,
+    )
+}
+
+/// Median time of five renders, and the size of the output.
+fn median_render(mut f: impl FnMut() -> usize) -> (f64, usize) {
+    let mut times = Vec::with_capacity(5);
+    let mut size = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        size = std::hint::black_box(f());
+        times.push(t.elapsed().as_secs_f64());
+    }
+    (median(&mut times), size)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// CPU time (user + system) of the whole process so far.
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// Peak resident set size of the process so far.
+fn peak_rss() -> u64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    // Linux reports ru_maxrss in KiB.
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u.max_rss().max(0) as u64 * 1024)
+}
+
+/// Resident set size now.
+fn current_rss() -> u64 {
+    proc_status("VmRSS:").map_or(0, |kb| kb * 1024)
+}
+
+/// A number from /proc/self/status (`VmRSS:` is in KiB).
+fn proc_status(key: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+}
+
+fn header(options: &BenchOptions, fleet: &MockFleet) -> String {
+    format!(
+        "healthsweep bench: mock services answer in {} ms ({} mock processes, {} endpoints on 127.0.0.1); \
+         {} sweeps per size, {} ms apart; {} cores{}",
+        options.latency.as_millis(),
+        options.mock_processes,
+        fleet.endpoints.len(),
+        options.sweeps,
+        options.gap.as_millis(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        if options.extra_config.is_empty() {
+            String::new()
+        } else {
+            format!("; config: {}", options.extra_config.join(", "))
+        }
+    )
+}
+
+/// One size's results as a small table.
+pub fn table(r: &SizeReport, latency: Duration) -> String {
+    let first = r.sweeps.first();
+    let mut later: Vec<f64> = r.sweeps.iter().skip(1).map(|s| s.wall_seconds).collect();
+    let later_max = later.iter().copied().fold(0.0, f64::max);
+    let later_p50 = median(&mut later);
+    let checks: usize = r
+        .sweeps
+        .iter()
+        .map(|s| s.ok + s.failed.values().sum::<usize>())
+        .sum();
+    let ok: usize = r.sweeps.iter().map(|s| s.ok).sum();
+    let mut failed: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &r.sweeps {
+        for (k, v) in &s.failed {
+            *failed.entry(k).or_insert(0) += v;
+        }
+    }
+    let failed = if failed.is_empty() {
+        "none".to_string()
+    } else {
+        failed
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut cpu: Vec<f64> = r.sweeps.iter().skip(1).map(|s| s.cpu_seconds).collect();
+    let cpu_p50 = median(&mut cpu);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{} services ({} ms each; floor {:.3} s), max_in_flight {}",
+        r.services,
+        latency.as_millis(),
+        latency.as_secs_f64(),
+        r.max_in_flight
+    );
+    if let Some(f) = first {
+        let _ = writeln!(
+            s,
+            "  first sweep        {:.3} s wall, {:.3} s CPU ({:.1} µs/check)",
+            f.wall_seconds,
+            f.cpu_seconds,
+            f.cpu_seconds * 1e6 / r.services.max(1) as f64
+        );
+    }
+    if !later.is_empty() {
+        let _ = writeln!(
+            s,
+            "  later sweeps       p50 {later_p50:.3} s, max {later_max:.3} s wall; p50 {cpu_p50:.3} s CPU ({:.1} µs/check)",
+            cpu_p50 * 1e6 / r.services.max(1) as f64
+        );
+    }
+    if let Some(u) = &r.sweep_under_scrape {
+        let _ = writeln!(
+            s,
+            "  sweep + scraping   {:.3} s wall while /metrics renders back to back",
+            u.wall_seconds
+        );
+    }
+    let reused: usize = r.sweeps.iter().map(|s| s.reused).sum();
+    let not_started: usize = r.sweeps.iter().map(|s| s.not_started).sum();
+    let _ = writeln!(
+        s,
+        "  checks             {ok} ok of {checks}; failed: {failed}; on reused connections: {reused}; never started: {not_started}"
+    );
+    let _ = writeln!(
+        s,
+        "  peak RSS           {:.1} MiB (after config load: {:.1} MiB, peak {:.1} MiB)",
+        mib(r.peak_rss_bytes),
+        mib(r.rss_after_load_bytes),
+        mib(r.peak_rss_after_load_bytes)
+    );
+    let _ = writeln!(
+        s,
+        "  /metrics           {:.1} ms render, {:.2} MiB",
+        r.metrics_render_seconds * 1e3,
+        mib(r.metrics_bytes as u64)
+    );
+    let _ = writeln!(
+        s,
+        "  /status            {:.1} ms render, {:.2} MiB",
+        r.status_render_seconds * 1e3,
+        mib(r.status_bytes as u64)
+    );
+    let _ = writeln!(
+        s,
+        "  config load        {:.1} ms (read, parse, validate)",
+        r.config_load_seconds * 1e3
+    );
+    let _ = write!(
+        s,
+        "  idle {:.1} s         {:.3} s CPU, RSS {:.1} MiB, {} threads",
+        r.idle_seconds,
+        r.idle_cpu_seconds,
+        mib(r.idle_rss_bytes),
+        r.threads
+    );
+    s
+}
