@@ -106,6 +106,10 @@ const GENERATION: Family = gauge(
     "healthsweep_config_generation",
     "Successful config loads since start (1 after start-up).",
 );
+const SHARD_INFO: Family = gauge(
+    "healthsweep_shard_info",
+    "Always 1; index and count say which shard of the fleet this replica checks (0 of 1: all).",
+);
 
 const FAMILIES: &[Family] = &[
     PROBE_SUCCESS,
@@ -125,6 +129,7 @@ const FAMILIES: &[Family] = &[
     RELOAD_OK,
     RELOAD_TIME,
     GENERATION,
+    SHARD_INFO,
 ];
 
 /// The daemon's registry: the snapshot collector, build info and process metrics.
@@ -347,6 +352,15 @@ fn daemon_metrics(out: &mut Families, snapshot: &Snapshot, reload: &ReloadStatus
     );
     out.push(&RELOAD_TIME, Vec::new(), unix_seconds(reload.last_success));
     out.push(&GENERATION, Vec::new(), snapshot.generation as f64);
+    let shard = daemon.shard;
+    out.push(
+        &SHARD_INFO,
+        vec![
+            label("index", &shard.index().to_string()),
+            label("count", &shard.count().to_string()),
+        ],
+        1.0,
+    );
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, Loaded};
+use crate::notify::{WATCHDOG_GRACE, Watchdog};
 use crate::probe::{Outcome, Prober, Reason};
 use crate::snapshot::{Snapshot, State, SweepReport, Transition};
 
@@ -151,6 +152,8 @@ pub struct Sweeper {
     snapshots: watch::Sender<Arc<Snapshot>>,
     /// The in-flight bound used when the config does not set one.
     default_max_in_flight: usize,
+    /// Pinged from this loop itself, so a wedged sweeper stops pinging (see [`crate::notify`]).
+    watchdog: Watchdog,
 }
 
 impl Sweeper {
@@ -165,7 +168,14 @@ impl Sweeper {
             configs,
             snapshots,
             default_max_in_flight,
+            watchdog: Watchdog::disabled(),
         }
+    }
+
+    /// Pings `watchdog` while sweeps run on time.
+    pub fn with_watchdog(mut self, watchdog: Watchdog) -> Self {
+        self.watchdog = watchdog;
+        self
     }
 
     /// Sweeps until `shutdown` is cancelled; a sweep in flight then is dropped (its checks
@@ -178,6 +188,7 @@ impl Sweeper {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
+                () = self.watchdog.tick() => self.watchdog.ping(),
                 Ok(()) = self.configs.changed() => self.reconfigure(&mut loaded, &mut ticker),
                 _ = ticker.tick() => {
                     number += 1;
@@ -201,11 +212,13 @@ impl Sweeper {
         let sweep = run_sweep(self.prober.clone(), loaded.config.clone(), max_in_flight)
             .instrument(span.clone());
         tokio::pin!(sweep);
+        let overdue = Instant::now() + loaded.config.daemon.deadline + WATCHDOG_GRACE;
         let report = loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return ControlFlow::Break(()),
                 report = &mut sweep => break report,
+                () = self.watchdog.tick_until(overdue) => self.watchdog.ping(),
                 Ok(()) = self.configs.changed() => self.reconfigure(loaded, ticker),
             }
         };

@@ -56,6 +56,11 @@ pub struct Daemon {
 impl Daemon {
     /// Writes `config` to a file and starts the daemon on it, listening on a free loopback port.
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, &[], &[])
+    }
+
+    /// [`Daemon::start`] with more `run` arguments and environment variables.
+    pub fn start_with(config: &str, run_args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = TempDir::new("daemon");
         let config_path = dir.path().join("healthsweep.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -71,6 +76,8 @@ impl Daemon {
                 "--config",
             ])
             .arg(&config_path)
+            .args(run_args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
