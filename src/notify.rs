@@ -283,6 +283,46 @@ mod tests {
             .collect()
     }
 
+    /// Paused time, no I/O (nothing is pinged): only the schedule is under test.
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_ticks_every_period_and_stops_for_good_once_a_sweep_is_overdue() {
+        let mut watchdog = Watchdog::every(Duration::from_millis(100));
+        let start = Instant::now();
+        let overdue = start + Duration::from_millis(250);
+        let mut ticks = Vec::new();
+        while tokio::time::timeout(Duration::from_secs(60), watchdog.tick_until(overdue))
+            .await
+            .is_ok()
+        {
+            ticks.push(Instant::now() - start);
+            assert!(
+                ticks.len() < 10,
+                "still ticking past the overdue point: {ticks:?}"
+            );
+        }
+        assert_eq!(
+            ticks,
+            [0, 100, 200].map(Duration::from_millis),
+            "ticks up to the overdue point, then none for a minute"
+        );
+        // Past the overdue point it stays silent whenever it is polled again.
+        let later = tokio::time::timeout(Duration::from_secs(60), watchdog.tick_until(overdue));
+        assert!(later.await.is_err());
+        // The outer loop's plain tick goes on.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(150), watchdog.tick())
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disabled_watchdog_never_ticks() {
+        let mut watchdog = Watchdog::disabled();
+        let tick = tokio::time::timeout(Duration::from_secs(3600), watchdog.tick());
+        assert!(tick.await.is_err());
+    }
+
     #[test]
     fn the_status_line_counts_up_services_and_the_sweep_time() {
         let s = snapshot(&services(3), &[Some(true), Some(true), Some(false)]);
