@@ -206,8 +206,10 @@ impl Watchdog {
             return std::future::pending().await;
         }
         tokio::select! {
-            () = self.tick() => {}
+            // Past `until`, no ping even if one was due at the same moment.
+            biased;
             () = tokio::time::sleep_until(until) => std::future::pending().await,
+            () = self.tick() => {}
         }
     }
 

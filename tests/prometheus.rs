@@ -309,7 +309,9 @@ impl Prometheus {
             dir.path().join("alerts.yml"),
         )
         .expect("copy alerts");
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // A port nothing listens on now; if another process takes it first, Prometheus exits
+        // and the wait below says so.
+        let addr = SocketAddr::from(([127, 0, 0, 1], closed_port()));
         let mut child = Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
@@ -392,10 +394,6 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
         "the shipped prometheus.yml has exactly one {from:?}"
     );
     text.replace(from, to)
-}
-
-fn free_port() -> u16 {
-    closed_port()
 }
 
 /// GET over HTTP/1.0, so Prometheus (Go) answers with a plain body, never chunked.
