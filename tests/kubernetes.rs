@@ -30,18 +30,13 @@ fn manifest(name: &str) -> Value {
 
 /// Runs `kubernetes-validate --strict` on `files`; returns success and what it said.
 fn kubernetes_validate(extra: &[&str], files: &[PathBuf]) -> (bool, String) {
-    let out = Command::new("kubernetes-validate")
-        .arg("--strict")
-        .args(extra)
-        .args(files)
-        .output()
-        .expect("kubernetes-validate is installed (pip install kubernetes-validate; .ci/run does)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
+    run_tool(
+        Command::new("kubernetes-validate")
+            .arg("--strict")
+            .args(extra)
+            .args(files),
+        "pip install kubernetes-validate (.ci/run does)",
+    )
 }
 
 #[test]

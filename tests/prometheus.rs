@@ -33,17 +33,11 @@ fn deploy(path: &str) -> PathBuf {
 }
 
 fn promtool(args: &[&str], dir: &Path) -> String {
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("promtool is installed (.ci/run installs it)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, said) = run_tool(
+        Command::new("promtool").args(args).current_dir(dir),
+        "apt-get install prometheus (.ci/run does)",
     );
-    assert!(out.status.success(), "promtool {args:?} failed:\n{said}");
+    assert!(ok, "promtool {args:?} failed:\n{said}");
     said
 }
 

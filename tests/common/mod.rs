@@ -330,6 +330,23 @@ pub fn has_service(status: &serde_json::Value, name: &str) -> bool {
         .is_some_and(|a| a.iter().any(|s| s["name"] == name))
 }
 
+/// Runs a tool to the end; returns whether it succeeded and what it said (stdout, then
+/// stderr). Panics with `install_hint` when the tool cannot be started at all.
+pub fn run_tool(command: &mut Command, install_hint: &str) -> (bool, String) {
+    let out = command.output().unwrap_or_else(|e| {
+        panic!(
+            "{:?} cannot run ({e}): {install_hint}",
+            command.get_program()
+        )
+    });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 /// A loopback port with nothing listening on it.
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
