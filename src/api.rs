@@ -297,10 +297,20 @@ async fn reload(api: &Api) -> HttpResponse {
 #[derive(Serialize)]
 struct StatusDoc<'a> {
     generation: u64,
+    shard: ShardDoc,
     summary: SummaryDoc,
     sweep: Option<SweepDoc>,
     config: ConfigDoc,
     services: Vec<ServiceDoc<'a>>,
+}
+
+/// Which share of the fleet this replica checks.
+#[derive(Serialize)]
+struct ShardDoc {
+    index: u32,
+    count: u32,
+    /// Services in the config file, across all shards.
+    fleet_services: usize,
 }
 
 #[derive(Serialize)]
@@ -362,6 +372,11 @@ impl<'a> StatusDoc<'a> {
     fn new(s: &'a Snapshot, reload: &ReloadStatus, q: &StatusQuery) -> Self {
         StatusDoc {
             generation: s.generation,
+            shard: ShardDoc {
+                index: s.config.daemon.shard.index(),
+                count: s.config.daemon.shard.count(),
+                fleet_services: s.config.fleet_size,
+            },
             summary: SummaryDoc {
                 total: s.services.len(),
                 up: s.count(State::Up),

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::api::Api;
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use crate::metrics::Metrics;
+use crate::notify::{Notifier, Watchdog};
 use crate::probe::Prober;
 use crate::reload::{self, ReloadRequest, Reloader};
 use crate::server;
@@ -34,8 +35,10 @@ const SHUTDOWN_WAIT: Duration = Duration::from_millis(1500);
 pub struct Settings {
     /// The file reloads read.
     pub config_path: PathBuf,
-    /// The config already loaded from it.
+    /// The config already loaded from it, with `overrides` applied.
     pub config: Config,
+    /// What the command line overrides in the file, applied again at every reload.
+    pub overrides: Overrides,
     /// Where the HTTP server accepts connections.
     pub listener: TcpListener,
     /// Connections checks may hold at once; also `max_in_flight` when the config does not say
@@ -53,12 +56,16 @@ pub struct Running {
     pub local_addr: SocketAddr,
     tasks: JoinSet<&'static str>,
     shutdown: CancellationToken,
+    notifier: Notifier,
 }
 
-/// Starts the reloader, the sweeper (first sweep at once) and the server.
+/// Starts the reloader, the sweeper (first sweep at once), the server, and the systemd
+/// notifier (a no-op unless systemd started the daemon).
 pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result<Running> {
     let local_addr = settings.listener.local_addr()?;
-    let reloader = Reloader::new(settings.config_path, settings.config);
+    let notifier = Notifier::from_env();
+    let reloader = Reloader::new(settings.config_path, settings.config, settings.overrides)
+        .with_notifier(notifier.clone());
     let configs = reloader.configs();
     let reload_status = reloader.status();
     let first = configs.borrow().clone();
@@ -77,7 +84,8 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
         configs,
         snapshot_tx,
         settings.connection_budget,
-    );
+    )
+    .with_watchdog(Watchdog::from_env());
 
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
@@ -95,12 +103,18 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
         server::serve(settings.listener, api, s).await;
         "server"
     });
+    let (n, s, watched) = (notifier.clone(), shutdown.clone(), snapshots.clone());
+    tasks.spawn(async move {
+        n.run(watched, s).await;
+        "notifier"
+    });
     Ok(Running {
         snapshots,
         reload_requests,
         local_addr,
         tasks,
         shutdown,
+        notifier,
     })
 }
 
@@ -120,6 +134,7 @@ impl Running {
                 self.shutdown.cancel();
             }
         }
+        self.notifier.stopping();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_WAIT, drain).await.is_err() {
             warn!("tasks still running after the shutdown wait; exiting anyway");

@@ -59,6 +59,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         Settings {
             config_path: path.clone(),
             config,
+            overrides: config::Overrides::default(),
             listener,
             connection_budget: options.connection_budget,
         },

@@ -24,8 +24,9 @@
 //! [`probe::Outcome`] with a [`probe::Reason`]); an `Err` means the daemon itself is broken.
 //!
 //! Modules, in dependency order: [`config`] → [`probe`] → [`snapshot`] → [`sweep`] →
-//! [`metrics`], [`api`], [`server`] → [`reload`], [`signals`] → [`app`]; the commands beside
-//! the daemon are [`check`] and [`demo`] (with [`mock`]).
+//! [`metrics`], [`api`], [`server`] → [`reload`], [`signals`], [`notify`] → [`app`]; [`shard`]
+//! decides which services a replica keeps when the config is loaded; the commands beside the
+//! daemon are [`check`] and [`demo`] (with [`mock`]).
 
 #![forbid(unsafe_code)]
 
@@ -38,9 +39,11 @@ pub mod demo;
 pub mod limits;
 pub mod metrics;
 pub mod mock;
+pub mod notify;
 pub mod probe;
 pub mod reload;
 pub mod server;
+pub mod shard;
 pub mod signals;
 pub mod snapshot;
 pub mod sweep;

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use healthsweep::app::{self, Settings};
-use healthsweep::config::{self, Config};
+use healthsweep::config::{self, Config, Overrides};
+use healthsweep::shard::Shard;
 use healthsweep::{bench, check, demo, limits, mock, signals};
 
 /// Exit statuses, documented in the README.
@@ -68,6 +69,9 @@ enum Command {
         /// Listen here instead of the config's [daemon] listen.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Check only shard INDEX of COUNT (e.g. 0/3) instead of the config's [daemon] shard.
+        #[arg(long, env = "HEALTHSWEEP_SHARD", value_name = "INDEX/COUNT")]
+        shard: Option<Shard>,
     },
     /// Check a config file; exit 0 if valid, 2 with every problem listed if not.
     Validate {
@@ -180,7 +184,11 @@ fn main() -> ExitCode {
     init_logging(&cli.log_level, cli.log_format);
     match cli.command {
         Command::Validate { config } => validate(&config),
-        Command::Run { config, listen } => run_daemon(&config, listen),
+        Command::Run {
+            config,
+            listen,
+            shard,
+        } => run_daemon(&config, listen, Overrides { shard }),
         Command::Check { config, format } => check(&config, format),
         Command::Demo { listen, exit_after } => demo(listen, exit_after),
         Command::Bench {
@@ -255,8 +263,8 @@ fn init_logging(filter: &str, format: LogFormat) {
     }
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    config::load(path).map_err(|e| {
+fn load(path: &Path, overrides: Overrides) -> Result<Config, ExitCode> {
+    config::load_with(path, overrides).map_err(|e| {
         for line in e.lines() {
             eprintln!("error: {line}");
         }
@@ -265,13 +273,19 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn validate(path: &Path) -> ExitCode {
-    match load(path) {
+    match load(path, Overrides::default()) {
         Ok(c) => {
+            let shard = c.daemon.shard;
+            let share = if shard.count() > 1 {
+                format!("; shard {shard} checks {}", c.services.len())
+            } else {
+                String::new()
+            };
             println!(
-                "{}: valid ({} service{})",
+                "{}: valid ({} service{}{share})",
                 path.display(),
-                c.services.len(),
-                if c.services.len() == 1 { "" } else { "s" }
+                c.fleet_size,
+                if c.fleet_size == 1 { "" } else { "s" }
             );
             ExitCode::SUCCESS
         }
@@ -286,8 +300,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-fn run_daemon(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
-    let config = match load(path) {
+fn run_daemon(path: &Path, listen: Option<SocketAddr>, overrides: Overrides) -> ExitCode {
+    let config = match load(path, overrides) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -303,10 +317,12 @@ fn run_daemon(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
             }
         };
         let services = config.services.len();
+        let shard = config.daemon.shard;
         let shutdown = CancellationToken::new();
         let settings = Settings {
             config_path: path.to_path_buf(),
             config,
+            overrides,
             listener,
             connection_budget: limits::connection_budget(nofile),
         };
@@ -321,7 +337,7 @@ fn run_daemon(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
             eprintln!("error: cannot install signal handlers: {e}");
             return ExitCode::from(exit::CANNOT_START);
         }
-        info!(addr = %running.local_addr, config = %path.display(), services, open_file_limit = nofile, "listening");
+        info!(addr = %running.local_addr, config = %path.display(), services, %shard, open_file_limit = nofile, "listening");
         running.wait().await;
         info!("stopped");
         ExitCode::SUCCESS
@@ -331,7 +347,7 @@ fn run_daemon(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
 }
 
 fn check(path: &Path, format: Format) -> ExitCode {
-    let config = match load(path) {
+    let config = match load(path, Overrides::default()) {
         Ok(c) => c,
         Err(code) => return code,
     };

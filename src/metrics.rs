@@ -121,6 +121,10 @@ const GENERATION: Family = gauge(
     "healthsweep_config_generation",
     "Successful config loads since start (1 after start-up).",
 );
+const SHARD_INFO: Family = gauge(
+    "healthsweep_shard_info",
+    "Always 1; index and count say which shard of the fleet this replica checks (0 of 1: all).",
+);
 
 /// One per-service value: the number, and the `reason` label for the failure-reason family.
 struct Sample {
@@ -341,6 +345,18 @@ fn daemon_families(snapshot: &Snapshot, reload: &ReloadStatus) -> Vec<MetricFami
     out.push(one(&RELOAD_OK, if reload.successful { 1.0 } else { 0.0 }));
     out.push(one(&RELOAD_TIME, unix_seconds(reload.last_success)));
     out.push(one(&GENERATION, snapshot.generation as f64));
+    let shard = daemon.shard;
+    out.push(family(
+        &SHARD_INFO,
+        vec![metric(
+            &SHARD_INFO,
+            vec![
+                label("index", &shard.index().to_string()),
+                label("count", &shard.count().to_string()),
+            ],
+            1.0,
+        )],
+    ));
     out
 }
 

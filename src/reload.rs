@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, ConfigError, Loaded};
+use crate::config::{self, ConfigError, Loaded, Overrides};
+use crate::notify::Notifier;
 
 /// How many reload requests may wait. Signals beyond it are dropped, which loses nothing: the
 /// reload already waiting will read the file as it is by then.
@@ -46,13 +47,16 @@ pub struct ReloadStatus {
 /// Owns the config file and publishes each good version of it.
 pub struct Reloader {
     path: PathBuf,
+    /// Applied to every version of the file, as to the first.
+    overrides: Overrides,
+    notifier: Notifier,
     configs: watch::Sender<Loaded>,
     status: watch::Sender<ReloadStatus>,
 }
 
 impl Reloader {
-    /// Starts from `initial` (generation 1), already loaded from `path`.
-    pub fn new(path: PathBuf, initial: config::Config) -> Self {
+    /// Starts from `initial` (generation 1), already loaded from `path` with `overrides`.
+    pub fn new(path: PathBuf, initial: config::Config, overrides: Overrides) -> Self {
         let loaded = Loaded {
             generation: 1,
             config: Arc::new(initial),
@@ -65,9 +69,17 @@ impl Reloader {
         });
         Reloader {
             path,
+            overrides,
+            notifier: Notifier::disabled(),
             configs,
             status,
         }
+    }
+
+    /// Tells the service manager about each reload (`RELOADING=1`, then `READY=1`).
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// The published config, for the sweeper.
@@ -94,7 +106,9 @@ impl Reloader {
                     None => return,
                 },
             };
+            self.notifier.reloading();
             let outcome = self.reload().await;
+            self.notifier.reloaded();
             if let Some(reply) = request.reply {
                 // The requester may have gone away (client disconnected); nothing to do then.
                 let _ = reply.send(outcome);
@@ -104,8 +118,9 @@ impl Reloader {
 
     async fn reload(&self) -> Result<Reloaded, ConfigError> {
         let path = self.path.clone();
+        let overrides = self.overrides;
         // Parsing a large fleet takes a while; keep it off the async worker threads.
-        let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+        let loaded = tokio::task::spawn_blocking(move || config::load_with(&path, overrides))
             .await
             .unwrap_or_else(|e| {
                 Err(ConfigError::Read {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{Config, Loaded};
+use crate::notify::{WATCHDOG_GRACE, Watchdog};
 use crate::probe::{Outcome, Prober, Reason};
 use crate::snapshot::{Snapshot, State, SweepReport, Transition};
 
@@ -214,6 +215,8 @@ pub struct Sweeper {
     connection_budget: usize,
     /// Whether the latest sweep left checks unstarted (logged on change only).
     starved: bool,
+    /// Pinged from this loop itself, so a wedged sweeper stops pinging (see [`crate::notify`]).
+    watchdog: Watchdog,
 }
 
 impl Sweeper {
@@ -229,7 +232,14 @@ impl Sweeper {
             snapshots,
             connection_budget,
             starved: false,
+            watchdog: Watchdog::disabled(),
         }
+    }
+
+    /// Pings `watchdog` while sweeps run on time.
+    pub fn with_watchdog(mut self, watchdog: Watchdog) -> Self {
+        self.watchdog = watchdog;
+        self
     }
 
     /// Sweeps until `shutdown` is cancelled; a sweep in flight then is dropped (its checks
@@ -242,6 +252,7 @@ impl Sweeper {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
+                () = self.watchdog.tick() => self.watchdog.ping(),
                 Ok(()) = self.configs.changed() => self.reconfigure(&mut loaded, &mut ticker),
                 _ = ticker.tick() => {
                     number += 1;
@@ -266,11 +277,13 @@ impl Sweeper {
         let span = info_span!("sweep", number, services = loaded.config.services.len());
         let sweep = run_sweep(self.prober.clone(), plan).instrument(span.clone());
         tokio::pin!(sweep);
+        let overdue = Instant::now() + loaded.config.daemon.deadline + WATCHDOG_GRACE;
         let report = loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return ControlFlow::Break(()),
                 report = &mut sweep => break report,
+                () = self.watchdog.tick_until(overdue) => self.watchdog.ping(),
                 Ok(()) = self.configs.changed() => self.reconfigure(loaded, ticker),
             }
         };

@@ -3,6 +3,9 @@
 //! Parse, don't validate: a [`Config`] that exists is valid. [`load`] reads a file, rejects unknown
 //! keys and wrong types (via serde), then checks every value and collects *all* problems, each
 //! with its line and service, so one `healthsweep validate` run lists everything to fix.
+//!
+//! Sharding is applied last: the whole file is validated (so every replica of a sharded fleet
+//! rejects the same bad file), then only the services of this replica's [`Shard`] are kept.
 
 mod error;
 mod raw;
@@ -24,6 +27,8 @@ use url::Url;
 use error::LineIndex;
 pub use error::{ConfigError, Location, Problem};
 use raw::{RawCheck, RawConfig, RawDaemon, RawIdentity, RawStatus};
+
+use crate::shard::Shard;
 
 /// Where the daemon listens unless told otherwise: loopback, so exposing it is a choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9915";
@@ -55,8 +60,17 @@ const RESERVED_LABELS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub daemon: Daemon,
-    /// Services in file order. Names are unique.
+    /// This replica's services (all of them unless sharded), in file order. Names are unique.
     pub services: Vec<Arc<Service>>,
+    /// How many services the file lists, across all shards.
+    pub fleet_size: usize,
+}
+
+/// What the command line overrides in the file; applied at start-up and at every reload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `run --shard`: wins over `[daemon] shard`.
+    pub shard: Option<Shard>,
 }
 
 /// A config as published to the rest of the daemon: the config and its generation, which
@@ -80,6 +94,8 @@ pub struct Daemon {
     pub max_in_flight: Option<NonZeroUsize>,
     /// Whether `POST /-/reload` is served.
     pub reload_api: bool,
+    /// Which share of the services this replica checks ([`Shard::WHOLE`] unless sharded).
+    pub shard: Shard,
 }
 
 impl Default for Daemon {
@@ -92,6 +108,7 @@ impl Default for Daemon {
             deadline: DEFAULT_DEADLINE,
             max_in_flight: None,
             reload_api: false,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -234,15 +251,36 @@ impl StatusMatcher {
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, Overrides::default())
+}
+
+/// [`load`], with command-line `overrides` applied.
+pub fn load_with(path: &Path, overrides: Overrides) -> Result<Config, ConfigError> {
     let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &source)
+    parse_with(path, &source, overrides)
 }
 
 /// Parses and validates `source`; `path` is only used in error messages.
 pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+    parse_with(path, source, Overrides::default())
+}
+
+/// [`parse`], with command-line `overrides` applied.
+pub fn parse_with(path: &Path, source: &str, overrides: Overrides) -> Result<Config, ConfigError> {
+    let mut config = parse_whole(path, source)?;
+    if let Some(shard) = overrides.shard {
+        config.daemon.shard = shard;
+    }
+    let shard = config.daemon.shard;
+    config.services.retain(|s| shard.owns(&s.name));
+    Ok(config)
+}
+
+/// Parses and validates every service in `source`, whatever the shard.
+fn parse_whole(path: &Path, source: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig =
         toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
     let mut v = Validator {
@@ -332,7 +370,11 @@ impl Validator<'_> {
             }
             self.service = None;
         }
-        Config { daemon, services }
+        Config {
+            daemon,
+            fleet_size: services.len(),
+            services,
+        }
     }
 
     fn daemon(&mut self, raw: RawDaemon) -> Daemon {
@@ -382,6 +424,12 @@ impl Validator<'_> {
         }
         if let Some(r) = raw.reload_api {
             d.reload_api = r;
+        }
+        if let Some(s) = raw.shard {
+            match s.get_ref().parse::<Shard>() {
+                Ok(shard) => d.shard = shard,
+                Err(e) => self.report(Some(&s.span()), e.to_string()),
+            }
         }
         d
     }

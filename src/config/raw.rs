@@ -29,6 +29,7 @@ pub struct RawDaemon {
     pub deadline: Option<Spanned<String>>,
     pub max_in_flight: Option<Spanned<i64>>,
     pub reload_api: Option<bool>,
+    pub shard: Option<Spanned<String>>,
 }
 
 /// The check options a `[[service]]` may set and `[defaults]` may give for all of them.

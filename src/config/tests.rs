@@ -267,3 +267,54 @@ fn same_target_means_same_name_url_and_method() {
     assert!(c.services[0].same_target(&d.services[0]));
     assert!(!c.services[1].same_target(&d.services[1]));
 }
+
+fn fleet(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("[[service]]\nname = \"svc-{i}\"\nurl = \"http://127.0.0.1/\"\n"))
+        .collect()
+}
+
+#[test]
+fn a_shard_keeps_only_its_services_and_remembers_the_fleet_size() {
+    let src = format!("[daemon]\nshard = \"1/3\"\n{}", fleet(60));
+    let c = parse_str(&src).expect("valid");
+    let shard = Shard::new(1, 3).expect("valid shard");
+    assert_eq!(c.daemon.shard, shard);
+    assert_eq!(c.fleet_size, 60);
+    assert!(!c.services.is_empty() && c.services.len() < 60);
+    assert!(c.services.iter().all(|s| shard.owns(&s.name)));
+    // File order is kept.
+    let order: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    let mut sorted = order.clone();
+    sorted.sort_by_key(|n| n[4..].parse::<u32>().expect("numbered"));
+    assert_eq!(order, sorted);
+}
+
+#[test]
+fn the_command_line_shard_wins_over_the_file() {
+    let src = format!("[daemon]\nshard = \"1/3\"\n{}", fleet(30));
+    let cli = Shard::new(0, 2).expect("valid shard");
+    let c = parse_with(Path::new("t.toml"), &src, Overrides { shard: Some(cli) }).expect("valid");
+    assert_eq!(c.daemon.shard, cli);
+    assert!(c.services.iter().all(|s| cli.owns(&s.name)));
+    let whole = parse_str(&fleet(30)).expect("valid");
+    assert_eq!(whole.daemon.shard, Shard::WHOLE);
+    assert_eq!(whole.services.len(), 30);
+}
+
+/// Every replica must reject the same bad file, so problems in services of other shards count.
+#[test]
+fn every_shard_rejects_a_problem_in_any_service() {
+    let src = format!(
+        "{}[[service]]\nname = \"svc-3\"\nurl = \"http://127.0.0.1/\"\n[[service]]\nname = \"odd\"\nurl = \"ftp://x/\"\n",
+        fleet(10)
+    );
+    for index in 0..4 {
+        let shard = Shard::new(index, 4).expect("valid shard");
+        let err = parse_with(Path::new("t.toml"), &src, Overrides { shard: Some(shard) })
+            .expect_err("invalid everywhere");
+        let text = err.to_string();
+        assert!(text.contains("duplicate service name"), "{shard}: {text}");
+        assert!(text.contains("scheme \"ftp\""), "{shard}: {text}");
+    }
+}

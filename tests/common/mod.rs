@@ -56,6 +56,11 @@ pub struct Daemon {
 impl Daemon {
     /// Writes `config` to a file and starts the daemon on it, listening on a free loopback port.
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, &[], &[])
+    }
+
+    /// [`Daemon::start`] with more `run` arguments and environment variables.
+    pub fn start_with(config: &str, run_args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = TempDir::new("daemon");
         let config_path = dir.path().join("healthsweep.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -71,6 +76,8 @@ impl Daemon {
                 "--config",
             ])
             .arg(&config_path)
+            .args(run_args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -321,6 +328,23 @@ pub fn has_service(status: &serde_json::Value, name: &str) -> bool {
     status["services"]
         .as_array()
         .is_some_and(|a| a.iter().any(|s| s["name"] == name))
+}
+
+/// Runs a tool to the end; returns whether it succeeded and what it said (stdout, then
+/// stderr). Panics with `install_hint` when the tool cannot be started at all.
+pub fn run_tool(command: &mut Command, install_hint: &str) -> (bool, String) {
+    let out = command.output().unwrap_or_else(|e| {
+        panic!(
+            "{:?} cannot run ({e}): {install_hint}",
+            command.get_program()
+        )
+    });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
 }
 
 /// A loopback port with nothing listening on it.
