@@ -61,10 +61,34 @@ impl Daemon {
 
     /// [`Daemon::start`] with more `run` arguments and environment variables.
     pub fn start_with(config: &str, run_args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_wrapped(config, &[], run_args, env)
+    }
+
+    /// Starts the daemon with an open-file limit (soft and hard) of `nofile`, via prlimit(1).
+    pub fn start_with_nofile(config: &str, nofile: u64) -> Daemon {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        Daemon::start_wrapped(config, &["prlimit", &limit, "--"], &[], &[])
+    }
+
+    /// Starts `wrapper... healthsweep run ...`.
+    fn start_wrapped(
+        config: &str,
+        wrapper: &[&str],
+        run_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = TempDir::new("daemon");
         let config_path = dir.path().join("healthsweep.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = command
             .args([
                 "--log-format",
                 "json",
