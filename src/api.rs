@@ -301,7 +301,35 @@ struct StatusDoc<'a> {
     summary: SummaryDoc,
     sweep: Option<SweepDoc>,
     config: ConfigDoc,
-    services: Vec<ServiceDoc<'a>>,
+    services: ServicesDoc<'a>,
+}
+
+/// The services of `/status`, serialized one by one as they are read from the snapshot, so a
+/// large fleet's document is never held twice (once as structs, once as text).
+struct ServicesDoc<'a> {
+    snapshot: &'a Snapshot,
+    query: &'a StatusQuery,
+}
+
+impl Serialize for ServicesDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.snapshot
+                .services
+                .iter()
+                .filter(|st| self.query.matches(st))
+                .map(ServiceDoc::new),
+        )
+    }
+}
+
+/// A timestamp written as RFC 3339 straight into the output, without a `String` per value.
+struct Timestamp(SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
 }
 
 /// Which share of the fleet this replica checks.
@@ -349,9 +377,9 @@ struct ServiceDoc<'a> {
     name: &'a str,
     group: Option<&'a str>,
     labels: &'a BTreeMap<String, String>,
-    url: String,
+    url: &'a str,
     state: State,
-    since: String,
+    since: Timestamp,
     consecutive_failures: u32,
     consecutive_successes: u32,
     last: Option<LastDoc<'a>>,
@@ -363,13 +391,13 @@ struct LastDoc<'a> {
     reason: Option<Reason>,
     http_status: Option<u16>,
     duration_seconds: f64,
-    at: String,
+    at: Timestamp,
     error: Option<&'a str>,
     reused_connection: bool,
 }
 
 impl<'a> StatusDoc<'a> {
-    fn new(s: &'a Snapshot, reload: &ReloadStatus, q: &StatusQuery) -> Self {
+    fn new(s: &'a Snapshot, reload: &ReloadStatus, q: &'a StatusQuery) -> Self {
         StatusDoc {
             generation: s.generation,
             shard: ShardDoc {
@@ -402,12 +430,10 @@ impl<'a> StatusDoc<'a> {
                 last_reload_success_at: rfc3339(reload.last_success),
                 last_reload_error: reload.last_error.clone(),
             },
-            services: s
-                .services
-                .iter()
-                .filter(|st| q.matches(st))
-                .map(ServiceDoc::new)
-                .collect(),
+            services: ServicesDoc {
+                snapshot: s,
+                query: q,
+            },
         }
     }
 }
@@ -420,7 +446,7 @@ impl<'a> ServiceDoc<'a> {
             labels: &s.service.labels,
             url: s.service.redacted_url(),
             state: s.state,
-            since: rfc3339(s.since),
+            since: Timestamp(s.since),
             consecutive_failures: s.consecutive_failures,
             consecutive_successes: s.consecutive_successes,
             last: s.last.as_ref().map(|o| LastDoc {
@@ -428,7 +454,7 @@ impl<'a> ServiceDoc<'a> {
                 reason: o.reason,
                 http_status: o.http_status,
                 duration_seconds: seconds(o.duration),
-                at: rfc3339(o.at),
+                at: Timestamp(o.at),
                 error: o.error.as_deref(),
                 reused_connection: o.reused_connection,
             }),

@@ -277,10 +277,7 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     let rss_after_load_bytes = current_rss();
     let peak_rss_after_load_bytes = peak_rss();
     let services = config.services.len();
-    let max_in_flight = config
-        .daemon
-        .max_in_flight
-        .map_or(options.connection_budget, |n| n.get());
+    let max_in_flight = crate::limits::max_in_flight(&config, options.connection_budget);
     let loaded = Loaded {
         generation: 1,
         config: Arc::new(config),

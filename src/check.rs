@@ -11,10 +11,7 @@ use crate::sweep::{Plan, run_sweep};
 
 /// Runs one sweep of `config` within `connection_budget` connections.
 pub async fn sweep_once(config: Config, connection_budget: usize) -> SweepReport {
-    let max_in_flight = config
-        .daemon
-        .max_in_flight
-        .map_or(connection_budget, |n| n.get());
+    let max_in_flight = crate::limits::max_in_flight(&config, connection_budget);
     run_sweep(
         Arc::new(Prober::new(connection_budget)),
         Plan::new(Arc::new(config), max_in_flight),

@@ -36,6 +36,18 @@ pub fn connection_budget(nofile: u64) -> usize {
     usize::try_from(usable).unwrap_or(usize::MAX)
 }
 
+/// Checks in flight at once: the config's `max_in_flight`, or else four fifths of the connection
+/// budget. The fifth held back is slack for idle connections: when a fleet does not fit in
+/// flight at once, a check that finds no idle connection to its endpoint would otherwise close
+/// one of another endpoint's to open its own, and that churn cascades (at 100,000 services over
+/// a budget of 19,680 only 27% of checks reused a connection without the slack).
+pub fn max_in_flight(config: &crate::config::Config, connection_budget: usize) -> usize {
+    config
+        .daemon
+        .max_in_flight
+        .map_or((connection_budget * 4 / 5).max(1), |n| n.get())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

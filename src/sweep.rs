@@ -314,6 +314,7 @@ impl Sweeper {
         let current = self.snapshots.borrow().clone();
         let snapshot = current.reconfigured(&next, SystemTime::now());
         self.snapshots.send_replace(Arc::new(snapshot));
+        self.prober.forget_unused(&next.config);
         *loaded = next;
     }
 
@@ -334,10 +335,7 @@ impl Sweeper {
     }
 
     fn max_in_flight(&self, config: &Config) -> usize {
-        config
-            .daemon
-            .max_in_flight
-            .map_or(self.connection_budget, |n| n.get())
+        crate::limits::max_in_flight(config, self.connection_budget)
     }
 }
 

@@ -188,10 +188,8 @@ async fn a_fleet_larger_than_the_open_file_limit_is_checked_within_the_deadline(
     let status = d.status_after_sweeps(1).await;
     assert_eq!(status["summary"]["up"], 2000, "{}", status["summary"]);
     let sweep = &status["sweep"];
-    assert_eq!(
-        sweep["max_in_flight"], 192,
-        "a quarter of a small limit is kept back"
-    );
+    // A quarter of a small limit is kept back, and a fifth of the rest is slack for reuse.
+    assert_eq!(sweep["max_in_flight"], 153);
     assert_eq!(sweep["not_started"], 0);
     assert_eq!(sweep["deadline_exceeded"], 0);
     assert!(
@@ -201,7 +199,7 @@ async fn a_fleet_larger_than_the_open_file_limit_is_checked_within_the_deadline(
     let metrics = d.get("/metrics").await.body;
     assert_eq!(metric(&metrics, "process_max_fds"), 256.0);
     assert!(metric(&metrics, "process_open_fds") <= 256.0);
-    assert_eq!(metric(&metrics, "healthsweep_sweep_max_in_flight"), 192.0);
+    assert_eq!(metric(&metrics, "healthsweep_sweep_max_in_flight"), 153.0);
     stop.cancel();
 }
 
@@ -212,7 +210,7 @@ async fn checks_that_cannot_start_before_the_deadline_are_reported_never_skipped
     for _ in 0..4 {
         servers.push(mock(Duration::from_millis(400), &stop).await);
     }
-    // 192 slots x 400 ms cannot fit 2,000 checks into 1 s.
+    // 153 slots x 400 ms cannot fit 2,000 checks into 1 s.
     let config = format!(
         "{}{}",
         daemon_section("10s", "1s", ""),

@@ -121,13 +121,16 @@ pub struct Service {
     pub group: Option<String>,
     /// Extra metric labels (names validated, reserved ones rejected).
     pub labels: BTreeMap<String, String>,
-    /// The URL as configured. May hold credentials: display [`Service::redacted_url`] instead.
-    pub url: Url,
+    /// The URL (normalized). May hold credentials: display [`Service::redacted_url`] instead.
+    pub url: Box<str>,
+    /// The URL with its password replaced, when it has one.
+    redacted: Option<Box<str>>,
     /// The connection target derived from `url`.
     pub target: Target,
     pub method: Method,
-    /// Request headers, including `Authorization` when the URL carries credentials.
-    pub headers: HeaderMap,
+    /// Request headers, including `Authorization` when the URL carries credentials. A slice,
+    /// not a `HeaderMap`: most services set none, and a fleet has many services.
+    pub headers: Box<[(HeaderName, HeaderValue)]>,
     /// The check's own time limit; the sweep deadline may cut it shorter.
     pub timeout: Duration,
     /// Body bytes read at most.
@@ -136,7 +139,8 @@ pub struct Service {
     pub connection: ConnectionPolicy,
     /// How the host name is resolved.
     pub resolver: ResolverKind,
-    pub expect: Expect,
+    /// Shared by every service that takes its expectations from `[defaults]`.
+    pub expect: Arc<Expect>,
 }
 
 /// Which resolver a check uses for its host name.
@@ -182,8 +186,21 @@ impl ConnectionPolicy {
 
 impl Service {
     /// The URL with any password replaced, safe for `/status`, logs and errors.
-    pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+    pub fn redacted_url(&self) -> &str {
+        self.redacted.as_deref().unwrap_or(&self.url)
+    }
+
+    /// The configured value of request header `name` (case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether request header `name` is configured.
+    pub fn has_header(&self, name: &HeaderName) -> bool {
+        self.headers.iter().any(|(n, _)| n == name)
     }
 
     /// Whether `other` checks the same endpoint, so state and counters may carry over a reload.
@@ -306,7 +323,7 @@ struct CheckOptions {
     method: Method,
     headers: HeaderMap,
     timeout: Duration,
-    expect: Expect,
+    expect: Arc<Expect>,
     max_body_bytes: usize,
     connection: ConnectionPolicy,
     resolver: ResolverKind,
@@ -336,10 +353,10 @@ impl Validator<'_> {
             method: Method::GET,
             headers: HeaderMap::new(),
             timeout: daemon.deadline,
-            expect: Expect {
+            expect: Arc::new(Expect {
                 status: vec![StatusMatcher::Class(2)],
                 ..Expect::default()
-            },
+            }),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             connection: DEFAULT_CONNECTION,
             resolver: DEFAULT_RESOLVER,
@@ -491,16 +508,16 @@ impl Validator<'_> {
             o.timeout = self.duration("timeout", &t).unwrap_or(o.timeout);
         }
         if let Some(s) = raw.expect_status {
-            o.expect.status = self.status_matchers(&s);
+            Arc::make_mut(&mut o.expect).status = self.status_matchers(&s);
         }
         if let Some(j) = raw.expect_json {
-            o.expect.json = self.json_expectations(&j);
+            Arc::make_mut(&mut o.expect).json = self.json_expectations(&j);
         }
         if let Some(c) = raw.expect_body_contains {
             if c.get_ref().is_empty() {
                 self.report(Some(&c.span()), "expect_body_contains must not be empty");
             }
-            o.expect.body_contains = Some(c.into_inner());
+            Arc::make_mut(&mut o.expect).body_contains = Some(c.into_inner());
         }
         if let Some(c) = raw.connection {
             match c.get_ref().as_str() {
@@ -605,11 +622,20 @@ impl Validator<'_> {
         if let Some(auth) = basic_auth(&url) {
             headers.entry(AUTHORIZATION).or_insert(auth);
         }
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        let redacted = url
+            .password()
+            .is_some()
+            .then(|| redact(&url).into_boxed_str());
         Some(Service {
             name: name.into_inner(),
             group: group.map(Spanned::into_inner),
             labels,
-            url,
+            url: String::from(url).into_boxed_str(),
+            redacted,
             target,
             method: o.method,
             headers,

@@ -124,7 +124,7 @@ fn defaults_apply_unless_a_service_overrides_them() {
         vec![StatusMatcher::Class(2), StatusMatcher::Code(304)]
     );
     assert_eq!(a.method, Method::GET);
-    assert_eq!(a.headers["x-team"], "all");
+    assert_eq!(a.header("x-team").expect("header set"), "all");
     assert_eq!(a.target.port, 8000);
     assert_eq!(a.target.ip, Some("127.0.0.1".parse().expect("ip")));
     assert_eq!(a.target.authority, "127.0.0.1:8000");
@@ -132,8 +132,8 @@ fn defaults_apply_unless_a_service_overrides_them() {
     assert_eq!(b.timeout, Duration::from_secs(1));
     assert_eq!(b.expect.status, vec![StatusMatcher::Code(200)]);
     assert_eq!(b.method, Method::HEAD);
-    assert_eq!(b.headers["x-team"], "b");
-    assert_eq!(b.headers["x-probe"], "healthsweep");
+    assert_eq!(b.header("x-team").expect("header set"), "b");
+    assert_eq!(b.header("x-probe").expect("header set"), "healthsweep");
     assert!(b.target.tls);
     assert_eq!(b.target.port, 443);
     assert_eq!(b.target.ip, None);
@@ -186,7 +186,10 @@ fn url_credentials_become_basic_auth_and_are_redacted_for_display() {
     .expect("valid");
     let s = &c.services[0];
     // base64("probe:s3cr@t")
-    assert_eq!(s.headers[AUTHORIZATION], "Basic cHJvYmU6czNjckB0");
+    assert_eq!(
+        s.header("authorization").expect("header set"),
+        "Basic cHJvYmU6czNjckB0"
+    );
     let shown = s.redacted_url();
     assert_eq!(shown, "http://probe:REDACTED@127.0.0.1:8000/health");
     assert!(!shown.contains("s3cr"));

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::http1::{self, Connection, Stream};
-use super::pool::Leased;
+use super::pool::{Endpoint, Leased};
 use super::{Outcome, Prober, Reason};
 use crate::config::{ConnectionPolicy, Expect, Service};
 
@@ -152,8 +152,9 @@ pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instan
 /// The check proper; `check` bounds it in time.
 async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<(), Failure> {
     let reuse = svc.connection == ConnectionPolicy::Reuse;
+    let endpoint = Endpoint::of(&svc.target);
     let pooled = if reuse {
-        prober.pool.take(&svc.name, &svc.target)
+        prober.pool.take(endpoint)
     } else {
         None
     };
@@ -195,7 +196,7 @@ async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<
             .map_err(classify)?;
         return check_body(&svc.expect, &body).inspect(|()| {
             if reuse && head.keep_alive {
-                prober.pool.put(&svc.name, &svc.target, leased);
+                prober.pool.put(endpoint, leased);
             }
         });
     } else {
@@ -208,7 +209,7 @@ async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<
             .await
             .unwrap_or(false)
     {
-        prober.pool.put(&svc.name, &svc.target, leased);
+        prober.pool.put(endpoint, leased);
     }
     verdict
 }
@@ -284,29 +285,28 @@ fn render_request(svc: &Service, keep_alive: bool) -> Vec<u8> {
     r.push(b' ');
     r.extend_from_slice(svc.target.path_and_query.as_str().as_bytes());
     r.extend_from_slice(b" HTTP/1.1\r\n");
-    let h = &svc.headers;
     let mut line = |name: &[u8], value: &[u8]| {
         r.extend_from_slice(name);
         r.extend_from_slice(b": ");
         r.extend_from_slice(value);
         r.extend_from_slice(b"\r\n");
     };
-    if !h.contains_key(HOST) {
+    if !svc.has_header(&HOST) {
         line(b"Host", svc.target.authority.as_bytes());
     }
-    if !h.contains_key(USER_AGENT) {
+    if !svc.has_header(&USER_AGENT) {
         line(b"User-Agent", USER_AGENT_VALUE.as_bytes());
     }
-    if !h.contains_key(ACCEPT) {
+    if !svc.has_header(&ACCEPT) {
         line(b"Accept", b"*/*");
     }
-    if !h.contains_key(CONNECTION) {
+    if !svc.has_header(&CONNECTION) {
         line(
             b"Connection",
             if keep_alive { b"keep-alive" } else { b"close" },
         );
     }
-    for (name, value) in h {
+    for (name, value) in svc.headers.iter() {
         line(name.as_str().as_bytes(), value.as_bytes());
     }
     r.extend_from_slice(b"\r\n");

@@ -163,9 +163,14 @@ impl Prober {
         }
     }
 
-    /// Closes idle connections of services that `keep` says are gone (after a reload).
-    pub fn forget(&self, keep: impl FnMut(&str) -> bool) {
-        self.pool.retain(keep);
+    /// Closes idle connections to endpoints no service of `config` uses (after a reload).
+    pub fn forget_unused(&self, config: &crate::config::Config) {
+        let used: std::collections::HashSet<pool::Endpoint> = config
+            .services
+            .iter()
+            .map(|s| pool::Endpoint::of(&s.target))
+            .collect();
+        self.pool.retain(|e| used.contains(&e));
     }
 
     /// Idle connections kept for reuse right now.

@@ -1,4 +1,4 @@
-//! The connection budget, and the idle connections kept between sweeps.
+//! The connection budget, and the idle connections kept between checks.
 //!
 //! Every open connection, in use or idle, holds a [`Slot`]: one permit of a semaphore sized to
 //! the descriptors the daemon may spend on checks (see [`crate::limits`]). A check that needs a
@@ -6,7 +6,9 @@
 //! only waits when every slot is in use by a check in flight. So reuse never starves a check of
 //! a descriptor, and thousands of services never exhaust the open-file limit.
 //!
-//! A service with `connection = "reuse"` keeps at most one idle connection. It is taken out
+//! Idle connections are pooled by endpoint (scheme, host, port), as every HTTP client does:
+//! services behind the same endpoint share them, so a fleet larger than the descriptor budget
+//! still runs on kept connections instead of opening one per check. A connection is taken out
 //! only if the server has not closed it meanwhile and it is younger than [`MAX_AGE`].
 
 use std::collections::HashMap;
@@ -20,7 +22,7 @@ use tokio::time::Instant;
 use super::http1::Connection;
 use crate::config::Target;
 
-/// Oldest connection reused. Bounds how long a check keeps talking to an address that DNS or a
+/// Oldest connection reused. Bounds how long checks keep talking to an address that DNS or a
 /// load balancer has since moved away from.
 pub const MAX_AGE: Duration = Duration::from_secs(300);
 
@@ -38,24 +40,23 @@ pub struct Leased {
     pub _slot: Slot,
 }
 
-struct Idle {
-    /// Which target the connection goes to: a reload may point the service elsewhere.
-    target: u64,
-    leased: Leased,
+/// Where a connection goes: connections to the same endpoint are interchangeable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint(u64);
+
+impl Endpoint {
+    pub fn of(target: &Target) -> Endpoint {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (target.tls, &target.host, target.port, target.ip).hash(&mut h);
+        Endpoint(h.finish())
+    }
 }
 
-/// A fingerprint of where a connection goes, so the pool need not keep a copy of each target.
-fn fingerprint(target: &Target) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&target.host, target.port, target.tls, target.ip).hash(&mut h);
-    h.finish()
-}
-
-/// The budget and the idle connections, by service name.
+/// The budget and the idle connections, most recently used last.
 pub struct Pool {
     slots: Arc<Semaphore>,
-    idle: Mutex<HashMap<Box<str>, Idle>>,
+    idle: Mutex<HashMap<Endpoint, Vec<Leased>>>,
 }
 
 impl Pool {
@@ -88,51 +89,61 @@ impl Pool {
         }
     }
 
-    /// The idle connection of `service` to `target`, if it is still usable.
-    pub fn take(&self, service: &str, target: &Target) -> Option<Leased> {
-        let idle = self.lock().remove(service)?;
-        let usable = idle.target == fingerprint(target)
-            && idle.leased.opened.elapsed() < MAX_AGE
-            && idle.leased.connection.is_clean()
-            && still_open(&idle.leased.connection);
-        usable.then_some(idle.leased)
+    /// An idle connection to `endpoint` that is still usable: the most recently used first,
+    /// as it is the likeliest to be alive. Dead ones found on the way are closed.
+    pub fn take(&self, endpoint: Endpoint) -> Option<Leased> {
+        let mut idle = self.lock();
+        let stack = idle.get_mut(&endpoint)?;
+        let mut found = None;
+        while let Some(leased) = stack.pop() {
+            if leased.opened.elapsed() < MAX_AGE
+                && leased.connection.is_clean()
+                && still_open(&leased.connection)
+            {
+                found = Some(leased);
+                break;
+            }
+        }
+        if stack.is_empty() {
+            idle.remove(&endpoint);
+        }
+        found
     }
 
-    /// Keeps `leased` for the next check of `service`.
-    pub fn put(&self, service: &str, target: &Target, mut leased: Leased) {
+    /// Keeps `leased` for the next check of a service at `endpoint`.
+    pub fn put(&self, endpoint: Endpoint, mut leased: Leased) {
         leased.connection.shrink();
-        // An old connection of the same service (possible after a reload) is replaced, closed.
-        self.lock().insert(
-            service.into(),
-            Idle {
-                target: fingerprint(target),
-                leased,
-            },
-        );
+        self.lock().entry(endpoint).or_default().push(leased);
     }
 
-    /// Closes the idle connections of services `keep` says no to (removed by a reload).
-    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
-        self.lock().retain(|name, _| keep(name));
+    /// Closes every idle connection to endpoints `keep` says no to (after a reload).
+    pub fn retain(&self, mut keep: impl FnMut(Endpoint) -> bool) {
+        self.lock().retain(|e, _| keep(*e));
     }
 
     /// Idle connections held now.
     pub fn idle(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(Vec::len).sum()
     }
 
-    /// Closes one idle connection, freeing its slot; `false` if there was none.
+    /// Closes one idle connection (the least recently used of some endpoint), freeing its
+    /// slot; `false` if there was none.
     fn evict_one(&self) -> bool {
         let mut idle = self.lock();
-        let Some(name) = idle.keys().next().cloned() else {
+        let Some((&endpoint, stack)) = idle.iter_mut().next() else {
             return false;
         };
-        idle.remove(&name);
+        if !stack.is_empty() {
+            stack.remove(0);
+        }
+        if stack.is_empty() {
+            idle.remove(&endpoint);
+        }
         true
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Idle>> {
-        // Every operation under the lock is a single map call; a panic cannot leave it torn.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Endpoint, Vec<Leased>>> {
+        // Every operation under the lock leaves the map whole; a panic cannot tear it.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
