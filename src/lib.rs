@@ -25,7 +25,8 @@
 //!
 //! Modules, in dependency order: [`config`] → [`probe`] → [`snapshot`] → [`sweep`] →
 //! [`metrics`], [`api`], [`server`] → [`reload`], [`signals`] → [`app`]; the commands beside
-//! the daemon are [`check`] and [`demo`] (with [`mock`]).
+//! the daemon are [`check`] and [`demo`] (with [`mock`]); [`hostile`] holds the misbehaving
+//! services the robustness tests and the soak sweep.
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +35,7 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod hostile;
 pub mod limits;
 pub mod metrics;
 pub mod mock;

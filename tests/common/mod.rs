@@ -328,3 +328,43 @@ pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
+
+/// What the kernel says about a process: open descriptors and resident memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStats {
+    pub open_fds: usize,
+    pub rss_bytes: u64,
+}
+
+/// Reads `/proc/<pid>/fd` and `/proc/<pid>/status` (Linux).
+pub fn proc_stats(pid: u32) -> ProcStats {
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/<pid>/fd")
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    ProcStats {
+        open_fds,
+        rss_bytes: rss_kib * 1024,
+    }
+}
+
+/// The lowest descriptor count and RSS seen while sampling every 10 ms for `over`. Checks come
+/// and go within a sweep; the minimum over at least one interval is the count between sweeps,
+/// which is what a leak raises.
+pub async fn min_proc_stats(pid: u32, over: Duration) -> ProcStats {
+    let end = Instant::now() + over;
+    let mut min = proc_stats(pid);
+    while Instant::now() < end {
+        let s = proc_stats(pid);
+        min.open_fds = min.open_fds.min(s.open_fds);
+        min.rss_bytes = min.rss_bytes.min(s.rss_bytes);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    min
+}
