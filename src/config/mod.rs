@@ -183,12 +183,37 @@ impl StatusMatcher {
 }
 
 /// Reads, parses and validates the config file at `path`.
+///
+/// A file with nothing in it (only whitespace and comments) is refused, although [`parse`]
+/// accepts empty text: an empty config *file* is a file caught between truncate and write (a
+/// reload racing an editor or config management), and taking it would silently drop every
+/// service. The running config stays instead.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    if is_blank(&source) {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                location: None,
+                service: None,
+                message: "the file is empty (only whitespace or comments); a file caught \
+                          mid-write is not a config"
+                    .into(),
+            }],
+        });
+    }
     parse(path, &source)
+}
+
+/// Whether `source` holds no TOML at all.
+fn is_blank(source: &str) -> bool {
+    source.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    })
 }
 
 /// Parses and validates `source`; `path` is only used in error messages.

@@ -59,17 +59,21 @@ impl Daemon {
         let dir = TempDir::new("daemon");
         let config_path = dir.path().join("healthsweep.toml");
         std::fs::write(&config_path, config).expect("write config");
+        Daemon::start_at(config_path, dir)
+    }
+
+    /// Starts the daemon on a config file already in place (a symlink, say) in `dir`, which
+    /// lives as long as the daemon.
+    pub fn start_at(config_path: PathBuf, dir: TempDir) -> Daemon {
+        Daemon::start_with_args(config_path, dir, &[])
+    }
+
+    /// Like [`Daemon::start_at`], with extra arguments before `run` (e.g. `--log-level`).
+    pub fn start_with_args(config_path: PathBuf, dir: TempDir, global: &[&str]) -> Daemon {
         let mut child = Command::new(bin())
-            .args([
-                "--log-format",
-                "json",
-                "--log-level",
-                "debug",
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
+            .args(["--log-format", "json", "--log-level", "debug"])
+            .args(global)
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
