@@ -32,6 +32,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod check;
 pub mod config;
 pub mod demo;

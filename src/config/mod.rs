@@ -4,14 +4,15 @@
 //! keys and wrong types (via serde), then checks every value and collects *all* problems, each
 //! with its line and service, so one `healthsweep validate` run lists everything to fix.
 
+mod access;
 mod error;
 mod raw;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +22,9 @@ use http::{Method, StatusCode};
 use toml::Spanned;
 use url::Url;
 
+pub use access::{Auth, MIN_TOKEN_LEN, Protected, ServerTls, Token};
 pub use error::{ConfigError, Location, Problem};
-use raw::{RawCheck, RawConfig, RawDaemon, RawIdentity, RawStatus};
+use raw::{RawAuth, RawCheck, RawConfig, RawDaemon, RawIdentity, RawStatus, RawTls};
 
 /// Where the daemon listens unless told otherwise: loopback, so exposing it is a choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9915";
@@ -73,8 +75,26 @@ pub struct Daemon {
     pub deadline: Duration,
     /// Checks in flight at once; `None` derives it from the open-file limit.
     pub max_in_flight: Option<NonZeroUsize>,
-    /// Whether `POST /-/reload` is served.
+    /// Whether `POST /-/reload` is served without a token (see [`Daemon::reload_enabled`]).
     pub reload_api: bool,
+    /// `[daemon.auth]`: the bearer token and what it protects.
+    pub auth: Option<Auth>,
+    /// `[daemon.tls]`: serve over TLS with this certificate. Turning TLS on or off needs a
+    /// restart; a new certificate is picked up by a reload.
+    pub tls: Option<ServerTls>,
+}
+
+impl Daemon {
+    /// Whether `POST /-/reload` is served: when the operator turned it on (`reload_api`), or
+    /// when a token guards it. Never by default: an open reload endpoint lets anyone who can
+    /// reach the port make the daemon re-read its files.
+    pub fn reload_enabled(&self) -> bool {
+        self.reload_api
+            || self
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.protects(Protected::Reload))
+    }
 }
 
 impl Default for Daemon {
@@ -87,6 +107,8 @@ impl Default for Daemon {
             deadline: DEFAULT_DEADLINE,
             max_in_flight: None,
             reload_api: false,
+            auth: None,
+            tls: None,
         }
     }
 }
@@ -222,6 +244,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
         toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
     let mut v = Validator {
         source,
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         service: None,
         problems: Vec::new(),
     };
@@ -251,6 +274,8 @@ struct CheckOptions {
 /// problem and carries on with a placeholder, so that every problem is found in one pass.
 struct Validator<'a> {
     source: &'a str,
+    /// Relative file names in the config (token, certificate) are relative to the config file.
+    base_dir: PathBuf,
     /// The service being validated, named in every problem.
     service: Option<String>,
     problems: Vec<Problem>,
@@ -356,7 +381,85 @@ impl Validator<'_> {
         if let Some(r) = raw.reload_api {
             d.reload_api = r;
         }
+        d.auth = raw.auth.and_then(|a| self.auth(a));
+        d.tls = raw.tls.and_then(|t| self.server_tls(t));
         d
+    }
+
+    /// `[daemon.auth]`: reads the token file now, so a reload rotates the token.
+    fn auth(&mut self, raw: Spanned<RawAuth>) -> Option<Auth> {
+        let RawAuth {
+            token_file,
+            protect,
+        } = raw.into_inner();
+        let mut set = BTreeSet::new();
+        match &protect {
+            None => {
+                set.insert(Protected::Reload);
+            }
+            Some(list) => {
+                for name in list.get_ref() {
+                    match Protected::parse(name) {
+                        Some(p) if set.insert(p) => {}
+                        Some(_) => self.report(
+                            Some(&list.span()),
+                            format!("protect lists {name:?} twice"),
+                        ),
+                        None => self.report(
+                            Some(&list.span()),
+                            format!(
+                                "protect entry {name:?} is not one of reload, status, metrics (/healthz and /readyz are always open)"
+                            ),
+                        ),
+                    }
+                }
+                if list.get_ref().is_empty() {
+                    self.report(
+                        Some(&list.span()),
+                        "protect must name at least one of reload, status, metrics; leave out [daemon.auth] for no auth",
+                    );
+                }
+            }
+        }
+        let path = access::resolve(&self.base_dir, token_file.get_ref());
+        let token = match access::read_token(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.report(Some(&token_file.span()), e);
+                return None;
+            }
+        };
+        Some(Auth {
+            token_file: path,
+            token,
+            protect: set,
+        })
+    }
+
+    /// `[daemon.tls]`: reads and checks the certificate and key now, so a reload rotates them.
+    fn server_tls(&mut self, raw: Spanned<RawTls>) -> Option<ServerTls> {
+        let RawTls {
+            cert_file,
+            key_file,
+        } = raw.into_inner();
+        let cert_path = access::resolve(&self.base_dir, cert_file.get_ref());
+        let key_path = access::resolve(&self.base_dir, key_file.get_ref());
+        match access::read_server_tls(&cert_path, &key_path) {
+            Ok(key) => Some(ServerTls {
+                cert_file: cert_path,
+                key_file: key_path,
+                key: Arc::new(key),
+            }),
+            Err(e) => {
+                let span = if e.starts_with("cert_file") {
+                    cert_file.span()
+                } else {
+                    key_file.span()
+                };
+                self.report(Some(&span), e);
+                None
+            }
+        }
     }
 
     /// Parses a positive duration such as `"200ms"`, `"5s"` or `"1m"`.
