@@ -169,6 +169,41 @@ impl Daemon {
         status
     }
 
+    /// GET `path` with `Authorization: Bearer <token>`.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> HttpResponse {
+        raw(
+            self.addr,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+                self.addr
+            )
+            .as_bytes(),
+        )
+        .await
+    }
+
+    /// [`Daemon::status_after_sweeps`] for a daemon whose `/status` needs a token.
+    pub async fn status_after_sweeps_with_token(
+        &self,
+        sweeps: u64,
+        token: &str,
+    ) -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = self.get_with_token("/status", token).await;
+            assert_eq!(r.status, 200, "GET /status with a token: {}", r.body);
+            let status = r.json();
+            if status["sweep"]["number"].as_u64().unwrap_or(0) >= sweeps {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "no sweep {sweeps} within 15 s: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (bounded) until `/status` shows config generation `generation`.
     pub async fn status_at_generation(&self, generation: u64) -> serde_json::Value {
         let (status, found) = self
