@@ -24,7 +24,7 @@
 //! [`probe::Outcome`] with a [`probe::Reason`]); an `Err` means the daemon itself is broken.
 //!
 //! Modules, in dependency order: [`config`] → [`probe`] → [`snapshot`] → [`sweep`] →
-//! [`metrics`], [`api`], [`server`] → [`reload`], [`signals`] → [`app`]; the commands beside
+//! [`metrics`], [`auth`], [`api`], [`server`] → [`reload`], [`signals`] → [`app`]; the commands beside
 //! the daemon are [`check`] and [`demo`] (with [`mock`]); [`hostile`] holds the misbehaving
 //! services the robustness tests and the soak sweep.
 

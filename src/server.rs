@@ -7,7 +7,7 @@
 //! longest-idle one evicted when a new client needs room ([`limit`]); a request head (and a TLS
 //! handshake) must arrive within [`HEADER_READ_TIMEOUT`], which also closes keep-alive
 //! connections idle that long; request heads are capped at [`MAX_REQUEST_HEAD_BYTES`]; the
-//! errors hyper answers by itself get a JSON body like ours ([`json_errors`]).
+//! errors hyper answers by itself get a JSON body like ours (`json_errors`).
 
 mod json_errors;
 pub mod limit;

@@ -251,6 +251,7 @@ fn routing_answers_every_method_path_and_query_with_json_and_never_a_5xx() {
     let api = api();
     let mut runner = TestRunner::new(RunnerConfig {
         cases: 1024,
+        failure_persistence: None,
         ..RunnerConfig::default()
     });
     runner
@@ -281,7 +282,8 @@ fn routing_answers_every_method_path_and_query_with_json_and_never_a_5xx() {
                 let bytes = body.expect("a Full body cannot fail").to_bytes();
                 let doc: serde_json::Value = serde_json::from_slice(&bytes)
                     .map_err(|e| TestCaseError::fail(format!("{method} {uri}: not JSON: {e}")))?;
-                if status >= 400 {
+                // /readyz answers 503 before the first sweep with its own documented shape.
+                if status >= 400 && path != "/readyz" {
                     prop_assert!(doc["error"].is_string(), "{} {}: {}", method, uri, doc);
                 }
             }
@@ -301,6 +303,7 @@ async fn arbitrary_bytes_at_the_socket_get_a_4xx_or_a_close_and_the_daemon_lives
     let inputs = tokio::task::spawn_blocking(|| {
         let mut runner = TestRunner::new(RunnerConfig {
             cases: 200,
+            failure_persistence: None,
             ..RunnerConfig::default()
         });
         let strategy = prop_oneof![
