@@ -185,8 +185,11 @@ async fn soak(services: usize, sweeps: u64, interval: Duration) -> (Figures, Fig
         worst_sweep_s = worst_sweep_s.max(doc["sweep"]["duration_seconds"].as_f64().unwrap_or(0.0));
         most_cut = most_cut.max(doc["sweep"]["deadline_exceeded"].as_u64().unwrap_or(0));
         if sweeps >= 100 && number / (sweeps / 10) != last / (sweeps / 10) {
+            let now = proc_stats(d.child.id());
             eprintln!(
-                "soak progress: sweep {number}/{sweeps}, worst sweep so far {worst_sweep_s:.3} s"
+                "soak progress: sweep {number}/{sweeps}, RSS {:.1} MiB, {} fds, worst sweep so far {worst_sweep_s:.3} s",
+                now.rss_bytes as f64 / (1024.0 * 1024.0),
+                now.open_fds
             );
         }
         assert!(
