@@ -16,7 +16,8 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::ConfigError;
+use crate::auth;
+use crate::config::{ConfigError, Protected};
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 use crate::probe::Reason;
 use crate::reload::{ReloadRequest, ReloadStatus};
@@ -65,6 +66,16 @@ impl Route {
         })
     }
 
+    /// The endpoint group `[daemon.auth] protect` names this route by, if it can be protected.
+    fn protected_as(self) -> Option<Protected> {
+        match self {
+            Route::Metrics => Some(Protected::Metrics),
+            Route::Status | Route::Service => Some(Protected::Status),
+            Route::Reload => Some(Protected::Reload),
+            Route::Index | Route::Healthz | Route::Readyz => None,
+        }
+    }
+
     fn methods(self) -> &'static [Method] {
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         const POST: &[Method] = &[Method::POST];
@@ -84,6 +95,12 @@ pub async fn handle<B>(api: &Api, req: Request<B>) -> HttpResponse {
     };
     if !route.methods().contains(req.method()) {
         return method_not_allowed(req.method(), route.methods());
+    }
+    if let Some(what) = route.protected_as() {
+        let config = api.snapshot().config.clone();
+        if let Some(refused) = auth::refusal(config.daemon.auth.as_ref(), what, req.headers()) {
+            return refused;
+        }
     }
     match route {
         Route::Index => index(),
@@ -124,7 +141,7 @@ fn index() -> HttpResponse {
                 "/status/{name}": "JSON status of one service",
                 "/healthz": "200 while the process runs",
                 "/readyz": "200 once the first sweep has finished",
-                "/-/reload": "POST: reload the config (when reload_api = true)",
+                "/-/reload": "POST: reload the config (with the token of [daemon.auth], or when reload_api = true)",
             }
         }),
     )
@@ -248,10 +265,10 @@ fn readyz(api: &Api) -> HttpResponse {
 }
 
 async fn reload(api: &Api) -> HttpResponse {
-    if !api.snapshot().config.daemon.reload_api {
+    if !api.snapshot().config.daemon.reload_enabled() {
         return error(
             StatusCode::FORBIDDEN,
-            "the reload API is off; set reload_api = true under [daemon], or send SIGHUP",
+            "the reload API is off; protect it with a token ([daemon.auth]) or set reload_api = true under [daemon], or send SIGHUP",
         );
     }
     let (tx, rx) = oneshot::channel();

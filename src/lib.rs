@@ -24,18 +24,21 @@
 //! [`probe::Outcome`] with a [`probe::Reason`]); an `Err` means the daemon itself is broken.
 //!
 //! Modules, in dependency order: [`config`] → [`probe`] → [`snapshot`] → [`sweep`] →
-//! [`metrics`], [`api`], [`server`] → [`reload`], [`signals`], [`notify`] → [`app`]; [`shard`]
-//! decides which services a replica keeps when the config is loaded; the commands beside the
-//! daemon are [`check`] and [`demo`] (with [`mock`]).
+//! [`metrics`], [`auth`], [`api`], [`server`] → [`reload`], [`signals`], [`notify`] → [`app`];
+//! [`shard`] decides which services a replica keeps when the config is loaded; the commands
+//! beside the daemon are [`check`], [`demo`] and [`bench`] (with [`mock`]); [`hostile`] holds
+//! the misbehaving services the robustness tests and the soak sweep.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod hostile;
 pub mod limits;
 pub mod metrics;
 pub mod mock;

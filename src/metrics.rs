@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
 use tokio::sync::watch;
@@ -194,6 +195,12 @@ impl Metrics {
         registry
             .register(Box::new(build_info()))
             .expect("build info is registered once");
+        // Outside a runtime (a unit test building metrics by hand) there are no tasks to count.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            registry
+                .register(Box::new(TaskCollector::new(runtime)))
+                .expect("the task gauge is registered once");
+        }
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -242,6 +249,37 @@ fn build_info() -> IntGauge {
     let g = IntGauge::with_opts(opts).expect("build info options are valid");
     g.set(1);
     g
+}
+
+/// `healthsweep_tokio_tasks`: tasks alive in the runtime, read at scrape time. Flat over time
+/// when nothing leaks (the soak watches it); it rises with a sweep in flight and open
+/// connections, and falls back after.
+struct TaskCollector {
+    runtime: tokio::runtime::Handle,
+    gauge: IntGauge,
+}
+
+impl TaskCollector {
+    fn new(runtime: tokio::runtime::Handle) -> Self {
+        let gauge = IntGauge::new(
+            "healthsweep_tokio_tasks",
+            "Tasks alive in the daemon's async runtime.",
+        )
+        .expect("the task gauge's name and help are valid");
+        TaskCollector { runtime, gauge }
+    }
+}
+
+impl Collector for TaskCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let alive = self.runtime.metrics().num_alive_tasks();
+        self.gauge.set(i64::try_from(alive).unwrap_or(i64::MAX));
+        self.gauge.collect()
+    }
 }
 
 fn family(f: &Family, metrics: Vec<Metric>) -> MetricFamily {

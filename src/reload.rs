@@ -150,6 +150,12 @@ impl Reloader {
                 "listen address changed; it takes effect after a restart"
             );
         }
+        if config.daemon.tls.is_some() != current.config.daemon.tls.is_some() {
+            warn!(
+                tls = config.daemon.tls.is_some(),
+                "[daemon.tls] added or removed; serving with or without TLS changes after a restart"
+            );
+        }
         let reloaded = Reloaded {
             generation: current.generation + 1,
             services: config.services.len(),

@@ -1,8 +1,17 @@
 //! The daemon's HTTP server (hyper 1.x): accepts connections on a given listener, serves the
-//! [`api`](crate::api) on each, and drains gracefully on shutdown.
+//! [`api`](crate::api) on each (over TLS when `[daemon.tls]` is set), and drains gracefully on
+//! shutdown.
 //!
 //! It takes its listener and shutdown token as parameters, so tests bind `127.0.0.1:0` and need
-//! no signals.
+//! no signals. Hardening against slow or abusive clients: at most [`MAX_CONNECTIONS`], the
+//! longest-idle one evicted when a new client needs room ([`limit`]); a request head (and a TLS
+//! handshake) must arrive within [`HEADER_READ_TIMEOUT`], which also closes keep-alive
+//! connections idle that long; request heads are capped at [`MAX_REQUEST_HEAD_BYTES`]; the
+//! errors hyper answers by itself get a JSON body like ours (`json_errors`).
+
+mod json_errors;
+pub mod limit;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,20 +20,25 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::api::{self, Api};
+use json_errors::JsonErrors;
+use limit::{Connections, Slot};
 
 /// Connections served at once. Scrapers and on-call engineers need a handful; the bound keeps a
 /// flood of idle connections from taking the descriptors the checks need.
 pub const MAX_CONNECTIONS: usize = 256;
 
-/// Time a client has to send a request's headers. Bounds slow (slowloris) clients.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's head (and to finish a TLS handshake), counted from
+/// when the server starts waiting for it: after accepting, and after each response on a
+/// keep-alive connection. Bounds slowloris clients and idle keep-alive connections alike;
+/// a scraper sends its head in microseconds.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long in-flight requests may finish after shutdown starts, before connections are dropped.
 /// Short, so the process exits within 2 s of SIGTERM.
@@ -32,17 +46,25 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1000);
 
 /// Largest request head accepted (hyper's minimum buffer is 8 KiB). Our endpoints take no
 /// large headers; bigger requests are refused by hyper with 431.
-const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
 
 /// Serves `api` on `listener` until `shutdown` is cancelled, then lets requests in flight
-/// finish for up to [`SHUTDOWN_GRACE`].
+/// finish for up to [`SHUTDOWN_GRACE`]. TLS is on if the config at start has `[daemon.tls]`.
 pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Connections::new(MAX_CONNECTIONS);
+    let tls = api
+        .snapshots
+        .borrow()
+        .config
+        .daemon
+        .tls
+        .clone()
+        .map(|t| tls::acceptor(&t, api.snapshots.clone()));
     loop {
-        let permit = tokio::select! {
+        let slot = tokio::select! {
             () = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            slot = connections.admit() => slot,
         };
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -56,27 +78,72 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                 }
             },
         };
-        let api = api.clone();
-        let service = service_fn(move |req| {
-            let api = api.clone();
-            async move { Ok::<_, Infallible>(api::handle(&api, req).await) }
-        });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_REQUEST_HEAD_BYTES);
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            stream,
+            slot,
+            tls.clone(),
+            api.clone(),
+            graceful.watcher(),
+        ));
     }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => debug!("all connections closed"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => info!("shutdown grace period over; dropping open connections"),
+    }
+}
+
+/// Serves one connection until it ends, is evicted to make room, or outlives the shutdown grace.
+async fn connection(
+    stream: TcpStream,
+    slot: Slot,
+    tls: Option<TlsAcceptor>,
+    api: Arc<Api>,
+    graceful: Watcher,
+) {
+    let serve = async {
+        match tls {
+            None => http(TokioIo::new(JsonErrors::new(stream)), &slot, api, graceful).await,
+            Some(acceptor) => {
+                match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        http(TokioIo::new(JsonErrors::new(tls)), &slot, api, graceful).await
+                    }
+                    Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => debug!("TLS handshake timed out"),
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = serve => {}
+        () = slot.evicted() => debug!("idle connection closed to make room for a new one"),
+    }
+}
+
+/// HTTP/1.1 on an established (plain or TLS) stream.
+async fn http<I>(io: TokioIo<I>, slot: &Slot, api: Arc<Api>, graceful: Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = slot.activity();
+    let service = service_fn(move |req| {
+        let api = api.clone();
+        let busy = activity.busy();
+        async move {
+            let response = api::handle(&api, req).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
+    let connection = graceful.watch(builder.serve_connection(io, service));
+    if let Err(e) = connection.await {
+        debug!(error = %e, "connection ended with an error");
     }
 }

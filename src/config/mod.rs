@@ -7,14 +7,15 @@
 //! Sharding is applied last: the whole file is validated (so every replica of a sharded fleet
 //! rejects the same bad file), then only the services of this replica's [`Shard`] are kept.
 
+mod access;
 mod error;
 mod raw;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +25,10 @@ use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use toml::Spanned;
 use url::Url;
 
+pub use access::{Auth, MIN_TOKEN_LEN, Protected, ServerTls, Token};
 use error::LineIndex;
 pub use error::{ConfigError, Location, Problem};
-use raw::{RawCheck, RawConfig, RawDaemon, RawIdentity, RawStatus};
+use raw::{RawAuth, RawCheck, RawConfig, RawDaemon, RawIdentity, RawStatus, RawTls};
 
 use crate::shard::Shard;
 
@@ -92,10 +94,28 @@ pub struct Daemon {
     pub deadline: Duration,
     /// Checks in flight at once; `None` derives it from the open-file limit.
     pub max_in_flight: Option<NonZeroUsize>,
-    /// Whether `POST /-/reload` is served.
+    /// Whether `POST /-/reload` is served without a token (see [`Daemon::reload_enabled`]).
     pub reload_api: bool,
     /// Which share of the services this replica checks ([`Shard::WHOLE`] unless sharded).
     pub shard: Shard,
+    /// `[daemon.auth]`: the bearer token and what it protects.
+    pub auth: Option<Auth>,
+    /// `[daemon.tls]`: serve over TLS with this certificate. Turning TLS on or off needs a
+    /// restart; a new certificate is picked up by a reload.
+    pub tls: Option<ServerTls>,
+}
+
+impl Daemon {
+    /// Whether `POST /-/reload` is served: when the operator turned it on (`reload_api`), or
+    /// when a token guards it. Never by default: an open reload endpoint lets anyone who can
+    /// reach the port make the daemon re-read its files.
+    pub fn reload_enabled(&self) -> bool {
+        self.reload_api
+            || self
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.protects(Protected::Reload))
+    }
 }
 
 impl Default for Daemon {
@@ -109,6 +129,8 @@ impl Default for Daemon {
             max_in_flight: None,
             reload_api: false,
             shard: Shard::WHOLE,
+            auth: None,
+            tls: None,
         }
     }
 }
@@ -267,6 +289,11 @@ impl StatusMatcher {
 }
 
 /// Reads, parses and validates the config file at `path`.
+///
+/// A file with nothing in it (only whitespace and comments) is refused, although [`parse`]
+/// accepts empty text: an empty config *file* is a file caught between truncate and write (a
+/// reload racing an editor or config management), and taking it would silently drop every
+/// service. The running config stays instead.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with(path, Overrides::default())
 }
@@ -277,7 +304,27 @@ pub fn load_with(path: &Path, overrides: Overrides) -> Result<Config, ConfigErro
         path: path.to_path_buf(),
         source,
     })?;
+    if is_blank(&source) {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                location: None,
+                service: None,
+                message: "the file is empty (only whitespace or comments); a file caught \
+                          mid-write is not a config"
+                    .into(),
+            }],
+        });
+    }
     parse_with(path, &source, overrides)
+}
+
+/// Whether `source` holds no TOML at all.
+fn is_blank(source: &str) -> bool {
+    source.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    })
 }
 
 /// Parses and validates `source`; `path` is only used in error messages.
@@ -302,6 +349,7 @@ fn parse_whole(path: &Path, source: &str) -> Result<Config, ConfigError> {
         toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
     let mut v = Validator {
         lines: LineIndex::new(source),
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         service: None,
         problems: Vec::new(),
     };
@@ -333,6 +381,8 @@ struct CheckOptions {
 /// problem and carries on with a placeholder, so that every problem is found in one pass.
 struct Validator<'a> {
     lines: LineIndex<'a>,
+    /// Relative file names in the config (token, certificate) are relative to the config file.
+    base_dir: PathBuf,
     /// The service being validated, named in every problem.
     service: Option<String>,
     problems: Vec<Problem>,
@@ -448,7 +498,85 @@ impl Validator<'_> {
                 Err(e) => self.report(Some(&s.span()), e.to_string()),
             }
         }
+        d.auth = raw.auth.and_then(|a| self.auth(a));
+        d.tls = raw.tls.and_then(|t| self.server_tls(t));
         d
+    }
+
+    /// `[daemon.auth]`: reads the token file now, so a reload rotates the token.
+    fn auth(&mut self, raw: Spanned<RawAuth>) -> Option<Auth> {
+        let RawAuth {
+            token_file,
+            protect,
+        } = raw.into_inner();
+        let mut set = BTreeSet::new();
+        match &protect {
+            None => {
+                set.insert(Protected::Reload);
+            }
+            Some(list) => {
+                for name in list.get_ref() {
+                    match Protected::parse(name) {
+                        Some(p) if set.insert(p) => {}
+                        Some(_) => self.report(
+                            Some(&list.span()),
+                            format!("protect lists {name:?} twice"),
+                        ),
+                        None => self.report(
+                            Some(&list.span()),
+                            format!(
+                                "protect entry {name:?} is not one of reload, status, metrics (/healthz and /readyz are always open)"
+                            ),
+                        ),
+                    }
+                }
+                if list.get_ref().is_empty() {
+                    self.report(
+                        Some(&list.span()),
+                        "protect must name at least one of reload, status, metrics; leave out [daemon.auth] for no auth",
+                    );
+                }
+            }
+        }
+        let path = access::resolve(&self.base_dir, token_file.get_ref());
+        let token = match access::read_token(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.report(Some(&token_file.span()), e);
+                return None;
+            }
+        };
+        Some(Auth {
+            token_file: path,
+            token,
+            protect: set,
+        })
+    }
+
+    /// `[daemon.tls]`: reads and checks the certificate and key now, so a reload rotates them.
+    fn server_tls(&mut self, raw: Spanned<RawTls>) -> Option<ServerTls> {
+        let RawTls {
+            cert_file,
+            key_file,
+        } = raw.into_inner();
+        let cert_path = access::resolve(&self.base_dir, cert_file.get_ref());
+        let key_path = access::resolve(&self.base_dir, key_file.get_ref());
+        match access::read_server_tls(&cert_path, &key_path) {
+            Ok(key) => Some(ServerTls {
+                cert_file: cert_path,
+                key_file: key_path,
+                key: Arc::new(key),
+            }),
+            Err(e) => {
+                let span = if e.starts_with("cert_file") {
+                    cert_file.span()
+                } else {
+                    key_file.span()
+                };
+                self.report(Some(&span), e);
+                None
+            }
+        }
     }
 
     /// Parses a positive duration such as `"200ms"`, `"5s"` or `"1m"`.

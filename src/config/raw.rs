@@ -30,6 +30,24 @@ pub struct RawDaemon {
     pub max_in_flight: Option<Spanned<i64>>,
     pub reload_api: Option<bool>,
     pub shard: Option<Spanned<String>>,
+    pub auth: Option<Spanned<RawAuth>>,
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// `[daemon.auth]`: bearer-token auth for the daemon's own endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub token_file: Spanned<String>,
+    pub protect: Option<Spanned<Vec<String>>>,
+}
+
+/// `[daemon.tls]`: serve the daemon's endpoints over TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: Spanned<String>,
+    pub key_file: Spanned<String>,
 }
 
 /// The check options a `[[service]]` may set and `[defaults]` may give for all of them.

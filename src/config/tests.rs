@@ -95,6 +95,21 @@ fn an_empty_file_gives_the_documented_defaults() {
 }
 
 #[test]
+fn loading_an_empty_file_is_refused_as_a_truncated_write() {
+    let dir = std::env::temp_dir().join(format!("healthsweep-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("empty.toml");
+    for blank in ["", "\n  \n", "# only a comment\n\n"] {
+        std::fs::write(&path, blank).expect("write");
+        let err = load(&path).expect_err("an empty file is refused");
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+    std::fs::write(&path, "[daemon]\n").expect("write");
+    assert!(load(&path).is_ok(), "a file with a table is not blank");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn defaults_apply_unless_a_service_overrides_them() {
     let c = parse_str(
         r#"

@@ -70,7 +70,18 @@ impl Daemon {
         Daemon::start_wrapped(config, &["prlimit", &limit, "--"], &[], &[])
     }
 
-    /// Starts `wrapper... healthsweep run ...`.
+    /// Starts the daemon on a config file already in place (a symlink, say) in `dir`, which
+    /// lives as long as the daemon.
+    pub fn start_at(config_path: PathBuf, dir: TempDir) -> Daemon {
+        Daemon::start_with_args(config_path, dir, &[])
+    }
+
+    /// Like [`Daemon::start_at`], with extra arguments before `run` (e.g. `--log-level`).
+    pub fn start_with_args(config_path: PathBuf, dir: TempDir, global: &[&str]) -> Daemon {
+        Daemon::launch(config_path, dir, &[], global, &[], &[])
+    }
+
+    /// Writes `config` and starts `wrapper... healthsweep run ...`.
     fn start_wrapped(
         config: &str,
         wrapper: &[&str],
@@ -80,6 +91,19 @@ impl Daemon {
         let dir = TempDir::new("daemon");
         let config_path = dir.path().join("healthsweep.toml");
         std::fs::write(&config_path, config).expect("write config");
+        Daemon::launch(config_path, dir, wrapper, &[], run_args, env)
+    }
+
+    /// `wrapper... healthsweep --log-format json --log-level debug GLOBAL... run --listen
+    /// 127.0.0.1:0 --config PATH RUN_ARGS...`, with `env`; waits for its address.
+    fn launch(
+        config_path: PathBuf,
+        dir: TempDir,
+        wrapper: &[&str],
+        global: &[&str],
+        run_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -89,16 +113,9 @@ impl Daemon {
             None => Command::new(bin()),
         };
         let mut child = command
-            .args([
-                "--log-format",
-                "json",
-                "--log-level",
-                "debug",
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
+            .args(["--log-format", "json", "--log-level", "debug"])
+            .args(global)
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .args(run_args)
             .envs(env.iter().copied())
@@ -194,6 +211,41 @@ impl Daemon {
             "no sweep {sweeps} within 15 s; last status: {status}"
         );
         status
+    }
+
+    /// GET `path` with `Authorization: Bearer <token>`.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> HttpResponse {
+        raw(
+            self.addr,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+                self.addr
+            )
+            .as_bytes(),
+        )
+        .await
+    }
+
+    /// [`Daemon::status_after_sweeps`] for a daemon whose `/status` needs a token.
+    pub async fn status_after_sweeps_with_token(
+        &self,
+        sweeps: u64,
+        token: &str,
+    ) -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = self.get_with_token("/status", token).await;
+            assert_eq!(r.status, 200, "GET /status with a token: {}", r.body);
+            let status = r.json();
+            if status["sweep"]["number"].as_u64().unwrap_or(0) >= sweeps {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "no sweep {sweeps} within 15 s: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits (bounded) until `/status` shows config generation `generation`.
@@ -375,4 +427,44 @@ pub fn run_tool(command: &mut Command, install_hint: &str) -> (bool, String) {
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// What the kernel says about a process: open descriptors and resident memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStats {
+    pub open_fds: usize,
+    pub rss_bytes: u64,
+}
+
+/// Reads `/proc/<pid>/fd` and `/proc/<pid>/status` (Linux).
+pub fn proc_stats(pid: u32) -> ProcStats {
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/<pid>/fd")
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    ProcStats {
+        open_fds,
+        rss_bytes: rss_kib * 1024,
+    }
+}
+
+/// The lowest descriptor count and RSS seen while sampling every 10 ms for `over`. Checks come
+/// and go within a sweep; the minimum over at least one interval is the count between sweeps,
+/// which is what a leak raises.
+pub async fn min_proc_stats(pid: u32, over: Duration) -> ProcStats {
+    let end = Instant::now() + over;
+    let mut min = proc_stats(pid);
+    while Instant::now() < end {
+        let s = proc_stats(pid);
+        min.open_fds = min.open_fds.min(s.open_fds);
+        min.rss_bytes = min.rss_bytes.min(s.rss_bytes);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    min
 }
