@@ -379,6 +379,7 @@ struct SweepDoc {
     not_started: usize,
     max_in_flight: usize,
     connections_reused: usize,
+    idle_connections: usize,
 }
 
 #[derive(Serialize)]
@@ -440,6 +441,7 @@ impl<'a> StatusDoc<'a> {
                 not_started: w.not_started,
                 max_in_flight: w.max_in_flight,
                 connections_reused: w.reused_connections,
+                idle_connections: w.idle_connections,
             }),
             config: ConfigDoc {
                 generation: s.generation,

@@ -73,19 +73,17 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
         watch::channel(Arc::new(Snapshot::new(&first, SystemTime::now())));
     let (reload_requests, reload_rx) = mpsc::channel(reload::QUEUE);
 
+    let prober = Arc::new(Prober::new(settings.connection_budget));
+    let metrics = Metrics::new(snapshots.clone(), reload_status.clone())
+        .with_idle_connections(prober.idle_gauge());
     let api = Arc::new(Api {
         snapshots: snapshots.clone(),
-        reload_status: reload_status.clone(),
+        reload_status,
         reload_requests: reload_requests.clone(),
-        metrics: Arc::new(Metrics::new(snapshots.clone(), reload_status)),
+        metrics: Arc::new(metrics),
     });
-    let sweeper = Sweeper::new(
-        Arc::new(Prober::new(settings.connection_budget)),
-        configs,
-        snapshot_tx,
-        settings.connection_budget,
-    )
-    .with_watchdog(Watchdog::from_env());
+    let sweeper = Sweeper::new(prober, configs, snapshot_tx, settings.connection_budget)
+        .with_watchdog(Watchdog::from_env());
 
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();

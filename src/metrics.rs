@@ -97,6 +97,10 @@ const LAST_SWEEP_REUSED: Family = gauge(
     "healthsweep_last_sweep_connections_reused",
     "Checks of the latest sweep that ran on a connection kept from an earlier sweep.",
 );
+const IDLE_CONNECTIONS: Family = gauge(
+    "healthsweep_idle_connections",
+    "Connections kept open now for reuse by the next checks.",
+);
 const MAX_IN_FLIGHT: Family = gauge(
     "healthsweep_sweep_max_in_flight",
     "Checks in flight at most during the latest sweep (from max_in_flight or the open-file limit).",
@@ -184,6 +188,8 @@ pub struct Metrics {
     registry: Registry,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     reloads: watch::Receiver<ReloadStatus>,
+    /// The prober's idle connections, read live (not a property of a sweep).
+    idle_connections: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl Metrics {
@@ -211,7 +217,14 @@ impl Metrics {
             registry,
             snapshots,
             reloads,
+            idle_connections: None,
         }
+    }
+
+    /// Also report the prober's idle connections (`healthsweep_idle_connections`).
+    pub fn with_idle_connections(mut self, gauge: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        self.idle_connections = Some(gauge);
+        self
     }
 
     /// The text exposition of every metric, all from one snapshot.
@@ -227,7 +240,15 @@ impl Metrics {
                 encode(&encoder, &[mf], &mut out);
             }
         }
-        encode(&encoder, &daemon_families(&snapshot, &reload), &mut out);
+        let mut daemon = daemon_families(&snapshot, &reload);
+        if let Some(idle) = &self.idle_connections {
+            let value = idle.load(std::sync::atomic::Ordering::Relaxed) as f64;
+            daemon.push(family(
+                &IDLE_CONNECTIONS,
+                vec![metric(&IDLE_CONNECTIONS, Vec::new(), value)],
+            ));
+        }
+        encode(&encoder, &daemon, &mut out);
         encode(&encoder, &self.registry.gather(), &mut out);
         out
     }

@@ -278,6 +278,7 @@ mod tests {
             outcomes,
             max_in_flight: 100,
             not_started: 0,
+            idle_connections: 0,
         };
         s.swept(report).0
     }

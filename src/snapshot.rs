@@ -98,6 +98,8 @@ pub struct SweepSummary {
     pub reused_connections: usize,
     /// The in-flight bound the sweep ran with.
     pub max_in_flight: usize,
+    /// Connections kept open for reuse when the sweep ended.
+    pub idle_connections: usize,
 }
 
 /// The outcomes of one sweep, in the order of `config.services`.
@@ -112,6 +114,8 @@ pub struct SweepReport {
     pub max_in_flight: usize,
     /// Services whose check never started.
     pub not_started: usize,
+    /// Connections kept open for reuse when the sweep ended.
+    pub idle_connections: usize,
 }
 
 impl SweepReport {
@@ -132,6 +136,7 @@ impl SweepReport {
             not_started: self.not_started,
             reused_connections: self.outcomes.iter().filter(|o| o.reused_connection).count(),
             max_in_flight: self.max_in_flight,
+            idle_connections: self.idle_connections,
         }
     }
 }
@@ -344,6 +349,7 @@ mod tests {
             outcomes: oks.iter().map(|&ok| outcome(ok)).collect(),
             max_in_flight: 10,
             not_started: 0,
+            idle_connections: 0,
         }
     }
 

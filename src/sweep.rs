@@ -131,6 +131,7 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
         outcomes,
         max_in_flight,
         not_started,
+        idle_connections: prober.idle_connections(),
     }
 }
 

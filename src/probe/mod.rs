@@ -178,6 +178,11 @@ impl Prober {
         self.pool.idle()
     }
 
+    /// A live count of idle connections, for `/metrics`.
+    pub fn idle_gauge(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        self.pool.idle_gauge()
+    }
+
     /// Checks `service` once. The check ends by `deadline` (the sweep's) at the latest, or by its
     /// own timeout if that comes first.
     pub async fn check(&self, service: &Service, deadline: Instant) -> Outcome {

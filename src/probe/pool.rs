@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ impl Endpoint {
 pub struct Pool {
     slots: Arc<Semaphore>,
     idle: Mutex<HashMap<Endpoint, Vec<Leased>>>,
+    /// How many connections `idle` holds, readable without the lock (a live metric).
+    idle_count: Arc<AtomicUsize>,
 }
 
 impl Pool {
@@ -65,6 +68,7 @@ impl Pool {
         Pool {
             slots: Arc::new(Semaphore::new(budget.max(1))),
             idle: Mutex::new(HashMap::new()),
+            idle_count: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -96,6 +100,7 @@ impl Pool {
         let stack = idle.get_mut(&endpoint)?;
         let mut found = None;
         while let Some(leased) = stack.pop() {
+            self.idle_count.fetch_sub(1, Ordering::Relaxed);
             if leased.opened.elapsed() < MAX_AGE
                 && leased.connection.is_clean()
                 && still_open(&leased.connection)
@@ -114,16 +119,25 @@ impl Pool {
     pub fn put(&self, endpoint: Endpoint, mut leased: Leased) {
         leased.connection.shrink();
         self.lock().entry(endpoint).or_default().push(leased);
+        self.idle_count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Closes every idle connection to endpoints `keep` says no to (after a reload).
     pub fn retain(&self, mut keep: impl FnMut(Endpoint) -> bool) {
-        self.lock().retain(|e, _| keep(*e));
+        let mut idle = self.lock();
+        idle.retain(|e, _| keep(*e));
+        self.idle_count
+            .store(idle.values().map(Vec::len).sum(), Ordering::Relaxed);
     }
 
     /// Idle connections held now.
     pub fn idle(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.idle_count.load(Ordering::Relaxed)
+    }
+
+    /// A live view of [`Pool::idle`], for the metrics.
+    pub fn idle_gauge(&self) -> Arc<AtomicUsize> {
+        self.idle_count.clone()
     }
 
     /// Closes one idle connection (the least recently used of some endpoint), freeing its
@@ -135,6 +149,7 @@ impl Pool {
         };
         if !stack.is_empty() {
             stack.remove(0);
+            self.idle_count.fetch_sub(1, Ordering::Relaxed);
         }
         if stack.is_empty() {
             idle.remove(&endpoint);
