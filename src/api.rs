@@ -137,7 +137,7 @@ fn index() -> HttpResponse {
             "version": env!("CARGO_PKG_VERSION"),
             "endpoints": {
                 "/metrics": "Prometheus metrics",
-                "/status": "JSON status of every service (?state=up|down|unknown, ?group=NAME, ?pretty)",
+                "/status": "JSON status of every service (?state=up|degraded|down|unknown, ?group=NAME, ?pretty)",
                 "/status/{name}": "JSON status of one service",
                 "/healthz": "200 while the process runs",
                 "/readyz": "200 once the first sweep has finished",
@@ -180,10 +180,13 @@ impl StatusQuery {
                 "state" => {
                     q.state = Some(match value.as_ref() {
                         "up" => State::Up,
+                        "degraded" => State::Degraded,
                         "down" => State::Down,
                         "unknown" => State::Unknown,
                         other => {
-                            return Err(format!("state={other:?} is not one of up, down, unknown"));
+                            return Err(format!(
+                                "state={other:?} is not one of up, degraded, down, unknown"
+                            ));
                         }
                     })
                 }
@@ -362,6 +365,7 @@ struct ShardDoc {
 struct SummaryDoc {
     total: usize,
     up: usize,
+    degraded: usize,
     down: usize,
     unknown: usize,
 }
@@ -400,7 +404,48 @@ struct ServiceDoc<'a> {
     since: Timestamp,
     consecutive_failures: u32,
     consecutive_successes: u32,
+    /// Checks since the service was added: `ok`, and each failure reason seen.
+    checks: CountsDoc<'a>,
     last: Option<LastDoc<'a>>,
+}
+
+/// `{"ok": 120, "http_status": 3}`, written straight from the counters.
+struct CountsDoc<'a>(&'a crate::snapshot::Counts);
+
+impl Serialize for CountsDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("ok", &self.0.ok)?;
+        for (reason, n) in self.0.failures() {
+            m.serialize_entry(reason.as_str(), &n)?;
+        }
+        m.end()
+    }
+}
+
+/// What the TLS handshake of the latest check showed.
+#[derive(Serialize)]
+struct TlsDoc {
+    leaf_expires_at: Timestamp,
+    /// Whole days until the leaf certificate expires (negative once it has).
+    days_left: i64,
+    earliest_expiry_at: Timestamp,
+}
+
+impl TlsDoc {
+    fn new(facts: &crate::probe::TlsFacts) -> Self {
+        let now = SystemTime::now();
+        let days_left = match facts.leaf_expiry.duration_since(now) {
+            Ok(d) => (d.as_secs() / 86_400) as i64,
+            Err(e) => -((e.duration().as_secs() / 86_400) as i64) - 1,
+        };
+        TlsDoc {
+            leaf_expires_at: Timestamp(facts.leaf_expiry),
+            days_left,
+            earliest_expiry_at: Timestamp(facts.earliest_expiry),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -412,6 +457,10 @@ struct LastDoc<'a> {
     at: Timestamp,
     error: Option<&'a str>,
     reused_connection: bool,
+    degraded: bool,
+    http_version: Option<&'static str>,
+    redirects: u8,
+    tls: Option<TlsDoc>,
 }
 
 impl<'a> StatusDoc<'a> {
@@ -426,6 +475,7 @@ impl<'a> StatusDoc<'a> {
             summary: SummaryDoc {
                 total: s.services.len(),
                 up: s.count(State::Up),
+                degraded: s.count(State::Degraded),
                 down: s.count(State::Down),
                 unknown: s.count(State::Unknown),
             },
@@ -468,6 +518,7 @@ impl<'a> ServiceDoc<'a> {
             since: Timestamp(s.since),
             consecutive_failures: s.consecutive_failures,
             consecutive_successes: s.consecutive_successes,
+            checks: CountsDoc(&s.counts),
             last: s.last.as_ref().map(|o| LastDoc {
                 ok: o.ok(),
                 reason: o.reason,
@@ -476,6 +527,10 @@ impl<'a> ServiceDoc<'a> {
                 at: Timestamp(o.at),
                 error: o.error.as_deref(),
                 reused_connection: o.reused_connection,
+                degraded: o.degraded,
+                http_version: o.http_version.map(|v| v.as_str()),
+                redirects: o.redirects,
+                tls: o.tls.as_deref().map(TlsDoc::new),
             }),
         }
     }

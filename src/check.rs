@@ -29,7 +29,12 @@ pub fn table(report: &SweepReport) -> String {
         .map(|(s, o)| {
             [
                 s.name.clone(),
-                if o.ok() { "up" } else { "down" }.to_string(),
+                match (o.ok(), o.degraded) {
+                    (false, _) => "down",
+                    (true, true) => "degraded",
+                    (true, false) => "up",
+                }
+                .to_string(),
                 o.http_status.map_or("-".into(), |c| c.to_string()),
                 format!("{:.3}s", o.duration.as_secs_f64()),
                 o.reason.map_or("-".into(), |r| r.to_string()),

@@ -70,7 +70,23 @@ const CONSECUTIVE_FAILURES: Family = gauge(
 );
 const TARGET_UP: Family = gauge(
     "healthsweep_target_up",
-    "The target's state: 1 up, 0 down; absent while unknown (not checked yet).",
+    "The target's state: 1 up (or degraded), 0 down; absent while unknown (not checked yet).",
+);
+const TARGET_DEGRADED: Family = gauge(
+    "healthsweep_target_degraded",
+    "1 while the target is up but slower than its max_latency; absent while unknown.",
+);
+const SSL_EXPIRY: Family = gauge(
+    "probe_ssl_earliest_cert_expiry",
+    "Earliest notAfter in the certificate chain the target presented, in seconds since the Unix epoch.",
+);
+const HTTP_VERSION: Family = gauge(
+    "probe_http_version",
+    "HTTP version of the latest response (1, 1.1 or 2).",
+);
+const CHECKS: Family = counter(
+    "healthsweep_checks_total",
+    "Checks of the target since it was added, by result: ok, or the failure reason.",
 );
 const SWEEPS: Family = counter("healthsweep_sweeps_total", "Sweeps completed.");
 const DEADLINE_EXCEEDED: Family = counter(
@@ -150,7 +166,7 @@ impl Sample {
 /// series for that service).
 type PerService = (Family, fn(&ServiceStatus) -> Option<Sample>);
 
-const PER_SERVICE: [PerService; 6] = [
+const PER_SERVICE: [PerService; 9] = [
     (PROBE_SUCCESS, |s| {
         s.last
             .as_ref()
@@ -176,9 +192,21 @@ const PER_SERVICE: [PerService; 6] = [
         Sample::of(f64::from(s.consecutive_failures))
     }),
     (TARGET_UP, |s| match s.state {
-        State::Up => Sample::of(1.0),
+        State::Up | State::Degraded => Sample::of(1.0),
         State::Down => Sample::of(0.0),
         State::Unknown => None,
+    }),
+    (TARGET_DEGRADED, |s| match s.state {
+        State::Degraded => Sample::of(1.0),
+        State::Up | State::Down => Sample::of(0.0),
+        State::Unknown => None,
+    }),
+    (SSL_EXPIRY, |s| {
+        let tls = s.last.as_ref()?.tls.as_ref()?;
+        Sample::of(unix_seconds(tls.earliest_expiry))
+    }),
+    (HTTP_VERSION, |s| {
+        Sample::of(s.last.as_ref()?.http_version?.as_f64())
     }),
 ];
 
@@ -239,6 +267,10 @@ impl Metrics {
             if !mf.get_metric().is_empty() {
                 encode(&encoder, &[mf], &mut out);
             }
+        }
+        let checks = checks_family(&snapshot);
+        if !checks.get_metric().is_empty() {
+            encode(&encoder, &[checks], &mut out);
         }
         let mut daemon = daemon_families(&snapshot, &reload);
         if let Some(idle) = &self.idle_connections {
@@ -344,6 +376,22 @@ fn per_service_family(
         })
         .collect();
     family(f, metrics)
+}
+
+/// `healthsweep_checks_total{result}`: `ok` for every checked service, and each failure reason
+/// that happened at least once.
+fn checks_family(snapshot: &Snapshot) -> MetricFamily {
+    let mut metrics = Vec::new();
+    for status in snapshot.services.iter().filter(|s| s.last.is_some()) {
+        let results = std::iter::once(("ok", status.counts.ok))
+            .chain(status.counts.failures().map(|(r, n)| (r.as_str(), n)));
+        for (result, n) in results {
+            let mut labels = target_labels(status);
+            labels.push(label("result", result));
+            metrics.push(metric(&CHECKS, labels, f64::from(n)));
+        }
+    }
+    family(&CHECKS, metrics)
 }
 
 fn label(name: &str, value: &str) -> LabelPair {

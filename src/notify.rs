@@ -250,12 +250,8 @@ mod tests {
             .iter()
             .map(|ok| match ok {
                 Some(true) => Outcome {
-                    reason: None,
                     http_status: Some(200),
-                    at: SystemTime::UNIX_EPOCH,
-                    duration: Duration::from_millis(5),
-                    error: None,
-                    reused_connection: false,
+                    ..Outcome::passed(SystemTime::UNIX_EPOCH, Duration::from_millis(5))
                 },
                 Some(false) => Outcome::failed(
                     Reason::HttpStatus,

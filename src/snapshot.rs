@@ -20,18 +20,53 @@ pub enum State {
     /// Not checked yet (new, or changed by a reload).
     Unknown,
     Up,
+    /// Up, but the latest check was slower than `max_latency`.
+    Degraded,
     Down,
 }
 
 impl State {
-    pub const ALL: [State; 3] = [State::Up, State::Down, State::Unknown];
+    pub const ALL: [State; 4] = [State::Up, State::Degraded, State::Down, State::Unknown];
 
     pub fn as_str(self) -> &'static str {
         match self {
             State::Unknown => "unknown",
             State::Up => "up",
+            State::Degraded => "degraded",
             State::Down => "down",
         }
+    }
+
+    /// Up or degraded: serving.
+    pub fn is_up(self) -> bool {
+        matches!(self, State::Up | State::Degraded)
+    }
+}
+
+/// How many checks of a service ended which way, since it was added: counters for `rate()`.
+/// `u32`: a check a second would take 136 years to wrap, and a snapshot holds one per service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub ok: u32,
+    /// Failures, indexed like [`Reason::ALL`].
+    pub failed: [u32; Reason::ALL.len()],
+}
+
+impl Counts {
+    fn add(&mut self, outcome: &Outcome) {
+        match outcome.reason {
+            None => self.ok = self.ok.wrapping_add(1),
+            Some(r) => self.failed[r.index()] = self.failed[r.index()].wrapping_add(1),
+        }
+    }
+
+    /// Failures by reason, those that happened at least once.
+    pub fn failures(&self) -> impl Iterator<Item = (Reason, u32)> + '_ {
+        Reason::ALL
+            .iter()
+            .zip(self.failed)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (*r, n))
     }
 }
 
@@ -44,6 +79,8 @@ pub struct ServiceStatus {
     pub since: SystemTime,
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
+    /// Checks by result since the service was added (kept across reloads).
+    pub counts: Counts,
     /// The latest check, once there is one.
     pub last: Option<Outcome>,
 }
@@ -56,14 +93,49 @@ impl ServiceStatus {
             since: now,
             consecutive_failures: 0,
             consecutive_successes: 0,
+            counts: Counts::default(),
             last: None,
         }
     }
 
-    /// This status after `outcome`.
+    /// This status after `outcome`. The state moves from up to down only after
+    /// `failure_threshold` failures in a row, and back after `success_threshold` passes in a row,
+    /// so a flapping service does not flap its state; the first result of a service sets it
+    /// directly. Up and degraded follow the latest passing check.
     fn after(&self, outcome: Outcome) -> ServiceStatus {
         let ok = outcome.ok();
-        let state = if ok { State::Up } else { State::Down };
+        let consecutive_failures = if ok { 0 } else { self.consecutive_failures + 1 };
+        let consecutive_successes = if ok {
+            self.consecutive_successes + 1
+        } else {
+            0
+        };
+        let result = match (ok, outcome.degraded) {
+            (false, _) => State::Down,
+            (true, true) => State::Degraded,
+            (true, false) => State::Up,
+        };
+        let svc = &self.service;
+        let state = match self.state {
+            State::Unknown => result,
+            State::Up | State::Degraded if !ok => {
+                if consecutive_failures >= svc.failure_threshold {
+                    State::Down
+                } else {
+                    self.state
+                }
+            }
+            State::Down if ok => {
+                if consecutive_successes >= svc.success_threshold {
+                    result
+                } else {
+                    State::Down
+                }
+            }
+            _ => result,
+        };
+        let mut counts = self.counts;
+        counts.add(&outcome);
         ServiceStatus {
             service: self.service.clone(),
             state,
@@ -72,12 +144,9 @@ impl ServiceStatus {
             } else {
                 outcome.at + outcome.duration
             },
-            consecutive_failures: if ok { 0 } else { self.consecutive_failures + 1 },
-            consecutive_successes: if ok {
-                self.consecutive_successes + 1
-            } else {
-                0
-            },
+            consecutive_failures,
+            consecutive_successes,
+            counts,
             last: Some(outcome),
         }
     }
@@ -324,12 +393,8 @@ mod tests {
     fn outcome(ok: bool) -> Outcome {
         if ok {
             Outcome {
-                reason: None,
                 http_status: Some(200),
-                at: SystemTime::UNIX_EPOCH,
-                duration: Duration::from_millis(5),
-                error: None,
-                reused_connection: false,
+                ..Outcome::passed(SystemTime::UNIX_EPOCH, Duration::from_millis(5))
             }
         } else {
             Outcome::failed(

@@ -362,8 +362,14 @@ fn log_transitions(transitions: &[Transition]) {
             (_, State::Down) => {
                 warn!(target_service = %t.service, from = t.from.as_str(), reason, error, "service is down")
             }
+            (State::Degraded, State::Up) => {
+                info!(target_service = %t.service, "service is no longer degraded")
+            }
             (_, State::Up) => {
                 info!(target_service = %t.service, from = t.from.as_str(), "service is up again")
+            }
+            (_, State::Degraded) => {
+                warn!(target_service = %t.service, from = t.from.as_str(), "service is degraded: slower than max_latency")
             }
             (_, State::Unknown) => {}
         }

@@ -32,7 +32,7 @@ fn expected_reason(b: Behaviour) -> &'static str {
         Behaviour::Garbage | Behaviour::HugeHeaders => "invalid_response",
         Behaviour::ResetMidResponse | Behaviour::CloseAtOnce => "connection_closed",
         Behaviour::RedirectLoop => "http_status",
-        Behaviour::TlsPlaintext => "tls",
+        Behaviour::TlsPlaintext => "tls_handshake",
     }
 }
 

@@ -10,6 +10,7 @@
 mod access;
 mod error;
 mod raw;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +29,10 @@ use url::Url;
 pub use access::{Auth, MIN_TOKEN_LEN, Protected, ServerTls, Token};
 use error::LineIndex;
 pub use error::{ConfigError, Location, Problem};
-use raw::{RawAuth, RawCheck, RawConfig, RawDaemon, RawIdentity, RawStatus, RawTls};
+use raw::{
+    RawAuth, RawCheck, RawConfig, RawDaemon, RawHeaderMatch, RawIdentity, RawStatus, RawTls,
+};
+pub use tls::{HTTP_ALPN, TlsClient, TlsOptions, build as tls_build};
 
 use crate::shard::Shard;
 
@@ -45,6 +49,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_CONNECTION: ConnectionPolicy = ConnectionPolicy::Reuse;
 /// Resolver unless configured (chosen by the benchmark; see the README).
 pub const DEFAULT_RESOLVER: ResolverKind = ResolverKind::Async;
+/// Most redirects a check may follow.
+const MAX_REDIRECTS: u8 = 20;
+/// Largest failure/success threshold: beyond this a state would take hours to change.
+const MAX_THRESHOLD: u32 = 100;
 /// Upper bound for `max_body_bytes`, so a typo cannot make every check buffer gigabytes.
 const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// Upper bound for `max_in_flight`: far above any open-file limit, catches typos.
@@ -163,6 +171,63 @@ pub struct Service {
     pub resolver: ResolverKind,
     /// Shared by every service that takes its expectations from `[defaults]`.
     pub expect: Arc<Expect>,
+    /// What kind of check: an HTTP request, or only a TCP (or TLS) connection.
+    pub kind: ProbeKind,
+    /// A TLS client of the service's own (`ca_file`, client certificate,
+    /// `insecure_skip_verify`); `None` uses the system's roots.
+    pub tls: Option<Arc<TlsClient>>,
+    /// The TLS server name (SNI, and the name the certificate must carry) when it differs from
+    /// the URL's host.
+    pub server_name: Option<Box<str>>,
+    /// Redirects followed at most; 0 evaluates the redirect response itself.
+    pub follow_redirects: u8,
+    /// Which addresses of the host are tried.
+    pub ip_family: IpFamily,
+    /// A passing check slower than this is `degraded`.
+    pub max_latency: Option<Duration>,
+    /// The request body (sent with `Content-Length`).
+    pub body: Option<bytes::Bytes>,
+    /// Failed checks in a row before an up service is down.
+    pub failure_threshold: u32,
+    /// Passed checks in a row before a down service is up.
+    pub success_threshold: u32,
+}
+
+/// What a check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `http://` and `https://`: a request, and the response checked against the expectations.
+    Http,
+    /// `tcp://host:port`: a connection (and a TLS handshake with `tls = true`), nothing sent.
+    Tcp,
+}
+
+/// Which of a host's addresses a check may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFamily {
+    /// Every address, each tried in turn until one connects.
+    Any,
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    /// Whether `addr` is of this family.
+    pub fn allows(self, addr: &IpAddr) -> bool {
+        match self {
+            IpFamily::Any => true,
+            IpFamily::V4 => addr.is_ipv4(),
+            IpFamily::V6 => addr.is_ipv6(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::Any => "any",
+            IpFamily::V4 => "ipv4",
+            IpFamily::V6 => "ipv6",
+        }
+    }
 }
 
 /// Which resolver a check uses for its host name.
@@ -249,7 +314,7 @@ pub struct Target {
 }
 
 /// What a response must satisfy for the check to pass.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Expect {
     /// Accepted status codes; the check passes if any matcher accepts.
     pub status: Vec<StatusMatcher>,
@@ -257,12 +322,41 @@ pub struct Expect {
     pub json: Vec<(String, serde_json::Value)>,
     /// A substring the body must contain.
     pub body_contains: Option<String>,
+    /// A pattern the body must match.
+    pub body_regex: Option<regex::bytes::Regex>,
+    /// Response headers that must be present with a matching value; all must hold.
+    pub headers: Vec<(HeaderName, HeaderMatch)>,
+}
+
+/// What an expected response header's value must be.
+#[derive(Debug, Clone)]
+pub enum HeaderMatch {
+    Exact(String),
+    Regex(regex::Regex),
+}
+
+impl HeaderMatch {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            HeaderMatch::Exact(want) => value == want,
+            HeaderMatch::Regex(re) => re.is_match(value),
+        }
+    }
+}
+
+impl std::fmt::Display for HeaderMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderMatch::Exact(v) => write!(f, "{v:?}"),
+            HeaderMatch::Regex(re) => write!(f, "/{}/", re.as_str()),
+        }
+    }
 }
 
 impl Expect {
     /// Whether the body has to be read at all; when not, it is never read.
     pub fn needs_body(&self) -> bool {
-        !self.json.is_empty() || self.body_contains.is_some()
+        !self.json.is_empty() || self.body_contains.is_some() || self.body_regex.is_some()
     }
 
     /// Whether status code `status` is accepted.
@@ -350,6 +444,7 @@ fn parse_whole(path: &Path, source: &str) -> Result<Config, ConfigError> {
     let mut v = Validator {
         lines: LineIndex::new(source),
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        tls_clients: HashMap::new(),
         service: None,
         problems: Vec::new(),
     };
@@ -375,6 +470,25 @@ struct CheckOptions {
     max_body_bytes: usize,
     connection: ConnectionPolicy,
     resolver: ResolverKind,
+    max_latency: Option<Duration>,
+    body: Option<bytes::Bytes>,
+    follow_redirects: u8,
+    ip_family: IpFamily,
+    failure_threshold: u32,
+    success_threshold: u32,
+    tls: TlsSettings,
+}
+
+/// TLS keys as given (paths resolved), turned into a [`TlsClient`] per service.
+#[derive(Debug, Clone, Default)]
+struct TlsSettings {
+    ca_file: Option<PathBuf>,
+    client_cert: Option<(Spanned<String>, PathBuf)>,
+    client_key: Option<(Spanned<String>, PathBuf)>,
+    server_name: Option<String>,
+    insecure_skip_verify: bool,
+    /// `tls = true` on a `tcp://` service.
+    tcp_tls: bool,
 }
 
 /// Collects problems while turning raw values into typed ones. On a bad value it records the
@@ -386,6 +500,8 @@ struct Validator<'a> {
     /// The service being validated, named in every problem.
     service: Option<String>,
     problems: Vec<Problem>,
+    /// TLS clients built so far: services with the same TLS options share one.
+    tls_clients: HashMap<TlsOptions, Arc<TlsClient>>,
 }
 
 impl Validator<'_> {
@@ -410,6 +526,13 @@ impl Validator<'_> {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             connection: DEFAULT_CONNECTION,
             resolver: DEFAULT_RESOLVER,
+            max_latency: None,
+            body: None,
+            follow_redirects: 0,
+            ip_family: IpFamily::Any,
+            failure_threshold: 1,
+            success_threshold: 1,
+            tls: TlsSettings::default(),
         };
         let defaults = self.check_options(raw.defaults, &builtin);
 
@@ -430,6 +553,37 @@ impl Validator<'_> {
                 );
             } else {
                 first_seen.insert(name.clone(), table_span.start);
+            }
+            let is_tcp = identity.url.get_ref().starts_with("tcp:");
+            let is_https = identity.url.get_ref().starts_with("https:");
+            if is_tcp {
+                let keys = check.http_only_keys();
+                if !keys.is_empty() {
+                    self.report(
+                        Some(&table_span),
+                        format!("{} do(es) not apply to a tcp:// service", keys.join(", ")),
+                    );
+                }
+            }
+            if let Some(t) = &check.tls
+                && !is_tcp
+            {
+                self.report(
+                    Some(&t.span()),
+                    "tls = true is for tcp:// services; use an https:// URL for HTTP over TLS",
+                );
+            }
+            let tls_keys = check.tls_keys();
+            let tcp_tls = check.tls.as_ref().is_some_and(|t| *t.get_ref());
+            let tls_allowed = is_https || (is_tcp && tcp_tls);
+            if !tls_keys.is_empty() && !tls_allowed {
+                self.report(
+                    Some(&table_span),
+                    format!(
+                        "{} need(s) an https:// URL, or tcp:// with tls = true",
+                        tls_keys.join(", ")
+                    ),
+                );
             }
             let options = self.check_options(check, &defaults);
             if let Some(service) = self.service(identity, options) {
@@ -679,7 +833,134 @@ impl Validator<'_> {
                 ),
             }
         }
+        if let Some(r) = raw.expect_body_regex {
+            match regex::bytes::Regex::new(r.get_ref()) {
+                Ok(re) => Arc::make_mut(&mut o.expect).body_regex = Some(re),
+                Err(e) => self.report(
+                    Some(&r.span()),
+                    format!("expect_body_regex is not a valid regular expression: {e}"),
+                ),
+            }
+        }
+        if let Some(h) = raw.expect_header {
+            Arc::make_mut(&mut o.expect).headers = self.header_expectations(&h);
+        }
+        if let Some(l) = raw.max_latency {
+            o.max_latency = self.duration("max_latency", &l).or(o.max_latency);
+        }
+        if let Some(b) = raw.body {
+            o.body = Some(bytes::Bytes::from(b.into_inner()));
+        }
+        if let Some(f) = raw.follow_redirects {
+            match u8::try_from(*f.get_ref()) {
+                Ok(n) if n <= MAX_REDIRECTS => o.follow_redirects = n,
+                _ => self.report(
+                    Some(&f.span()),
+                    format!(
+                        "follow_redirects = {} must be between 0 and {MAX_REDIRECTS}",
+                        f.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(f) = raw.ip_family {
+            match f.get_ref().as_str() {
+                "any" => o.ip_family = IpFamily::Any,
+                "ipv4" => o.ip_family = IpFamily::V4,
+                "ipv6" => o.ip_family = IpFamily::V6,
+                other => self.report(
+                    Some(&f.span()),
+                    format!("ip_family = {other:?} is not \"any\", \"ipv4\" or \"ipv6\""),
+                ),
+            }
+        }
+        if let Some(t) = raw.failure_threshold {
+            o.failure_threshold = self
+                .threshold("failure_threshold", &t)
+                .unwrap_or(o.failure_threshold);
+        }
+        if let Some(t) = raw.success_threshold {
+            o.success_threshold = self
+                .threshold("success_threshold", &t)
+                .unwrap_or(o.success_threshold);
+        }
+        if let Some(f) = raw.ca_file {
+            o.tls.ca_file = Some(access::resolve(&self.base_dir, f.get_ref()));
+        }
+        if let Some(f) = raw.client_cert {
+            let path = access::resolve(&self.base_dir, f.get_ref());
+            o.tls.client_cert = Some((f, path));
+        }
+        if let Some(f) = raw.client_key {
+            let path = access::resolve(&self.base_dir, f.get_ref());
+            o.tls.client_key = Some((f, path));
+        }
+        if let Some(n) = raw.server_name {
+            if rustls::pki_types::ServerName::try_from(n.get_ref().as_str()).is_err() {
+                self.report(
+                    Some(&n.span()),
+                    format!(
+                        "server_name {:?} is not a DNS name or IP address",
+                        n.get_ref()
+                    ),
+                );
+            }
+            o.tls.server_name = Some(n.into_inner());
+        }
+        if let Some(i) = raw.insecure_skip_verify {
+            o.tls.insecure_skip_verify = *i.get_ref();
+        }
+        if let Some(t) = raw.tls {
+            o.tls.tcp_tls = *t.get_ref();
+        }
         o
+    }
+
+    fn threshold(&mut self, key: &str, v: &Spanned<i64>) -> Option<u32> {
+        match u32::try_from(*v.get_ref()) {
+            Ok(n) if (1..=MAX_THRESHOLD).contains(&n) => Some(n),
+            _ => {
+                self.report(
+                    Some(&v.span()),
+                    format!(
+                        "{key} = {} must be between 1 and {MAX_THRESHOLD}",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn header_expectations(
+        &mut self,
+        h: &Spanned<BTreeMap<String, RawHeaderMatch>>,
+    ) -> Vec<(HeaderName, HeaderMatch)> {
+        let mut out = Vec::new();
+        for (name, want) in h.get_ref() {
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                self.report(
+                    Some(&h.span()),
+                    format!("expect_header name {name:?} is not a valid HTTP header name"),
+                );
+                continue;
+            };
+            let matcher = match want {
+                RawHeaderMatch::Exact(v) => HeaderMatch::Exact(v.clone()),
+                RawHeaderMatch::Regex(r) => match regex::Regex::new(&r.regex) {
+                    Ok(re) => HeaderMatch::Regex(re),
+                    Err(e) => {
+                        self.report(
+                            Some(&h.span()),
+                            format!("expect_header {name}: not a valid regular expression: {e}"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            out.push((name, matcher));
+        }
+        out
     }
 
     fn status_matchers(&mut self, s: &Spanned<Vec<RawStatus>>) -> Vec<StatusMatcher> {
@@ -745,7 +1026,27 @@ impl Validator<'_> {
             self.name_like("group", g);
         }
         let labels = labels.map(|l| self.labels(&l)).unwrap_or_default();
-        let (url, target) = self.url(&url)?;
+        let url_span = url.span();
+        let (url, mut target, kind) = self.url(&url)?;
+        if kind == ProbeKind::Tcp {
+            target.tls = o.tls.tcp_tls;
+        }
+        if let Some(ip) = target.ip
+            && !o.ip_family.allows(&ip)
+        {
+            self.report(
+                Some(&url_span),
+                format!(
+                    "the url's address is not {} as ip_family requires",
+                    o.ip_family.as_str()
+                ),
+            );
+        }
+        let tls = if target.tls {
+            self.tls_client(&o.tls, kind)
+        } else {
+            None
+        };
         let mut headers = o.headers;
         if let Some(auth) = basic_auth(&url) {
             headers.entry(AUTHORIZATION).or_insert(auth);
@@ -772,7 +1073,65 @@ impl Validator<'_> {
             connection: o.connection,
             resolver: o.resolver,
             expect: o.expect,
+            kind,
+            tls,
+            server_name: o.tls.server_name.map(String::into_boxed_str),
+            follow_redirects: o.follow_redirects,
+            ip_family: o.ip_family,
+            max_latency: o.max_latency,
+            body: o.body,
+            failure_threshold: o.failure_threshold,
+            success_threshold: o.success_threshold,
         })
+    }
+
+    /// The TLS client for `settings`, or `None` for the default one (system roots). Built once
+    /// per distinct settings.
+    fn tls_client(&mut self, settings: &TlsSettings, kind: ProbeKind) -> Option<Arc<TlsClient>> {
+        let client_cert = match (&settings.client_cert, &settings.client_key) {
+            (Some((_, cert)), Some((_, key))) => Some((cert.clone(), key.clone())),
+            (Some((c, _)), None) => {
+                self.report(Some(&c.span()), "client_cert needs client_key");
+                None
+            }
+            (None, Some((k, _))) => {
+                self.report(Some(&k.span()), "client_key needs client_cert");
+                None
+            }
+            (None, None) => None,
+        };
+        if settings.insecure_skip_verify {
+            tracing::warn!(
+                service = self.service.as_deref().unwrap_or(""),
+                "insecure_skip_verify: any certificate is accepted for this service"
+            );
+        }
+        let options = TlsOptions {
+            ca_file: settings.ca_file.clone(),
+            client_cert,
+            insecure_skip_verify: settings.insecure_skip_verify,
+            alpn_http: kind == ProbeKind::Http,
+        };
+        if options.ca_file.is_none()
+            && options.client_cert.is_none()
+            && !options.insecure_skip_verify
+        {
+            return None;
+        }
+        if let Some(client) = self.tls_clients.get(&options) {
+            return Some(client.clone());
+        }
+        match tls::build(&options) {
+            Ok(client) => {
+                let client = Arc::new(client);
+                self.tls_clients.insert(options, client.clone());
+                Some(client)
+            }
+            Err(e) => {
+                self.report(None, e);
+                None
+            }
+        }
     }
 
     /// Names and groups appear in URLs (`/status/{name}`), labels and logs.
@@ -813,7 +1172,7 @@ impl Validator<'_> {
         l.get_ref().clone()
     }
 
-    fn url(&mut self, v: &Spanned<String>) -> Option<(Url, Target)> {
+    fn url(&mut self, v: &Spanned<String>) -> Option<(Url, Target, ProbeKind)> {
         let span = v.span();
         let url = match Url::parse(v.get_ref()) {
             Ok(u) => u,
@@ -823,60 +1182,82 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let tls = match url.scheme() {
-            "http" => false,
-            "https" => true,
-            other => {
-                self.report(
-                    Some(&span),
-                    format!("url scheme {other:?} is not supported: use http or https"),
-                );
-                return None;
+        match target_of(&url) {
+            Ok((target, kind)) => Some((url, target, kind)),
+            Err(e) => {
+                self.report(Some(&span), e);
+                None
             }
-        };
-        let (host, ip) = match url.host() {
-            Some(url::Host::Domain(d)) => (d.to_string(), None),
-            Some(url::Host::Ipv4(a)) => (a.to_string(), Some(IpAddr::V4(a))),
-            Some(url::Host::Ipv6(a)) => (a.to_string(), Some(IpAddr::V6(a))),
-            None => {
-                self.report(Some(&span), "url has no host");
-                return None;
-            }
-        };
-        let port = url
-            .port_or_known_default()
-            .unwrap_or(if tls { 443 } else { 80 });
-        let host_str = url.host_str().unwrap_or_default();
-        let authority = match url.port() {
-            Some(p) => format!("{host_str}:{p}"),
-            None => host_str.to_string(),
-        };
-        let authority = match HeaderValue::from_str(&authority) {
-            Ok(a) => a,
-            Err(_) => {
-                self.report(Some(&span), "url host is not valid in a Host header");
-                return None;
-            }
-        };
-        let mut path_and_query = url.path().to_string();
-        if let Some(q) = url.query() {
-            path_and_query.push('?');
-            path_and_query.push_str(q);
         }
-        let Ok(path_and_query) = http::uri::PathAndQuery::try_from(path_and_query) else {
-            self.report(Some(&span), "url path is not valid on an HTTP request line");
-            return None;
-        };
-        let target = Target {
+    }
+}
+
+/// Where `url` points: the connection target and the kind of check. Also used for the
+/// `Location` of a redirect. Errors never echo the URL (it may hold a password).
+pub fn target_of(url: &Url) -> Result<(Target, ProbeKind), String> {
+    let (tls, kind) = match url.scheme() {
+        "http" => (false, ProbeKind::Http),
+        "https" => (true, ProbeKind::Http),
+        "tcp" => (false, ProbeKind::Tcp),
+        other => {
+            return Err(format!(
+                "url scheme {other:?} is not supported: use http, https or tcp"
+            ));
+        }
+    };
+    let (host, mut ip) = match url.host() {
+        Some(url::Host::Domain(d)) => (d.to_string(), None),
+        Some(url::Host::Ipv4(a)) => (a.to_string(), Some(IpAddr::V4(a))),
+        Some(url::Host::Ipv6(a)) => (a.to_string(), Some(IpAddr::V6(a))),
+        None => return Err("url has no host".into()),
+    };
+    // tcp:// is not a scheme the URL standard knows, so its IPv4 hosts stay text.
+    if ip.is_none() {
+        ip = host.parse().ok();
+    }
+    let port = match (url.port_or_known_default(), kind) {
+        (Some(p), _) => p,
+        (None, ProbeKind::Tcp) => return Err("a tcp:// url needs a port".into()),
+        (None, ProbeKind::Http) => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+    };
+    if kind == ProbeKind::Tcp && (!matches!(url.path(), "" | "/") || url.query().is_some()) {
+        return Err("a tcp:// url has only a host and a port".into());
+    }
+    let host_str = url.host_str().unwrap_or_default();
+    let authority = match url.port() {
+        Some(p) => format!("{host_str}:{p}"),
+        None => host_str.to_string(),
+    };
+    let authority = HeaderValue::from_str(&authority)
+        .map_err(|_| "url host is not valid in a Host header".to_string())?;
+    let mut path_and_query = if url.path().is_empty() {
+        "/".to_string()
+    } else {
+        url.path().to_string()
+    };
+    if let Some(q) = url.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let path_and_query = http::uri::PathAndQuery::try_from(path_and_query)
+        .map_err(|_| "url path is not valid on an HTTP request line".to_string())?;
+    Ok((
+        Target {
             tls,
             host,
             ip,
             port,
             authority,
             path_and_query,
-        };
-        Some((url, target))
-    }
+        },
+        kind,
+    ))
 }
 
 fn parse_status_text(t: &str) -> Option<StatusMatcher> {

@@ -65,6 +65,20 @@ pub struct RawCheck {
     pub max_body_bytes: Option<Spanned<i64>>,
     pub connection: Option<Spanned<String>>,
     pub resolver: Option<Spanned<String>>,
+    pub expect_body_regex: Option<Spanned<String>>,
+    pub expect_header: Option<Spanned<BTreeMap<String, RawHeaderMatch>>>,
+    pub max_latency: Option<Spanned<String>>,
+    pub body: Option<Spanned<String>>,
+    pub follow_redirects: Option<Spanned<i64>>,
+    pub ip_family: Option<Spanned<String>>,
+    pub failure_threshold: Option<Spanned<i64>>,
+    pub success_threshold: Option<Spanned<i64>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub insecure_skip_verify: Option<Spanned<bool>>,
+    pub tls: Option<Spanned<bool>>,
 }
 
 /// One `[[service]]` table.
@@ -87,6 +101,20 @@ pub struct RawService {
     pub max_body_bytes: Option<Spanned<i64>>,
     pub connection: Option<Spanned<String>>,
     pub resolver: Option<Spanned<String>>,
+    pub expect_body_regex: Option<Spanned<String>>,
+    pub expect_header: Option<Spanned<BTreeMap<String, RawHeaderMatch>>>,
+    pub max_latency: Option<Spanned<String>>,
+    pub body: Option<Spanned<String>>,
+    pub follow_redirects: Option<Spanned<i64>>,
+    pub ip_family: Option<Spanned<String>>,
+    pub failure_threshold: Option<Spanned<i64>>,
+    pub success_threshold: Option<Spanned<i64>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub insecure_skip_verify: Option<Spanned<bool>>,
+    pub tls: Option<Spanned<bool>>,
 }
 
 impl RawService {
@@ -109,6 +137,20 @@ impl RawService {
             max_body_bytes: self.max_body_bytes,
             connection: self.connection,
             resolver: self.resolver,
+            expect_body_regex: self.expect_body_regex,
+            expect_header: self.expect_header,
+            max_latency: self.max_latency,
+            body: self.body,
+            follow_redirects: self.follow_redirects,
+            ip_family: self.ip_family,
+            failure_threshold: self.failure_threshold,
+            success_threshold: self.success_threshold,
+            ca_file: self.ca_file,
+            client_cert: self.client_cert,
+            client_key: self.client_key,
+            server_name: self.server_name,
+            insecure_skip_verify: self.insecure_skip_verify,
+            tls: self.tls,
         };
         (identity, check)
     }
@@ -121,6 +163,57 @@ pub struct RawIdentity {
     pub url: Spanned<String>,
     pub group: Option<Spanned<String>>,
     pub labels: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+impl RawCheck {
+    /// The keys set here that only mean something for HTTP checks (not `tcp://`).
+    pub fn http_only_keys(&self) -> Vec<&'static str> {
+        [
+            ("method", self.method.is_some()),
+            ("headers", self.headers.is_some()),
+            ("expect_status", self.expect_status.is_some()),
+            ("expect_json", self.expect_json.is_some()),
+            ("expect_body_contains", self.expect_body_contains.is_some()),
+            ("expect_body_regex", self.expect_body_regex.is_some()),
+            ("expect_header", self.expect_header.is_some()),
+            ("max_body_bytes", self.max_body_bytes.is_some()),
+            ("body", self.body.is_some()),
+            ("follow_redirects", self.follow_redirects.is_some()),
+            ("connection", self.connection.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+
+    /// The TLS keys set here (they need `https://`, or `tcp://` with `tls = true`).
+    pub fn tls_keys(&self) -> Vec<&'static str> {
+        [
+            ("ca_file", self.ca_file.is_some()),
+            ("client_cert", self.client_cert.is_some()),
+            ("client_key", self.client_key.is_some()),
+            ("server_name", self.server_name.is_some()),
+            ("insecure_skip_verify", self.insecure_skip_verify.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+}
+
+/// An `expect_header` entry: the exact value, or `{ regex = "..." }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawHeaderMatch {
+    Exact(String),
+    Regex(RawRegex),
+}
+
+/// `{ regex = "..." }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegex {
+    pub regex: String,
 }
 
 /// An `expect_status` entry: a code (`200`) or a class or code as a string (`"2xx"`, `"204"`).

@@ -1,23 +1,25 @@
-//! The HTTP(S) probe: resolve, connect, TLS, request, status, body, each step mapped to its own
-//! failure [`Reason`].
+//! The HTTP(S) probe: connection, request, redirects, and the response checked against the
+//! service's expectations, each failure mapped to its own [`Reason`].
 //!
-//! Connections come from the [`Pool`](super::pool::Pool) (reused) or are opened here, and are
-//! spoken to with the lean client in [`super::http1`]; a check cancelled at the deadline drops
-//! its connection, which closes the socket at once.
+//! HTTP/1.1 goes through the lean client in [`super::http1`] on connections from the
+//! [`Pool`](super::pool::Pool) (reused) or opened here; a server that picks `h2` by ALPN gets
+//! [`super::http2`]. A check cancelled at the deadline drops its connection, which closes the
+//! socket at once.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
-use std::time::SystemTime;
+use std::borrow::Cow;
 
+use bytes::Bytes;
 use http::Method;
-use http::header::{ACCEPT, CONNECTION, HOST, USER_AGENT};
-use tokio::net::TcpStream;
+use http::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, USER_AGENT};
 use tokio::time::Instant;
+use url::Url;
 
-use super::http1::{self, Connection, Stream};
+use super::http1::{self, Connection, Head, Stream};
+use super::http2::{self, H2Request, H2Response};
 use super::pool::{Endpoint, Leased};
-use super::{Outcome, Prober, Reason};
-use crate::config::{ConnectionPolicy, Expect, Service};
+use super::progress::{Failure, Phase, Progress, bounded};
+use super::{HttpVersion, Outcome, Prober, Reason, net, tls};
+use crate::config::{ConnectionPolicy, Expect, ProbeKind, Service, Target};
 
 /// Largest response head accepted. Health responses have a few small headers; a server that
 /// sends a huge header block fails fast with `invalid_response` instead of costing memory.
@@ -27,223 +29,328 @@ const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 /// need the body; a longer body is cheaper to drop with its connection.
 const MAX_DISCARD_BYTES: usize = 64 * 1024;
 
-const USER_AGENT_VALUE: &str = concat!("healthsweep/", env!("CARGO_PKG_VERSION"));
-
-/// The step a check is in, kept so a timeout can say what it interrupted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Phase {
-    Resolve = 0,
-    Connect = 1,
-    Tls = 2,
-    Request = 3,
-    Body = 4,
-    /// Waiting for a free connection slot (the open-file budget is in use).
-    Slot = 5,
-}
-
-impl Phase {
-    fn from_u8(v: u8) -> Phase {
-        match v {
-            0 => Phase::Resolve,
-            1 => Phase::Connect,
-            2 => Phase::Tls,
-            3 => Phase::Request,
-            5 => Phase::Slot,
-            _ => Phase::Body,
-        }
-    }
-
-    fn doing(self) -> &'static str {
-        match self {
-            Phase::Resolve => "resolving the host name",
-            Phase::Connect => "connecting",
-            Phase::Tls => "in the TLS handshake",
-            Phase::Request => "waiting for the response",
-            Phase::Body => "reading the body",
-            Phase::Slot => "waiting for a free connection slot (open-file limit)",
-        }
-    }
-}
-
-/// What a check has got to so far. Atomics, not cells, because the check's future is `Send`.
-#[derive(Default)]
-struct Progress {
-    phase: AtomicU8,
-    status: AtomicU16,
-    reused: AtomicBool,
-}
-
-impl Progress {
-    fn enter(&self, phase: Phase) {
-        self.phase.store(phase as u8, Ordering::Relaxed);
-    }
-    fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::Relaxed))
-    }
-    fn status(&self) -> Option<u16> {
-        Some(self.status.load(Ordering::Relaxed)).filter(|&s| s != 0)
-    }
-}
-
-/// A failed step: the reason and a message for people.
-#[derive(Debug)]
-struct Failure {
-    reason: Reason,
-    message: String,
-}
-
-impl Failure {
-    fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Failure {
-            reason,
-            message: message.into(),
-        }
-    }
-}
+pub(super) const USER_AGENT_VALUE: &str = concat!("healthsweep/", env!("CARGO_PKG_VERSION"));
 
 /// Checks `svc` once; over by `sweep_deadline` or by its own timeout, whichever is first.
 pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instant) -> Outcome {
-    let at = SystemTime::now();
-    let start = Instant::now();
-    let own_deadline = start + svc.timeout;
-    let cut_by_sweep = sweep_deadline < own_deadline;
-    let cutoff = own_deadline.min(sweep_deadline);
     let progress = Progress::default();
-
-    let result = tokio::time::timeout_at(cutoff, attempt(prober, svc, &progress)).await;
-    let duration = start.elapsed();
-    let mut outcome = match result {
-        Ok(Ok(())) => Outcome {
-            reason: None,
-            http_status: None,
-            at,
-            duration,
-            error: None,
-            reused_connection: false,
-        },
-        Ok(Err(f)) => Outcome::failed(f.reason, at, duration, f.message),
-        Err(_) if cut_by_sweep => Outcome::failed(
-            Reason::DeadlineExceeded,
-            at,
-            duration,
-            format!(
-                "sweep deadline reached after {} while {}",
-                fmt_ms(duration),
-                progress.phase().doing()
-            ),
-        ),
-        Err(_) => Outcome::failed(
-            Reason::Timeout,
-            at,
-            duration,
-            format!(
-                "timed out after {} while {}",
-                humantime::format_duration(svc.timeout),
-                progress.phase().doing()
-            ),
-        ),
-    };
-    outcome.http_status = progress.status();
-    outcome.reused_connection = progress.reused.load(Ordering::Relaxed);
-    outcome
+    bounded(
+        svc,
+        sweep_deadline,
+        &progress,
+        attempt(prober, svc, &progress),
+    )
+    .await
 }
 
-/// The check proper; `check` bounds it in time.
+/// The check proper: the request, any redirects, the final response's expectations.
 async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<(), Failure> {
-    let reuse = svc.connection == ConnectionPolicy::Reuse;
-    let endpoint = Endpoint::of(&svc.target);
-    let pooled = if reuse {
-        prober.pool.take(endpoint)
-    } else {
-        None
-    };
-    let (mut leased, reused) = match pooled {
-        Some(l) => (l, true),
-        // Boxed: connecting is brief, and its state should not stay in every check's future
-        // for the long wait for the response (thousands of checks wait at once).
-        None => (Box::pin(open(prober, svc, progress)).await?, false),
-    };
-    progress.reused.store(reused, Ordering::Relaxed);
-    progress.enter(Phase::Request);
-    let head_request = svc.method == Method::HEAD;
-    let head = match exchange(&mut leased.connection, svc, reuse, head_request).await {
-        Ok(h) => h,
-        Err(e) if reused && e.before_response() => {
-            // The server closed the idle connection as we sent on it: once more, on a new one.
-            progress.reused.store(false, Ordering::Relaxed);
-            drop(leased);
-            leased = Box::pin(open(prober, svc, progress)).await?;
-            progress.enter(Phase::Request);
-            exchange(&mut leased.connection, svc, reuse, head_request)
-                .await
-                .map_err(classify)?
-        }
-        Err(e) => return Err(classify(e)),
-    };
-    progress.status.store(head.status, Ordering::Relaxed);
-    let verdict = if !svc.expect.status_ok_code(head.status) {
-        Err(Failure::new(
-            Reason::HttpStatus,
-            format!("status {}, expected {}", head.status, expected(&svc.expect)),
-        ))
-    } else if svc.expect.needs_body() {
-        progress.enter(Phase::Body);
-        let body = leased
-            .connection
-            .read_body(&head, svc.max_body_bytes)
-            .await
-            .map_err(classify)?;
-        return check_body(&svc.expect, &body).inspect(|()| {
-            if reuse && head.keep_alive {
-                prober.pool.put(endpoint, leased);
+    let mut hop = Hop::first(svc);
+    let mut followed = 0;
+    loop {
+        let response = send(prober, svc, &hop, progress).await?;
+        if svc.follow_redirects > 0
+            && is_redirect(response.status())
+            && let Some(location) = response.header("location")
+        {
+            if followed == svc.follow_redirects {
+                return Err(Failure::new(
+                    Reason::TooManyRedirects,
+                    format!(
+                        "still redirected after {followed} redirect(s) (follow_redirects = {})",
+                        svc.follow_redirects
+                    ),
+                ));
             }
-        });
-    } else {
-        Ok(())
-    };
-    if reuse
-        && leased
-            .connection
-            .discard_body(&head, MAX_DISCARD_BYTES)
-            .await
-            .unwrap_or(false)
-    {
-        prober.pool.put(endpoint, leased);
+            let next = hop.redirected(svc, &location, response.status())?;
+            response.finish(prober, false).await;
+            hop = next;
+            followed += 1;
+            progress.redirected();
+            continue;
+        }
+        return evaluate(prober, svc, response, progress).await;
     }
-    verdict
 }
 
-/// A new connection for `svc`: a descriptor slot, then resolve, connect and (for https) TLS.
-async fn open(prober: &Prober, svc: &Service, progress: &Progress) -> Result<Leased, Failure> {
-    let target = &svc.target;
-    progress.enter(Phase::Slot);
-    let slot = prober.pool.slot().await;
-    progress.enter(Phase::Resolve);
-    let addrs = match target.ip {
-        Some(ip) => vec![SocketAddr::new(ip, target.port)],
-        None => prober
-            .resolve(svc.resolver, &target.host, target.port)
-            .await
-            .map_err(|e| Failure::new(Reason::Dns, format!("resolving {}: {e}", target.host)))?,
-    };
-    progress.enter(Phase::Connect);
-    let tcp = connect_any(&addrs).await?;
-    let stream = if target.tls {
-        progress.enter(Phase::Tls);
-        // Boxed: the handshake state is large, and only https checks should pay for it in
-        // their future (thousands of checks are in flight at once).
-        Stream::Tls(Box::new(
-            Box::pin(tls_handshake(prober, &target.host, tcp)).await?,
-        ))
+fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// Checks the final response against the expectations, then keeps or closes its connection.
+async fn evaluate(
+    prober: &Prober,
+    svc: &Service,
+    mut response: Response,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let expect = &svc.expect;
+    let status = response.status();
+    if !expect.status_ok_code(status) {
+        response.finish(prober, false).await;
+        return Err(Failure::new(
+            Reason::HttpStatus,
+            format!("status {status}, expected {}", expected(expect)),
+        ));
+    }
+    for (name, want) in &expect.headers {
+        let verdict = match response.header(name.as_str()) {
+            None => Some(format!("response has no {name} header, expected {want}")),
+            Some(got) if !want.matches(&got) => Some(format!(
+                "header {name} is {:?}, expected {want}",
+                shorten(&got)
+            )),
+            Some(_) => None,
+        };
+        if let Some(message) = verdict {
+            response.finish(prober, false).await;
+            return Err(Failure::new(Reason::HeaderMismatch, message));
+        }
+    }
+    if expect.needs_body() {
+        progress.enter(Phase::Body);
+        let body = response.read_body(svc.max_body_bytes).await?;
+        check_body(expect, &body)?;
+        response.finish(prober, true).await;
     } else {
-        Stream::Plain(tcp)
+        response.finish(prober, false).await;
+    }
+    Ok(())
+}
+
+/// One request of a check: the service's own, or one to where a redirect pointed.
+struct Hop<'a> {
+    target: Cow<'a, Target>,
+    method: Method,
+    body: Option<Bytes>,
+    /// The URL of this request, once a redirect made it differ from the service's.
+    url: Option<Url>,
+    /// Still the service's own origin: only then are its credentials and `server_name` used.
+    same_origin: bool,
+}
+
+impl<'a> Hop<'a> {
+    fn first(svc: &'a Service) -> Self {
+        Hop {
+            target: Cow::Borrowed(&svc.target),
+            method: svc.method.clone(),
+            body: svc.body.clone(),
+            url: None,
+            same_origin: true,
+        }
+    }
+
+    /// The request a `status` redirect to `location` asks for.
+    fn redirected(&self, svc: &Service, location: &str, status: u16) -> Result<Hop<'a>, Failure> {
+        let bad = |why: &str| {
+            Failure::new(
+                Reason::InvalidResponse,
+                format!("redirect with an unusable Location: {why}"),
+            )
+        };
+        let base = match &self.url {
+            Some(u) => u.clone(),
+            None => Url::parse(&svc.url).map_err(|_| bad("the service URL"))?,
+        };
+        let mut next = base.join(location).map_err(|_| bad("not a URL"))?;
+        let (target, kind) = crate::config::target_of(&next).map_err(|e| bad(&e))?;
+        if kind != ProbeKind::Http {
+            return Err(bad("not http or https"));
+        }
+        // Credentials never travel in a followed URL.
+        let _ = next.set_password(None);
+        let _ = next.set_username("");
+        let same_origin = self.same_origin
+            && target.tls == svc.target.tls
+            && target.host == svc.target.host
+            && target.port == svc.target.port;
+        // Like browsers and curl: 303 always, and 301/302 after a POST, continue with GET.
+        let to_get = status == 303 || (matches!(status, 301 | 302) && self.method == Method::POST);
+        Ok(Hop {
+            target: Cow::Owned(target),
+            method: if to_get {
+                Method::GET
+            } else {
+                self.method.clone()
+            },
+            body: if to_get { None } else { self.body.clone() },
+            url: Some(next),
+            same_origin,
+        })
+    }
+}
+
+/// A response whose head has arrived.
+enum Response {
+    H1 {
+        leased: Leased,
+        head: Head,
+        endpoint: Endpoint,
+        reuse: bool,
+    },
+    H2(Box<H2Response>),
+}
+
+impl Response {
+    fn status(&self) -> u16 {
+        match self {
+            Response::H1 { head, .. } => head.status,
+            Response::H2(r) => r.status(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        match self {
+            Response::H1 { head, .. } => head.header(name),
+            Response::H2(r) => r.header(name),
+        }
+    }
+
+    async fn read_body(&mut self, cap: usize) -> Result<Bytes, Failure> {
+        match self {
+            Response::H1 { leased, head, .. } => leased
+                .connection
+                .read_body(head, cap)
+                .await
+                .map_err(classify),
+            Response::H2(r) => r.read_body(cap).await,
+        }
+    }
+
+    /// Keeps the connection for the next check when the policy and the response allow it
+    /// (`body_read`: the body has been read already), else closes it.
+    async fn finish(self, prober: &Prober, body_read: bool) {
+        let Response::H1 {
+            mut leased,
+            head,
+            endpoint,
+            reuse,
+        } = self
+        else {
+            return;
+        };
+        if !reuse || !head.keep_alive {
+            return;
+        }
+        let clean = body_read
+            || leased
+                .connection
+                .discard_body(&head, MAX_DISCARD_BYTES)
+                .await
+                .unwrap_or(false);
+        if clean && leased.connection.is_clean() {
+            prober.pool.put(endpoint, leased);
+        }
+    }
+}
+
+/// Sends `hop`'s request on a kept connection if there is one (once more on a new one if the
+/// server had closed it), else on a new connection, and reads the response head.
+async fn send(
+    prober: &Prober,
+    svc: &Service,
+    hop: &Hop<'_>,
+    progress: &Progress,
+) -> Result<Response, Failure> {
+    let reuse = svc.connection == ConnectionPolicy::Reuse;
+    let endpoint = Endpoint::of(&hop.target);
+    let keep_raw = svc.follow_redirects > 0 || !svc.expect.headers.is_empty();
+    if reuse && let Some(mut leased) = prober.pool.take(endpoint) {
+        progress.reused(true);
+        progress.tls(leased.tls.clone());
+        progress.enter(Phase::Request);
+        match exchange(&mut leased.connection, svc, hop, reuse, keep_raw).await {
+            Ok(head) => {
+                progress.response(head.status, h1_version(&head));
+                return Ok(Response::H1 {
+                    leased,
+                    head,
+                    endpoint,
+                    reuse,
+                });
+            }
+            // The server closed the idle connection as we sent on it: on to a new one.
+            Err(e) if e.before_response() => progress.reused(false),
+            Err(e) => return Err(classify(e)),
+        }
+    }
+    // Boxed: connecting is brief, and its state should not stay in every check's future for
+    // the long wait for the response (thousands of checks wait at once).
+    match Box::pin(open(prober, svc, hop, progress)).await? {
+        Opened::H1(mut leased) => {
+            progress.enter(Phase::Request);
+            let head = exchange(&mut leased.connection, svc, hop, reuse, keep_raw)
+                .await
+                .map_err(classify)?;
+            progress.response(head.status, h1_version(&head));
+            Ok(Response::H1 {
+                leased,
+                head,
+                endpoint,
+                reuse,
+            })
+        }
+        Opened::H2(stream, slot) => {
+            progress.enter(Phase::Request);
+            let request = H2Request {
+                authority: &hop.target.authority,
+                path_and_query: hop.target.path_and_query.as_str(),
+                method: &hop.method,
+                body: hop.body.clone(),
+                with_credentials: hop.same_origin,
+            };
+            let response = Box::pin(http2::send(stream, slot, svc, request)).await?;
+            progress.response(response.status(), HttpVersion::Http2);
+            Ok(Response::H2(Box::new(response)))
+        }
+    }
+}
+
+fn h1_version(head: &Head) -> HttpVersion {
+    if head.minor_version == 0 {
+        HttpVersion::Http10
+    } else {
+        HttpVersion::Http11
+    }
+}
+
+/// A new connection, ready for a request.
+enum Opened {
+    H1(Leased),
+    /// The server chose HTTP/2.
+    H2(Stream, super::pool::Slot),
+}
+
+/// A new connection for `hop`: TCP, then (for https) TLS, which may choose HTTP/2.
+async fn open(
+    prober: &Prober,
+    svc: &Service,
+    hop: &Hop<'_>,
+    progress: &Progress,
+) -> Result<Opened, Failure> {
+    let (tcp, slot) = net::connect(prober, svc, &hop.target, progress).await?;
+    let (stream, facts) = if hop.target.tls {
+        progress.enter(Phase::Tls);
+        let name = match (&svc.server_name, hop.same_origin) {
+            (Some(n), true) => n,
+            _ => hop.target.host.as_str(),
+        };
+        // Boxed like the caller: the handshake's state is large and brief.
+        let (tls_stream, facts) = Box::pin(tls::handshake(&prober.tls(svc), name, tcp)).await?;
+        progress.tls(facts.clone());
+        if tls::negotiated_h2(&tls_stream) {
+            return Ok(Opened::H2(Stream::Tls(Box::new(tls_stream)), slot));
+        }
+        (Stream::Tls(Box::new(tls_stream)), facts)
+    } else {
+        (Stream::Plain(tcp), None)
     };
-    Ok(Leased {
+    Ok(Opened::H1(Leased {
         connection: Connection::new(stream),
         opened: Instant::now(),
         _slot: slot,
-    })
+        tls: facts,
+    }))
 }
 
 /// Sends the request and reads the response head. The request is rendered here and dropped once
@@ -251,12 +358,19 @@ async fn open(prober: &Prober, svc: &Service, progress: &Progress) -> Result<Lea
 async fn exchange(
     connection: &mut Connection,
     svc: &Service,
+    hop: &Hop<'_>,
     keep_alive: bool,
-    head_request: bool,
-) -> Result<http1::Head, http1::Error> {
-    connection.send(&render_request(svc, keep_alive)).await?;
+    keep_raw: bool,
+) -> Result<Head, http1::Error> {
     connection
-        .read_head(head_request, MAX_RESPONSE_HEAD_BYTES)
+        .send(&render_request(svc, hop, keep_alive))
+        .await?;
+    connection
+        .read_head(
+            hop.method == Method::HEAD,
+            MAX_RESPONSE_HEAD_BYTES,
+            keep_raw,
+        )
         .await
 }
 
@@ -278,12 +392,14 @@ fn classify(e: http1::Error) -> Failure {
 }
 
 /// The request as bytes on the wire. Configured headers come last and replace the defaults
-/// (`Host`, `User-Agent`, `Accept`, `Connection`) they name.
-fn render_request(svc: &Service, keep_alive: bool) -> Vec<u8> {
-    let mut r = Vec::with_capacity(256);
-    r.extend_from_slice(svc.method.as_str().as_bytes());
+/// (`Host`, `User-Agent`, `Accept`, `Connection`) they name; after a redirect to another origin
+/// the service's `Host` and `Authorization` are not sent.
+fn render_request(svc: &Service, hop: &Hop<'_>, keep_alive: bool) -> Vec<u8> {
+    let body = hop.body.as_deref().unwrap_or_default();
+    let mut r = Vec::with_capacity(256 + body.len());
+    r.extend_from_slice(hop.method.as_str().as_bytes());
     r.push(b' ');
-    r.extend_from_slice(svc.target.path_and_query.as_str().as_bytes());
+    r.extend_from_slice(hop.target.path_and_query.as_str().as_bytes());
     r.extend_from_slice(b" HTTP/1.1\r\n");
     let mut line = |name: &[u8], value: &[u8]| {
         r.extend_from_slice(name);
@@ -291,8 +407,9 @@ fn render_request(svc: &Service, keep_alive: bool) -> Vec<u8> {
         r.extend_from_slice(value);
         r.extend_from_slice(b"\r\n");
     };
-    if !svc.has_header(&HOST) {
-        line(b"Host", svc.target.authority.as_bytes());
+    let own_host = hop.same_origin && svc.has_header(&HOST);
+    if !own_host {
+        line(b"Host", hop.target.authority.as_bytes());
     }
     if !svc.has_header(&USER_AGENT) {
         line(b"User-Agent", USER_AGENT_VALUE.as_bytes());
@@ -306,41 +423,18 @@ fn render_request(svc: &Service, keep_alive: bool) -> Vec<u8> {
             if keep_alive { b"keep-alive" } else { b"close" },
         );
     }
+    if hop.body.is_some() && !svc.has_header(&CONTENT_LENGTH) {
+        line(b"Content-Length", body.len().to_string().as_bytes());
+    }
     for (name, value) in svc.headers.iter() {
+        if !hop.same_origin && (name == HOST || name == AUTHORIZATION) {
+            continue;
+        }
         line(name.as_str().as_bytes(), value.as_bytes());
     }
     r.extend_from_slice(b"\r\n");
+    r.extend_from_slice(body);
     r
-}
-
-/// Tries each address in turn until one connects; the error names the last one tried.
-async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, Failure> {
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            // No TCP_NODELAY: a request is one write on a connection with nothing unacknowledged,
-            // which Nagle never delays, so the extra syscall per connection would buy nothing.
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = Some((addr, e)),
-        }
-    }
-    Err(match last {
-        Some((addr, e)) => Failure::new(Reason::Connect, format!("connect {addr}: {e}")),
-        None => Failure::new(Reason::Connect, "no address to connect to"),
-    })
-}
-
-async fn tls_handshake(
-    prober: &Prober,
-    host: &str,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| Failure::new(Reason::Tls, format!("invalid TLS server name {host}: {e}")))?;
-    tokio_rustls::TlsConnector::from(prober.tls())
-        .connect(name, tcp)
-        .await
-        .map_err(|e| Failure::new(Reason::Tls, format!("TLS handshake with {host}: {e}")))
 }
 
 fn check_body(expect: &Expect, body: &[u8]) -> Result<(), Failure> {
@@ -354,6 +448,14 @@ fn check_body(expect: &Expect, body: &[u8]) -> Result<(), Failure> {
                 format!("body does not contain {:?}", shorten(needle)),
             ));
         }
+    }
+    if let Some(re) = &expect.body_regex
+        && !re.is_match(body)
+    {
+        return Err(Failure::new(
+            Reason::BodyMismatch,
+            format!("body does not match /{}/", shorten(re.as_str())),
+        ));
     }
     if expect.json.is_empty() {
         return Ok(());
@@ -422,10 +524,6 @@ fn shorten(s: &str) -> String {
         t.push('…');
         t
     }
-}
-
-fn fmt_ms(d: std::time::Duration) -> String {
-    format!("{}ms", d.as_millis())
 }
 
 #[cfg(test)]

@@ -131,6 +131,24 @@ pub struct Head {
     pub framing: Framing,
     /// Whether the connection may carry another request after this response's body.
     pub keep_alive: bool,
+    /// `HTTP/1.x`: 0 or 1.
+    pub minor_version: u8,
+    /// The raw head, kept only when asked for (a check that looks at headers).
+    pub raw: Option<Bytes>,
+}
+
+impl Head {
+    /// The value of header `name` (the first, if repeated), from the raw head.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let raw = self.raw.as_ref()?;
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut storage);
+        r.parse(raw).ok()?;
+        r.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    }
 }
 
 /// One HTTP/1.1 connection: the stream and the bytes read from it but not consumed yet.
@@ -158,8 +176,14 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads the response head (skipping `1xx` interim responses), at most `max_head` bytes.
-    pub async fn read_head(&mut self, head_request: bool, max_head: usize) -> Result<Head, Error> {
+    /// Reads the response head (skipping `1xx` interim responses), at most `max_head` bytes;
+    /// with `keep_raw`, the head's bytes stay available for [`Head::header`].
+    pub async fn read_head(
+        &mut self,
+        head_request: bool,
+        max_head: usize,
+        keep_raw: bool,
+    ) -> Result<Head, Error> {
         loop {
             let parsed = loop {
                 if let Some(p) = parse_head(&self.buf, head_request)? {
@@ -177,14 +201,22 @@ impl Connection {
                     return Err(Error::Closed(when));
                 }
             };
-            self.buf.advance(parsed.len);
             if (100..200).contains(&parsed.status) && parsed.status != 101 {
+                self.buf.advance(parsed.len);
                 continue;
             }
+            let raw = if keep_raw {
+                Some(Bytes::copy_from_slice(&self.buf[..parsed.len]))
+            } else {
+                None
+            };
+            self.buf.advance(parsed.len);
             return Ok(Head {
                 status: parsed.status,
                 framing: parsed.framing,
                 keep_alive: parsed.keep_alive,
+                minor_version: parsed.minor_version,
+                raw,
             });
         }
     }
@@ -384,6 +416,7 @@ impl Connection {
 struct Parsed {
     len: usize,
     status: u16,
+    minor_version: u8,
     framing: Framing,
     keep_alive: bool,
 }
@@ -450,6 +483,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Parsed>, Error> {
     Ok(Some(Parsed {
         len,
         status,
+        minor_version: r.version.unwrap_or(1),
         keep_alive: !close && framing != Framing::UntilClose,
         framing,
     }))
@@ -557,7 +591,7 @@ mod tests {
         const R: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
         for step in [1, 3, 7, R.len()] {
             let mut c = against(R, step).await;
-            let h = c.read_head(false, 8192).await.expect("head");
+            let h = c.read_head(false, 8192, false).await.expect("head");
             assert_eq!(h.status, 200);
             let body = c.read_body(&h, 1024).await.expect("body");
             assert_eq!(&body[..], b"hello world", "step {step}");
@@ -572,7 +606,7 @@ mod tests {
             5,
         )
         .await;
-        let h = c.read_head(false, 8192).await.expect("head");
+        let h = c.read_head(false, 8192, false).await.expect("head");
         assert_eq!(h.status, 200);
         assert_eq!(&c.read_body(&h, 10).await.expect("body")[..], b"ok");
     }
@@ -580,19 +614,19 @@ mod tests {
     #[tokio::test]
     async fn bodies_past_the_cap_fail_early_and_are_not_drained() {
         let mut c = against(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", 64).await;
-        let h = c.read_head(false, 8192).await.expect("head");
+        let h = c.read_head(false, 8192, false).await.expect("head");
         assert!(matches!(
             c.read_body(&h, 10).await,
             Err(Error::BodyTooLarge(10))
         ));
         let mut c = against(b"HTTP/1.1 200 OK\r\n\r\n0123456789abcdef", 4).await;
-        let h = c.read_head(false, 8192).await.expect("head");
+        let h = c.read_head(false, 8192, false).await.expect("head");
         assert!(matches!(
             c.read_body(&h, 10).await,
             Err(Error::BodyTooLarge(10))
         ));
         let mut c = against(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", 64).await;
-        let h = c.read_head(false, 8192).await.expect("head");
+        let h = c.read_head(false, 8192, false).await.expect("head");
         assert!(
             !c.discard_body(&h, 10).await.expect("decided"),
             "too large to drain for reuse"
@@ -602,10 +636,10 @@ mod tests {
     #[tokio::test]
     async fn a_close_before_any_byte_is_retryable_and_a_short_body_is_not() {
         let mut c = against(b"", 1).await;
-        let e = c.read_head(false, 8192).await.expect_err("closed");
+        let e = c.read_head(false, 8192, false).await.expect_err("closed");
         assert!(e.before_response(), "{e}");
         let mut c = against(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", 64).await;
-        let h = c.read_head(false, 8192).await.expect("head");
+        let h = c.read_head(false, 8192, false).await.expect("head");
         let e = c.read_body(&h, 100).await.expect_err("short");
         assert!(matches!(e, Error::Closed(_)) && !e.before_response(), "{e}");
     }
@@ -615,7 +649,7 @@ mod tests {
         const BIG: &[u8] = b"HTTP/1.1 200 OK\r\nX-Junk: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
         let mut c = against(BIG, 16).await;
         assert!(matches!(
-            c.read_head(false, 64).await,
+            c.read_head(false, 64, false).await,
             Err(Error::HeadTooLarge(64))
         ));
     }

@@ -8,17 +8,23 @@
 mod dns;
 mod http;
 mod http1;
+mod http2;
+mod net;
 mod pool;
+mod progress;
+mod tcp;
+mod tls;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::ClientConfig;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::config::Service;
+use crate::config::{ProbeKind, Service, TlsClient, TlsOptions};
+
+pub use tls::TlsFacts;
 
 /// Why a check failed. A closed set: each is a metric label value and a documented meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -28,8 +34,15 @@ pub enum Reason {
     Dns,
     /// No TCP connection could be made (refused, unreachable).
     Connect,
-    /// The TLS handshake failed.
-    Tls,
+    /// The TLS handshake failed (a protocol error, an alert from the server such as a missing
+    /// client certificate, or the peer is not speaking TLS).
+    TlsHandshake,
+    /// The server's certificate (or one in its chain) has expired or is not valid yet.
+    TlsCertExpired,
+    /// The server's certificate does not chain to a trusted CA.
+    TlsUnknownIssuer,
+    /// The server's certificate is not valid for the name checked.
+    TlsHostnameMismatch,
     /// The check's own `timeout` ran out.
     Timeout,
     /// The sweep deadline arrived before the check finished (or started).
@@ -44,14 +57,21 @@ pub enum Reason {
     BodyMismatch,
     /// The body is longer than `max_body_bytes`.
     BodyTooLarge,
+    /// A response header in `expect_header` is missing or has another value.
+    HeaderMismatch,
+    /// More redirects than `follow_redirects` allows (a redirect loop, say).
+    TooManyRedirects,
 }
 
 impl Reason {
     /// Every reason, in a stable order (for docs and exhaustive tests).
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Dns,
         Reason::Connect,
-        Reason::Tls,
+        Reason::TlsHandshake,
+        Reason::TlsCertExpired,
+        Reason::TlsUnknownIssuer,
+        Reason::TlsHostnameMismatch,
         Reason::Timeout,
         Reason::DeadlineExceeded,
         Reason::ConnectionClosed,
@@ -59,14 +79,27 @@ impl Reason {
         Reason::HttpStatus,
         Reason::BodyMismatch,
         Reason::BodyTooLarge,
+        Reason::HeaderMismatch,
+        Reason::TooManyRedirects,
     ];
+
+    /// Position in [`Reason::ALL`], for per-reason counters.
+    pub fn index(self) -> usize {
+        Reason::ALL
+            .iter()
+            .position(|&r| r == self)
+            .expect("every reason is in ALL")
+    }
 
     /// The label value, as in `/status` and `/metrics`.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Dns => "dns",
             Reason::Connect => "connect",
-            Reason::Tls => "tls",
+            Reason::TlsHandshake => "tls_handshake",
+            Reason::TlsCertExpired => "tls_cert_expired",
+            Reason::TlsUnknownIssuer => "tls_unknown_issuer",
+            Reason::TlsHostnameMismatch => "tls_hostname_mismatch",
             Reason::Timeout => "timeout",
             Reason::DeadlineExceeded => "deadline_exceeded",
             Reason::ConnectionClosed => "connection_closed",
@@ -74,6 +107,8 @@ impl Reason {
             Reason::HttpStatus => "http_status",
             Reason::BodyMismatch => "body_mismatch",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::HeaderMismatch => "header_mismatch",
+            Reason::TooManyRedirects => "too_many_redirects",
         }
     }
 }
@@ -99,12 +134,65 @@ pub struct Outcome {
     pub error: Option<Box<str>>,
     /// Whether the check ran on a connection kept from an earlier check.
     pub reused_connection: bool,
+    /// Passed, but slower than the service's `max_latency`.
+    pub degraded: bool,
+    /// The HTTP version of the (last) response.
+    pub http_version: Option<HttpVersion>,
+    /// Redirects followed.
+    pub redirects: u8,
+    /// What the TLS handshake showed (certificate expiry), when there was one. Boxed: most
+    /// outcomes have none, and a snapshot holds one outcome per service.
+    pub tls: Option<Arc<TlsFacts>>,
+}
+
+/// An HTTP version a response came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    Http10,
+    Http11,
+    Http2,
+}
+
+impl HttpVersion {
+    /// As in `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Http10 => "1.0",
+            HttpVersion::Http11 => "1.1",
+            HttpVersion::Http2 => "2",
+        }
+    }
+
+    /// As blackbox_exporter's `probe_http_version`.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            HttpVersion::Http10 => 1.0,
+            HttpVersion::Http11 => 1.1,
+            HttpVersion::Http2 => 2.0,
+        }
+    }
 }
 
 impl Outcome {
     /// Whether the check passed.
     pub fn ok(&self) -> bool {
         self.reason.is_none()
+    }
+
+    /// A passed outcome, without anything a response would add.
+    pub fn passed(at: SystemTime, duration: Duration) -> Self {
+        Outcome {
+            reason: None,
+            http_status: None,
+            at,
+            duration,
+            error: None,
+            reused_connection: false,
+            degraded: false,
+            http_version: None,
+            redirects: 0,
+            tls: None,
+        }
     }
 
     /// A failed outcome.
@@ -121,6 +209,10 @@ impl Outcome {
             duration,
             error: Some(truncate(error.into()).into_boxed_str()),
             reused_connection: false,
+            degraded: false,
+            http_version: None,
+            redirects: 0,
+            tls: None,
         }
     }
 }
@@ -143,7 +235,9 @@ fn truncate(mut s: String) -> String {
 /// Runs checks. One per daemon, shared by every sweep: it holds what outlives a check (the
 /// connection budget and idle connections, the TLS trust roots) so a check never rebuilds it.
 pub struct Prober {
-    tls: OnceLock<Arc<ClientConfig>>,
+    /// The default TLS clients (system roots), for HTTPS (offering HTTP/2) and for TCP.
+    tls_http: OnceLock<Arc<TlsClient>>,
+    tls_tcp: OnceLock<Arc<TlsClient>>,
     pool: pool::Pool,
     /// Built on first use, like the TLS roots: a fleet of IP addresses never needs it.
     async_resolver: OnceLock<dns::Resolver>,
@@ -156,7 +250,8 @@ impl Prober {
     /// idle): the descriptors the daemon may spend on checks.
     pub fn new(connection_budget: usize) -> Self {
         Prober {
-            tls: OnceLock::new(),
+            tls_http: OnceLock::new(),
+            tls_tcp: OnceLock::new(),
             pool: pool::Pool::new(connection_budget),
             async_resolver: OnceLock::new(),
             lookups: tokio::sync::Semaphore::new(dns::MAX_CONCURRENT_LOOKUPS),
@@ -186,7 +281,10 @@ impl Prober {
     /// Checks `service` once. The check ends by `deadline` (the sweep's) at the latest, or by its
     /// own timeout if that comes first.
     pub async fn check(&self, service: &Service, deadline: Instant) -> Outcome {
-        http::check(self, service, deadline).await
+        match service.kind {
+            ProbeKind::Http => http::check(self, service, deadline).await,
+            ProbeKind::Tcp => tcp::check(self, service, deadline).await,
+        }
     }
 
     /// The addresses of `host` (with `port`) by the resolver of `kind`.
@@ -217,36 +315,28 @@ impl Prober {
         lookup.await
     }
 
-    /// The TLS client config, built on first use: loading the system's CA roots costs a few
-    /// milliseconds and a few hundred KiB that a plain-HTTP fleet never needs.
-    fn tls(&self) -> Arc<ClientConfig> {
-        self.tls
-            .get_or_init(|| Arc::new(build_tls_config()))
-            .clone()
+    /// The TLS client of `service`: its own, or the default one built on first use (loading the
+    /// system's CA roots costs milliseconds and a few hundred KiB a plain-HTTP fleet never needs).
+    fn tls(&self, service: &Service) -> Arc<TlsClient> {
+        if let Some(own) = &service.tls {
+            return own.clone();
+        }
+        let (cell, alpn_http) = match service.kind {
+            ProbeKind::Http => (&self.tls_http, true),
+            ProbeKind::Tcp => (&self.tls_tcp, false),
+        };
+        cell.get_or_init(|| {
+            let options = TlsOptions {
+                alpn_http,
+                ..TlsOptions::default()
+            };
+            Arc::new(
+                crate::config::tls_build(&options)
+                    .expect("the default TLS client reads no files and cannot fail"),
+            )
+        })
+        .clone()
     }
-}
-
-fn build_tls_config() -> ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for err in &found.errors {
-        tracing::warn!(error = %err, "could not load some system CA certificates");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!(
-            ignored,
-            "no system CA certificates found; https checks will fail with reason tls"
-        );
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config
 }
 
 #[cfg(test)]

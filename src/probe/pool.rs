@@ -39,6 +39,8 @@ pub struct Leased {
     pub opened: Instant,
     /// Held for as long as the connection is open; dropping both frees the descriptor.
     pub _slot: Slot,
+    /// What the TLS handshake showed, reported again by every check on the connection.
+    pub tls: Option<std::sync::Arc<super::TlsFacts>>,
 }
 
 /// Where a connection goes: connections to the same endpoint are interchangeable.

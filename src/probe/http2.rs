@@ -1,0 +1,157 @@
+//! HTTP/2, for HTTPS checks whose server chose `h2` by ALPN: one request over hyper's HTTP/2
+//! client on a connection of its own, closed after the check (HTTP/2 connections are not
+//! pooled; HTTP/1.1, the common case for health endpoints, goes through [`super::http1`]).
+
+use bytes::{Bytes, BytesMut};
+use http::header::{ACCEPT, CONNECTION, HOST, HeaderValue, USER_AGENT};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::task::JoinHandle;
+
+use super::Reason;
+use super::http1::Stream;
+use super::pool::Slot;
+use super::progress::Failure;
+use crate::config::Service;
+
+/// A response, with the connection kept alive (and its descriptor counted) until dropped.
+pub struct H2Response {
+    response: Response<Incoming>,
+    _connection: AbortOnDrop,
+    _slot: Slot,
+}
+
+/// The connection's task must not outlive the check.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What one HTTP/2 request carries.
+pub struct H2Request<'a> {
+    pub authority: &'a HeaderValue,
+    pub path_and_query: &'a str,
+    pub method: &'a http::Method,
+    pub body: Option<Bytes>,
+    /// Send the service's `Authorization` header (not to another origin after a redirect).
+    pub with_credentials: bool,
+}
+
+/// Sends `req` over a new HTTP/2 connection on `stream`.
+pub async fn send(
+    stream: Stream,
+    slot: Slot,
+    svc: &Service,
+    req: H2Request<'_>,
+) -> Result<H2Response, Failure> {
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| classify(&e))?;
+    let connection = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let authority = req.authority.to_str().unwrap_or_default();
+    let uri = format!("https://{authority}{}", req.path_and_query);
+    let mut request = Request::builder()
+        .method(req.method.clone())
+        .uri(uri)
+        .body(Full::new(req.body.unwrap_or_default()))
+        .map_err(|e| {
+            Failure::new(
+                Reason::InvalidResponse,
+                format!("building the request: {e}"),
+            )
+        })?;
+    let headers = request.headers_mut();
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(super::http::USER_AGENT_VALUE),
+    );
+    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    for (name, value) in svc.headers.iter() {
+        // HTTP/2 carries the host in :authority and has no connection-level headers.
+        if name == HOST || name == CONNECTION {
+            continue;
+        }
+        if name == http::header::AUTHORIZATION && !req.with_credentials {
+            continue;
+        }
+        headers.insert(name.clone(), value.clone());
+    }
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(H2Response {
+        response,
+        _connection: connection,
+        _slot: slot,
+    })
+}
+
+impl H2Response {
+    pub fn status(&self) -> u16 {
+        self.response.status().as_u16()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.response
+            .headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    /// The whole body, never more than `cap` bytes.
+    pub async fn read_body(&mut self, cap: usize) -> Result<Bytes, Failure> {
+        let too_large = || {
+            Failure::new(
+                Reason::BodyTooLarge,
+                format!("body is larger than max_body_bytes ({cap} bytes)"),
+            )
+        };
+        let declared = self
+            .response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > cap as u64) {
+            return Err(too_large());
+        }
+        let mut buf = BytesMut::new();
+        while let Some(frame) = self.response.body_mut().frame().await {
+            let frame = frame.map_err(|e| classify(&e))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > cap {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf.freeze())
+    }
+}
+
+fn classify(e: &hyper::Error) -> Failure {
+    let reason = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        Reason::InvalidResponse
+    } else if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        Reason::ConnectionClosed
+    } else {
+        Reason::InvalidResponse
+    };
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    Failure::new(reason, message)
+}

@@ -1,0 +1,168 @@
+//! What every probe shares: the step a check is in ([`Progress`]), a failed step
+//! ([`Failure`]), and [`bounded`], which runs a check under its time limit and turns the result
+//! into an [`Outcome`].
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::{HttpVersion, Outcome, Reason, TlsFacts};
+use crate::config::Service;
+
+/// The step a check is in, kept so a timeout can say what it interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Resolve = 0,
+    Connect = 1,
+    Tls = 2,
+    Request = 3,
+    Body = 4,
+    /// Waiting for a free connection slot (the open-file budget is in use).
+    Slot = 5,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Resolve,
+            1 => Phase::Connect,
+            2 => Phase::Tls,
+            3 => Phase::Request,
+            5 => Phase::Slot,
+            _ => Phase::Body,
+        }
+    }
+
+    fn doing(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolving the host name",
+            Phase::Connect => "connecting",
+            Phase::Tls => "in the TLS handshake",
+            Phase::Request => "waiting for the response",
+            Phase::Body => "reading the body",
+            Phase::Slot => "waiting for a free connection slot (open-file limit)",
+        }
+    }
+}
+
+/// What a check has got to so far. Shared by reference with the check's future, so it survives
+/// the future being cut off at the deadline; atomics because that future is `Send`.
+#[derive(Default)]
+pub struct Progress {
+    phase: AtomicU8,
+    status: AtomicU16,
+    version: AtomicU8,
+    redirects: AtomicU8,
+    reused: AtomicBool,
+    tls: Mutex<Option<Arc<TlsFacts>>>,
+}
+
+impl Progress {
+    pub fn enter(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    pub fn response(&self, status: u16, version: HttpVersion) {
+        self.status.store(status, Ordering::Relaxed);
+        self.version.store(version as u8 + 1, Ordering::Relaxed);
+    }
+
+    pub fn reused(&self, reused: bool) {
+        self.reused.store(reused, Ordering::Relaxed);
+    }
+
+    pub fn redirected(&self) {
+        self.redirects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tls(&self, facts: Option<Arc<TlsFacts>>) {
+        if let Some(f) = facts {
+            *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    fn version(&self) -> Option<HttpVersion> {
+        match self.version.load(Ordering::Relaxed) {
+            1 => Some(HttpVersion::Http10),
+            2 => Some(HttpVersion::Http11),
+            3 => Some(HttpVersion::Http2),
+            _ => None,
+        }
+    }
+}
+
+/// A failed step: the reason and a message for people.
+#[derive(Debug)]
+pub struct Failure {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs `attempt` (which reports into `progress`) until it ends, until `svc`'s timeout, or until
+/// `sweep_deadline`, whichever is first, and says how it went.
+pub async fn bounded(
+    svc: &Service,
+    sweep_deadline: Instant,
+    progress: &Progress,
+    attempt: impl Future<Output = Result<(), Failure>>,
+) -> Outcome {
+    let at = SystemTime::now();
+    let start = Instant::now();
+    let own_deadline = start + svc.timeout;
+    let cut_by_sweep = sweep_deadline < own_deadline;
+    let result = tokio::time::timeout_at(own_deadline.min(sweep_deadline), attempt).await;
+    let duration = start.elapsed();
+    let mut outcome = match result {
+        Ok(Ok(())) => Outcome {
+            degraded: svc.max_latency.is_some_and(|max| duration > max),
+            ..Outcome::passed(at, duration)
+        },
+        Ok(Err(f)) => Outcome::failed(f.reason, at, duration, f.message),
+        Err(_) if cut_by_sweep => Outcome::failed(
+            Reason::DeadlineExceeded,
+            at,
+            duration,
+            format!(
+                "sweep deadline reached after {}ms while {}",
+                duration.as_millis(),
+                progress.phase().doing()
+            ),
+        ),
+        Err(_) => Outcome::failed(
+            Reason::Timeout,
+            at,
+            duration,
+            format!(
+                "timed out after {} while {}",
+                humantime::format_duration(svc.timeout),
+                progress.phase().doing()
+            ),
+        ),
+    };
+    outcome.http_status = Some(progress.status.load(Ordering::Relaxed)).filter(|&s| s != 0);
+    outcome.reused_connection = progress.reused.load(Ordering::Relaxed);
+    outcome.http_version = progress.version();
+    outcome.redirects = progress.redirects.load(Ordering::Relaxed);
+    outcome.tls = progress
+        .tls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    outcome
+}

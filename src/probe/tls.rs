@@ -1,0 +1,116 @@
+//! The TLS handshake of a check: which failure it was (expired, unknown issuer, wrong name,
+//! anything else), and what the server's certificate chain says about expiry.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::ServerName;
+use rustls::{CertificateError, Error as TlsError};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::Reason;
+use super::progress::Failure;
+use crate::config::TlsClient;
+
+/// What a TLS handshake showed about the server's certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// The earliest `notAfter` in the chain the server presented
+    /// (`probe_ssl_earliest_cert_expiry`, as in blackbox_exporter).
+    pub earliest_expiry: SystemTime,
+    /// The server's own (leaf) certificate's `notAfter`.
+    pub leaf_expiry: SystemTime,
+}
+
+/// Performs the handshake as `server_name` and reads the certificates' expiry.
+pub async fn handshake(
+    client: &TlsClient,
+    server_name: &str,
+    tcp: TcpStream,
+) -> Result<(TlsStream<TcpStream>, Option<Arc<TlsFacts>>), Failure> {
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| {
+        Failure::new(
+            Reason::TlsHandshake,
+            format!("invalid TLS server name {server_name}: {e}"),
+        )
+    })?;
+    let stream = tokio_rustls::TlsConnector::from(client.config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| classify(server_name, &e))?;
+    let facts = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(facts)
+        .map(Arc::new);
+    Ok((stream, facts))
+}
+
+/// Whether the server agreed to speak HTTP/2.
+pub fn negotiated_h2(stream: &TlsStream<TcpStream>) -> bool {
+    stream.get_ref().1.alpn_protocol() == Some(b"h2")
+}
+
+/// The handshake's failure, by cause. rustls reports through `io::Error`; its own error is the
+/// inner one.
+fn classify(server_name: &str, e: &std::io::Error) -> Failure {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<TlsError>());
+    let (reason, what) = match inner {
+        Some(TlsError::InvalidCertificate(c)) => match c {
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => {
+                (Reason::TlsCertExpired, format!("certificate {c:?}"))
+            }
+            CertificateError::UnknownIssuer => (
+                Reason::TlsUnknownIssuer,
+                "certificate is not signed by a trusted CA".to_string(),
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                (
+                    Reason::TlsHostnameMismatch,
+                    format!("certificate is not valid for {server_name}"),
+                )
+            }
+            other => (
+                Reason::TlsHandshake,
+                format!("invalid certificate: {other:?}"),
+            ),
+        },
+        Some(TlsError::AlertReceived(alert)) => (
+            Reason::TlsHandshake,
+            format!(
+                "the server refused the handshake ({alert:?} alert; a client certificate may be required)"
+            ),
+        ),
+        Some(other) => (Reason::TlsHandshake, other.to_string()),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => (
+            Reason::TlsHandshake,
+            "the server closed the connection during the handshake".to_string(),
+        ),
+        None => (Reason::TlsHandshake, e.to_string()),
+    };
+    Failure::new(reason, format!("TLS handshake with {server_name}: {what}"))
+}
+
+/// Expiry of the leaf and the earliest in the chain, from the DER certificates.
+fn facts(chain: &[rustls::pki_types::CertificateDer<'_>]) -> Option<TlsFacts> {
+    let expiries: Vec<SystemTime> = chain.iter().filter_map(|c| not_after(c)).collect();
+    Some(TlsFacts {
+        leaf_expiry: *expiries.first()?,
+        earliest_expiry: *expiries.iter().min()?,
+    })
+}
+
+fn not_after(der: &[u8]) -> Option<SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let secs = cert.validity().not_after.timestamp();
+    if secs >= 0 {
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64))
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    }
+}
