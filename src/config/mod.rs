@@ -482,7 +482,7 @@ struct CheckOptions {
 /// TLS keys as given (paths resolved), turned into a [`TlsClient`] per service.
 #[derive(Debug, Clone, Default)]
 struct TlsSettings {
-    ca_file: Option<PathBuf>,
+    ca_file: Option<(Spanned<String>, PathBuf)>,
     client_cert: Option<(Spanned<String>, PathBuf)>,
     client_key: Option<(Spanned<String>, PathBuf)>,
     server_name: Option<String>,
@@ -561,7 +561,10 @@ impl Validator<'_> {
                 if !keys.is_empty() {
                     self.report(
                         Some(&table_span),
-                        format!("{} do(es) not apply to a tcp:// service", keys.join(", ")),
+                        format!(
+                            "not for tcp:// services (they apply to HTTP checks): {}",
+                            keys.join(", ")
+                        ),
                     );
                 }
             }
@@ -580,7 +583,7 @@ impl Validator<'_> {
                 self.report(
                     Some(&table_span),
                     format!(
-                        "{} need(s) an https:// URL, or tcp:// with tls = true",
+                        "TLS settings need an https:// URL, or tcp:// with tls = true: {}",
                         tls_keys.join(", ")
                     ),
                 );
@@ -885,7 +888,8 @@ impl Validator<'_> {
                 .unwrap_or(o.success_threshold);
         }
         if let Some(f) = raw.ca_file {
-            o.tls.ca_file = Some(access::resolve(&self.base_dir, f.get_ref()));
+            let path = access::resolve(&self.base_dir, f.get_ref());
+            o.tls.ca_file = Some((f, path));
         }
         if let Some(f) = raw.client_cert {
             let path = access::resolve(&self.base_dir, f.get_ref());
@@ -1107,7 +1111,7 @@ impl Validator<'_> {
             );
         }
         let options = TlsOptions {
-            ca_file: settings.ca_file.clone(),
+            ca_file: settings.ca_file.as_ref().map(|(_, p)| p.clone()),
             client_cert,
             insecure_skip_verify: settings.insecure_skip_verify,
             alpn_http: kind == ProbeKind::Http,
@@ -1128,7 +1132,18 @@ impl Validator<'_> {
                 Some(client)
             }
             Err(e) => {
-                self.report(None, e);
+                // Point at the key whose file failed (else the first TLS key given).
+                let key = if e.starts_with("ca_file") {
+                    settings.ca_file.as_ref().map(|(k, _)| k)
+                } else if e.starts_with("client_key") {
+                    settings.client_key.as_ref().map(|(k, _)| k)
+                } else {
+                    settings.client_cert.as_ref().map(|(k, _)| k)
+                };
+                let span = key
+                    .or(settings.ca_file.as_ref().map(|(k, _)| k))
+                    .map(|k| k.span());
+                self.report(span.as_ref(), e);
                 None
             }
         }

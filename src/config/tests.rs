@@ -336,3 +336,100 @@ fn every_shard_rejects_a_problem_in_any_service() {
         assert!(text.contains("scheme \"ftp\""), "{shard}: {text}");
     }
 }
+
+#[test]
+fn probe_options_have_safe_defaults_and_parse() {
+    let c = parse_str(
+        r#"
+        [defaults]
+        failure_threshold = 3
+        [[service]]
+        name = "plain"
+        url = "http://127.0.0.1:8000/health"
+        [[service]]
+        name = "tuned"
+        url = "https://10.0.0.1/health"
+        follow_redirects = 2
+        ip_family = "ipv4"
+        max_latency = "250ms"
+        success_threshold = 2
+        body = "ping"
+        method = "POST"
+        expect_body_regex = "ok"
+        expect_header = { "Content-Type" = "application/json" }
+        [[service]]
+        name = "db"
+        url = "tcp://127.0.0.1:5432"
+        "#,
+    )
+    .expect("valid");
+    let plain = &c.services[0];
+    assert_eq!(plain.kind, ProbeKind::Http);
+    assert_eq!(plain.follow_redirects, 0);
+    assert_eq!(plain.ip_family, IpFamily::Any);
+    assert_eq!(plain.max_latency, None);
+    assert_eq!((plain.failure_threshold, plain.success_threshold), (3, 1));
+    assert!(plain.tls.is_none() && plain.body.is_none());
+    let tuned = &c.services[1];
+    assert_eq!(tuned.follow_redirects, 2);
+    assert_eq!(tuned.ip_family, IpFamily::V4);
+    assert_eq!(tuned.max_latency, Some(Duration::from_millis(250)));
+    assert_eq!(tuned.success_threshold, 2);
+    assert_eq!(tuned.body.as_deref(), Some(&b"ping"[..]));
+    assert!(tuned.expect.needs_body());
+    assert_eq!(tuned.expect.headers.len(), 1);
+    let db = &c.services[2];
+    assert_eq!(db.kind, ProbeKind::Tcp);
+    assert_eq!(db.target.port, 5432);
+    assert_eq!(db.target.ip, Some("127.0.0.1".parse().expect("ip")));
+    assert!(!db.target.tls);
+}
+
+#[test]
+fn services_with_the_same_tls_settings_share_one_client() {
+    let dir = std::env::temp_dir().join(format!("healthsweep-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).expect("cert");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).expect("write");
+    let c = parse_str(&format!(
+        r#"
+        [defaults]
+        ca_file = "{0}"
+        [[service]]
+        name = "a"
+        url = "https://a.test/health"
+        [[service]]
+        name = "b"
+        url = "https://b.test/health"
+        [[service]]
+        name = "c"
+        url = "https://c.test/health"
+        insecure_skip_verify = true
+        [[service]]
+        name = "plain"
+        url = "http://d.test/health"
+        "#,
+        ca_file.display()
+    ))
+    .expect("valid");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a, b, c_, plain) = (
+        &c.services[0],
+        &c.services[1],
+        &c.services[2],
+        &c.services[3],
+    );
+    let (a, b) = (a.tls.as_ref().expect("own"), b.tls.as_ref().expect("own"));
+    assert!(Arc::ptr_eq(a, b), "one client for identical settings");
+    let c_ = c_.tls.as_ref().expect("own");
+    assert!(c_.insecure_skip_verify && !Arc::ptr_eq(a, c_));
+    assert!(
+        plain.tls.is_none(),
+        "inherited TLS settings do not apply to http://"
+    );
+    assert_eq!(
+        a.config.alpn_protocols,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+}

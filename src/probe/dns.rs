@@ -46,8 +46,9 @@ impl Resolver {
                 Ok(mut builder) => {
                     let opts = builder.options_mut();
                     opts.cache_size = CACHE_SIZE;
-                    // AAAA only when there is no A record: half the queries for an IPv4 fleet.
-                    opts.ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
+                    // Both families: `ip_family = "any"` tries every address until one connects,
+                    // and the per-service family is applied to the answer.
+                    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
                     Resolver::Async(Box::new(builder.build()))
                 }
                 Err(e) => {

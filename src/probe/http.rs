@@ -376,6 +376,11 @@ async fn exchange(
 
 fn classify(e: http1::Error) -> Failure {
     use std::io::ErrorKind;
+    if let http1::Error::Io(io) = &e
+        && let Some(f) = tls::after_handshake(io)
+    {
+        return f;
+    }
     let reason = match &e {
         http1::Error::Io(io) => match io.kind() {
             ErrorKind::ConnectionReset

@@ -53,6 +53,18 @@ pub fn negotiated_h2(stream: &TlsStream<TcpStream>) -> bool {
     stream.get_ref().1.alpn_protocol() == Some(b"h2")
 }
 
+/// A TLS failure surfacing after the handshake (reading the response), if `e` is one. Under
+/// TLS 1.3 the client's side of the handshake ends first, so a server that refuses the client
+/// (no client certificate, say) answers the request with an alert.
+pub fn after_handshake(e: &std::io::Error) -> Option<Failure> {
+    e.get_ref()?.downcast_ref::<TlsError>()?;
+    let f = classify("the server", e);
+    Some(Failure::new(
+        f.reason,
+        f.message.replacen("handshake", "session", 1),
+    ))
+}
+
 /// The handshake's failure, by cause. rustls reports through `io::Error`; its own error is the
 /// inner one.
 fn classify(server_name: &str, e: &std::io::Error) -> Failure {

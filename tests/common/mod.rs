@@ -81,8 +81,8 @@ impl Daemon {
         Daemon::launch(config_path, dir, &[], global, &[], &[])
     }
 
-    /// Writes `config` and starts `wrapper... healthsweep run ...`.
-    fn start_wrapped(
+    /// Writes `config` and starts `wrapper... healthsweep run ...` (e.g. `prlimit`, `unshare`).
+    pub fn start_wrapped(
         config: &str,
         wrapper: &[&str],
         run_args: &[&str],
