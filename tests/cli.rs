@@ -28,7 +28,7 @@ fn validate_accepts_the_example_config() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/healthsweep.toml");
     let (code, out, err) = run(&["validate", "--config", example]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("valid (3 services)"), "{out}");
+    assert!(out.contains("valid (5 services)"), "{out}");
 }
 
 #[test]
