@@ -510,6 +510,8 @@ async fn body_header_and_latency_conditions_and_request_bodies_are_checked() {
         daemon_section("2s", "2s", ""),
         table("regex-ok", &format!("http://{s}/health"), r#"expect_body_regex = '"status":\s*"ok"'"#),
         table("regex-bad", &format!("http://{s}/health"), r#"expect_body_regex = '"status":\s*"green"'"#),
+        table("contains-ok", &format!("http://{s}/health"), r#"expect_body_contains = '"ok"'"#),
+        table("contains-bad", &format!("http://{s}/health"), r#"expect_body_contains = "green""#),
         table(
             "headers-ok",
             &format!("http://{s}/headers"),
@@ -532,6 +534,8 @@ async fn body_header_and_latency_conditions_and_request_bodies_are_checked() {
     let reason = |n: &str| service_status(&status, n)["last"]["reason"].clone();
     assert_eq!(state("regex-ok"), "up");
     assert_eq!(reason("regex-bad"), "body_mismatch");
+    assert_eq!(state("contains-ok"), "up");
+    assert_eq!(reason("contains-bad"), "body_mismatch");
     assert_eq!(
         state("headers-ok"),
         "up",
