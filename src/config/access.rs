@@ -175,7 +175,8 @@ pub(super) fn read_server_tls(cert_file: &Path, key_file: &Path) -> Result<Certi
     })
 }
 
-fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+/// A PEM error as an operator can act on it, never with the file's bytes (possibly a key).
+pub(super) fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error as E;
     match e {
         E::Io(io) => format!("cannot read: {io}"),

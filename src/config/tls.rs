@@ -12,6 +12,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::access::pem_error;
+
 /// ALPN protocols an HTTPS check offers: HTTP/2 when the server supports it.
 pub const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -118,16 +120,6 @@ fn system_roots() -> RootCertStore {
         );
     }
     roots
-}
-
-fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
-    use rustls::pki_types::pem::Error as E;
-    match e {
-        E::Io(io) => format!("cannot read: {io}"),
-        E::NoItemsFound => "no PEM item of the expected kind found".into(),
-        // Other variants may carry bytes of the file (possibly a key): summarised, not shown.
-        _ => "not valid PEM".into(),
-    }
 }
 
 /// `insecure_skip_verify = true`: any certificate chain and name is accepted. Handshake
