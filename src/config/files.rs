@@ -91,10 +91,11 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
         let path = entry.path();
         let is_toml = path.extension().is_some_and(|e| e == "toml");
         let hidden = name.as_encoded_bytes().starts_with(b".");
-        // `metadata` follows symlinks (Kubernetes mounts ConfigMap keys as links); a broken
-        // link is kept so that reading it reports the file.
-        let is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
-        if is_toml && !hidden && !is_dir {
+        // `metadata` follows symlinks (Kubernetes mounts ConfigMap keys as links). Regular
+        // files only: opening a FIFO would block the reload. A broken link is kept, so that
+        // reading it reports the file.
+        let regular = std::fs::metadata(&path).map_or(true, |m| m.is_file());
+        if is_toml && !hidden && regular {
             names.push(path);
         }
     }
@@ -170,7 +171,8 @@ impl Validator<'_> {
         let raw: RawServicesFile = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
-                let hint = if e.message().contains("unknown field") {
+                // serde names what is allowed ("expected `service`"); say why.
+                let hint = if e.message().contains("expected `service`") {
                     " (a file in services_dir holds only [[service]] tables)"
                 } else {
                     ""

@@ -225,14 +225,14 @@ pub fn read_header_file(path: &Path) -> Result<HeaderValue, HeaderFileError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    // Only regular files (symlinks to them included, as Kubernetes mounts secrets): a FIFO or
-    // a device could block the reload or never end.
-    if !file.metadata().map_err(read_error)?.is_file() {
+    // Only regular files (symlinks to them included, as Kubernetes mounts secrets), checked
+    // before opening: opening a FIFO blocks until a writer comes, and a device may never end.
+    if !std::fs::metadata(path).map_err(read_error)?.is_file() {
         return Err(HeaderFileError::NotAFile {
             path: path.to_path_buf(),
         });
     }
+    let file = std::fs::File::open(path).map_err(read_error)?;
     let mut content = Vec::new();
     file.take(MAX_HEADER_FILE_BYTES + 1)
         .read_to_end(&mut content)
@@ -574,6 +574,15 @@ mod tests {
         assert!(read_header_file(&big).is_ok(), "exactly the limit is fine");
 
         let err = read_header_file(&dir).expect_err("a directory");
+        assert!(matches!(err, HeaderFileError::NotAFile { .. }), "{err:?}");
+        // Opening a FIFO would block until a writer comes: it is refused unopened.
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+        let err = read_header_file(&fifo).expect_err("a FIFO");
         assert!(matches!(err, HeaderFileError::NotAFile { .. }), "{err:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -735,6 +735,12 @@ fn an_empty_services_dir_adds_no_services() {
         )],
     );
     std::fs::create_dir_all(s.0.join("services.d")).expect("mkdir");
+    // Not a regular file: skipped rather than opened (opening a FIFO blocks).
+    let made = std::process::Command::new("mkfifo")
+        .arg(s.0.join("services.d/fifo.toml"))
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
     let c = s.load().expect("valid");
     assert_eq!(c.services.len(), 1);
     assert_eq!(c.sources.files.len(), 1);
