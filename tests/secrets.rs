@@ -83,8 +83,8 @@ async fn variables_in_headers_and_the_url_password_reach_the_service_and_show_no
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_variable_refuses_to_start_naming_it_and_the_service() {
+#[test]
+fn a_missing_variable_refuses_to_start_naming_it_and_the_service() {
     let dir = TempDir::new("secrets-missing");
     let path = dir.path().join("healthsweep.toml");
     std::fs::write(

@@ -37,7 +37,6 @@ pub use error::{ConfigError, Location, Problem};
 pub use files::{SourceFile, Sources};
 use raw::{RawAuth, RawCheck, RawConfig, RawDaemon, RawIdentity, RawStatus, RawTls};
 use secrets::{Env, process_env};
-pub use secrets::{ExpandError, HeaderFileError, MAX_HEADER_FILE_BYTES, UrlSecretError};
 
 use crate::shard::Shard;
 
@@ -415,7 +414,8 @@ struct Validator<'a> {
     files: Vec<SourceText<'a>>,
     /// Index in `files` of the file being validated, named in every problem.
     current: usize,
-    /// Relative file names in the config (token, certificate) are relative to the config file.
+    /// Relative file names in the config (token, certificate, header files) are relative to
+    /// the directory of the file being validated.
     base_dir: PathBuf,
     /// The service being validated, named in every problem.
     service: Option<String>,
