@@ -281,16 +281,38 @@ fn validate(path: &Path) -> ExitCode {
             } else {
                 String::new()
             };
+            // With services_dir, say where the services came from: a file that was skipped
+            // (wrong extension, hidden) shows by its absence.
+            let files = &c.sources.files;
+            let from = if c.sources.services_dir.is_some() {
+                format!(" from {} file{}", files.len(), plural(files.len()))
+            } else {
+                String::new()
+            };
             println!(
-                "{}: valid ({} service{}{share})",
+                "{}: valid ({} service{}{from}{share})",
                 path.display(),
                 c.fleet_size,
-                if c.fleet_size == 1 { "" } else { "s" }
+                plural(c.fleet_size)
             );
+            if c.sources.services_dir.is_some() {
+                for f in files {
+                    println!(
+                        "  {} service{} in {}",
+                        f.services,
+                        plural(f.services),
+                        f.path.display()
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
     }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -5,23 +5,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use healthsweep::mock::MockServer;
 use tokio_util::sync::CancellationToken;
-
-async fn mock(stop: &CancellationToken) -> MockServer {
-    MockServer::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        Duration::from_millis(10),
-        stop.clone(),
-    )
-    .await
-    .expect("mock server starts")
-}
 
 /// `POST /-/reload` and its answer: the reload is done when it returns.
 async fn reload(d: &Daemon) -> HttpResponse {

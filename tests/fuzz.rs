@@ -38,6 +38,8 @@ const KEYS: &[&str] = &[
     "labels",
     "method",
     "headers",
+    "header_files",
+    "services_dir",
     "timeout",
     "expect_status",
     "expect_json",
@@ -98,6 +100,9 @@ fn toml_value() -> impl Strategy<Value = String> {
             "\"ftp://x\"",
             "\"\"",
             "\"x/y\"",
+            "\"${X}\"",
+            "\"$${X\"",
+            "\"http://u:${HOME}@h/\"",
         ])
         .prop_map(str::to_string),
         any::<i64>().prop_map(|i| i.to_string()),

@@ -90,6 +90,7 @@ async fn routes(
     let path = req.uri().path().to_string();
     let method = req.method().to_string();
     let auth = req.headers().contains_key(http::header::AUTHORIZATION);
+    let x_api_key = req.headers().contains_key("x-api-key");
     let reply = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -114,6 +115,7 @@ async fn routes(
                 "method": method,
                 "body": String::from_utf8_lossy(&body),
                 "authorization": auth,
+                "x_api_key": x_api_key,
             });
             reply(StatusCode::OK, doc.to_string())
         }
@@ -467,12 +469,12 @@ async fn redirects_are_followed_up_to_the_limit_and_keep_credentials_at_home() {
         table(
             "cross-origin",
             &format!("http://user:secret@{a}/away/{b}"),
-            "follow_redirects = 1\nexpect_json = { \"/authorization\" = false }",
+            "follow_redirects = 1\nheaders = { \"X-Api-Key\" = \"k\" }\nexpect_json = { \"/authorization\" = false, \"/x_api_key\" = false }",
         ),
         table(
             "same-origin-auth",
             &format!("http://user:secret@{a}/echo"),
-            "expect_json = { \"/authorization\" = true }",
+            "headers = { \"X-Api-Key\" = \"k\" }\nexpect_json = { \"/authorization\" = true, \"/x_api_key\" = true }",
         ),
     ]
     .concat();

@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use healthsweep::mock::MockServer;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -209,16 +208,6 @@ fn exposed(metrics: &str) -> BTreeSet<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
         .collect()
-}
-
-async fn mock(stop: &CancellationToken) -> MockServer {
-    MockServer::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        Duration::from_millis(10),
-        stop.clone(),
-    )
-    .await
-    .expect("mock server starts")
 }
 
 /// Two healthy services and two down ones (a 500 and a refused port).

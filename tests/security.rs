@@ -11,23 +11,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::*;
 use healthsweep::hostile::{Behaviour, HostileServer};
-use healthsweep::mock::MockServer;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "first-token-0123456789abcdef";
 const ROTATED: &str = "second-token-9876543210fedcba";
-
-async fn mock(stop: &CancellationToken) -> MockServer {
-    MockServer::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        Duration::from_millis(10),
-        stop.clone(),
-    )
-    .await
-    .expect("mock server starts")
-}
 
 /// A request with `Authorization: Bearer <token>` when given.
 async fn with_token(
@@ -62,11 +51,24 @@ fn assert_unauthorized(r: &HttpResponse, what: &str) {
 
 /// Starts a daemon whose config sits next to a token file.
 fn daemon_with_token(config: &str, token: &str) -> Daemon {
+    daemon_with_secrets(config, token, &[], &[])
+}
+
+/// Starts a daemon whose config sits next to a token file and `files`, with `env`.
+fn daemon_with_secrets(
+    config: &str,
+    token: &str,
+    files: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Daemon {
     let dir = TempDir::new("auth");
     std::fs::write(dir.path().join("token"), format!("{token}\n")).expect("write token");
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).expect("write secret file");
+    }
     let path = dir.path().join("healthsweep.toml");
     std::fs::write(&path, config).expect("write config");
-    Daemon::start_at(path, dir)
+    Daemon::start_at_with_env(path, dir, env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,12 +335,13 @@ impl Outputs {
     }
 }
 
-fn cli(args: &[&str], config: &Path) -> (String, String) {
+fn cli(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (String, String) {
     let out = std::process::Command::new(bin())
         .args(["--log-level", "trace"])
         .args(args)
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .output()
         .expect("run healthsweep");
     (
@@ -352,8 +355,37 @@ async fn a_canary_secret_never_appears_in_any_response_log_or_error() {
     const URL_PASS: &str = "CANARY-url-password-7f3a";
     const HEADER: &str = "CANARY-header-value-91c2";
     const TOKEN_SECRET: &str = "CANARY-auth-token-5d8e0b";
+    // From the environment (`${NAME}`) and from files (`header_files`). Variable and file
+    // names are not secret (errors name them), so they carry no canary.
+    const ENV_PASS: &str = "CANARY-env-password-c04f";
+    const ENV_HEADER: &str = "CANARY-env-header-3e7c";
+    const FILE_HEADER: &str = "CANARY-file-header-8a21";
+    const ENV_BAD: &str = "CANARY-env-not-a-header\u{1}";
+    const FILE_BAD: &str = "CANARY-file-not-a-header\u{1}\n";
+    let env = [
+        ("HS_PROBE_PASSWORD", ENV_PASS),
+        ("HS_API_KEY", ENV_HEADER),
+        ("HS_BAD_HEADER", ENV_BAD),
+    ];
+    let files = [
+        ("header-secret", format!("{FILE_HEADER}\n")),
+        ("bad-header-secret", FILE_BAD.to_string()),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
     let basic_b64 = base64::engine::general_purpose::STANDARD.encode(format!("probe:{URL_PASS}"));
-    let secrets = [URL_PASS, HEADER, TOKEN_SECRET, basic_b64.as_str(), "CANARY"];
+    let env_basic_b64 =
+        base64::engine::general_purpose::STANDARD.encode(format!("probe:{ENV_PASS}"));
+    let secrets = [
+        URL_PASS,
+        HEADER,
+        TOKEN_SECRET,
+        ENV_PASS,
+        ENV_HEADER,
+        FILE_HEADER,
+        basic_b64.as_str(),
+        env_basic_b64.as_str(),
+        "CANARY",
+    ];
 
     let stop = CancellationToken::new();
     let m = mock(&stop).await;
@@ -370,9 +402,17 @@ async fn a_canary_secret_never_appears_in_any_response_log_or_error() {
             "[[service]]\nname = \"{name}\"\nurl = \"{url}\"\ntimeout = \"500ms\"\nheaders = {{ \"X-Api-Key\" = \"{HEADER}\", \"Authorization\" = \"Bearer {HEADER}\" }}\nexpect_body_contains = \"ok\"\n\n"
         )
     };
+    let from_env_and_files = |name: &str, path: &str| {
+        format!(
+            "[[service]]\nname = \"{name}\"\nurl = \"http://probe:${{HS_PROBE_PASSWORD}}@{}{path}\"\ntimeout = \"500ms\"\nheaders = {{ \"X-Api-Key\" = \"key ${{HS_API_KEY}}\" }}\nheader_files = {{ \"X-File-Key\" = \"header-secret\" }}\nexpect_body_contains = \"ok\"\n\n",
+            m.addr
+        )
+    };
     let config = format!(
-        "{}[daemon.auth]\ntoken_file = \"token\"\nprotect = [\"reload\", \"status\", \"metrics\"]\n\n{}{}{}{}{}",
+        "{}[daemon.auth]\ntoken_file = \"token\"\nprotect = [\"reload\", \"status\", \"metrics\"]\n\n[defaults]\nheader_files = {{ \"X-Default-Key\" = \"header-secret\" }}\n\n{}{}{}{}{}{}{}",
         daemon_section("1s", "1s", ""),
+        from_env_and_files("env-up", "/health"),
+        from_env_and_files("env-500", "/fail/500"),
         secret_service("up", &with_pass(&m.addr.to_string(), "/health")),
         secret_service("http-500", &with_pass(&m.addr.to_string(), "/fail/500")),
         secret_service("garbage", &with_pass(&garbage.addr.to_string(), "/health")),
@@ -385,8 +425,13 @@ async fn a_canary_secret_never_appears_in_any_response_log_or_error() {
             &with_pass(&format!("127.0.0.1:{refused}"), "/health")
         ),
     );
-    let d = daemon_with_token(&config, TOKEN_SECRET);
-    d.status_after_sweeps_with_token(2, TOKEN_SECRET).await;
+    let d = daemon_with_secrets(&config, TOKEN_SECRET, &files, &env);
+    let status = d.status_after_sweeps_with_token(2, TOKEN_SECRET).await;
+    assert_eq!(service_status(&status, "env-up")["state"], "up", "{status}");
+    assert_eq!(
+        service_status(&status, "env-up")["url"],
+        format!("http://probe:REDACTED@{}/health", m.addr)
+    );
     let mut out = Outputs::default();
 
     for path in [
@@ -400,6 +445,8 @@ async fn a_canary_secret_never_appears_in_any_response_log_or_error() {
         "/status/redirect",
         "/status/refused",
         "/status/http-500",
+        "/status/env-up",
+        "/status/env-500",
         "/healthz",
         "/readyz",
         "/nope",
@@ -422,7 +469,9 @@ async fn a_canary_secret_never_appears_in_any_response_log_or_error() {
 
     // A config that fails in the places secrets sit: the reload's errors must not echo them.
     let bad = format!(
-        "{}[daemon.auth]\ntoken_file = \"token\"\n\n[[service]]\nname = \"bad\"\nurl = \"http://probe:{URL_PASS}@127.0.0.1:99999/health\"\nheaders = {{ \"X-Api-Key\" = \"{HEADER}\\u0001\" }}\n",
+        "{}[daemon.auth]\ntoken_file = \"token\"\n\n[[service]]\nname = \"bad\"\nurl = \"http://probe:{URL_PASS}@127.0.0.1:99999/health\"\nheaders = {{ \"X-Api-Key\" = \"{HEADER}\\u0001\" }}\n\n\
+         [[service]]\nname = \"bad-env\"\nurl = \"http://probe:${{HS_PROBE_PASSWORD}}@127.0.0.1:1/health\"\nheaders = {{ \"X-Bad\" = \"${{HS_BAD_HEADER}}\", \"X-Api-Key\" = \"${{HS_API_KEY}}\" }}\nheader_files = {{ \"X-File-Key\" = \"bad-header-secret\", \"X-Other\" = \"header-secret\" }}\n\n\
+         [[service]]\nname = \"bad-env-place\"\nurl = \"http://probe:${{HS_PROBE_PASSWORD}}@127.0.0.1:1/${{HS_API_KEY}}\"\n",
         daemon_section("1s", "1s", "")
     );
     let good_config = std::fs::read_to_string(&d.config_path).expect("read config");
@@ -443,11 +492,19 @@ async fn a_canary_secret_never_appears_in_any_response_log_or_error() {
     );
 
     // The commands beside the daemon.
-    let (o, e) = cli(&["validate"], &d.config_path);
+    let (o, e) = cli(&["validate"], &d.config_path, &env);
     assert!(
         e.contains("url is not a valid URL"),
         "validate reports the bad config: {e}"
     );
+    for reported in [
+        "header \"X-Bad\": the value, once its ${...} are expanded, is not valid in HTTP",
+        "header_files \"X-File-Key\": ",
+        "bad-header-secret holds characters not valid",
+        "only expanded in the password",
+    ] {
+        assert!(e.contains(reported), "validate reports {reported:?}: {e}");
+    }
     out.add("validate (bad)", format!("{o}{e}"));
     // Wrong types are caught by the parser, before validation: its messages must not echo
     // values either.
@@ -456,15 +513,19 @@ async fn a_canary_secret_never_appears_in_any_response_log_or_error() {
         format!("[[service]]\nname = \"t\"\nurl = \"http://probe:{URL_PASS}@127.0.0.1:1/\"\nheaders = {{ \"X-Api-Key\" = [\"{HEADER}\"] }}\n"),
     )
     .expect("write config");
-    let (o, e) = cli(&["validate"], &d.config_path);
+    let (o, e) = cli(&["validate"], &d.config_path, &env);
     assert!(e.contains("error"), "validate reports the bad type: {e}");
     out.add("validate (wrong type)", format!("{o}{e}"));
     std::fs::write(&d.config_path, &good_config).expect("restore config");
-    let (o, e) = cli(&["validate"], &d.config_path);
+    let (o, e) = cli(&["validate"], &d.config_path, &env);
+    assert!(o.contains("valid (7 services)"), "{o}{e}");
     out.add("validate (good)", format!("{o}{e}"));
     for format in ["table", "json"] {
-        let (o, e) = cli(&["check", "--format", format], &d.config_path);
-        assert!(o.contains("garbage"), "check ran: {o}{e}");
+        let (o, e) = cli(&["check", "--format", format], &d.config_path, &env);
+        assert!(
+            o.contains("garbage") && o.contains("env-500"),
+            "check ran: {o}{e}"
+        );
         out.add(format!("check --format {format}"), format!("{o}{e}"));
     }
 

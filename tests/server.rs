@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use healthsweep::mock::MockServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -17,16 +16,6 @@ use tokio_util::sync::CancellationToken;
 const HEADER_TIMEOUT: Duration = healthsweep::server::HEADER_READ_TIMEOUT;
 /// More connections than the server's limit.
 const FLOOD: usize = healthsweep::server::MAX_CONNECTIONS + 44;
-
-async fn mock(stop: &CancellationToken) -> MockServer {
-    MockServer::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        Duration::from_millis(10),
-        stop.clone(),
-    )
-    .await
-    .expect("mock server starts")
-}
 
 /// Whether the server has closed `s`: a read returns EOF or an error (a reset) within `within`.
 async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {

@@ -69,6 +69,8 @@ impl<'a> LineIndex<'a> {
 /// One thing wrong with a config that parsed as TOML.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The file it is in when that is not the main config file: a file of `services_dir`.
+    pub file: Option<PathBuf>,
     /// Where in the file, when the value came from the file (defaults have no location).
     pub location: Option<Location>,
     /// The `[[service]]` it is about, by name, or `None` for `[daemon]` / `[defaults]`.
@@ -79,6 +81,9 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
         if let Some(loc) = self.location {
             write!(f, "line {}, column {}: ", loc.line, loc.column)?;
         }
@@ -123,12 +128,16 @@ fn list(problems: &[Problem]) -> String {
 }
 
 impl ConfigError {
-    /// Each problem as one line prefixed with the file, for logs and `validate` output.
+    /// Each problem as one line prefixed with its file (the main file unless the problem
+    /// names another), for logs, `validate` output and the reload API.
     pub fn lines(&self) -> Vec<String> {
         match self {
             ConfigError::Invalid { path, problems } => problems
                 .iter()
-                .map(|p| format!("{}: {p}", path.display()))
+                .map(|p| match p.file {
+                    Some(_) => p.to_string(),
+                    None => format!("{}: {p}", path.display()),
+                })
                 .collect(),
             other => vec![other.to_string()],
         }

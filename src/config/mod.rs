@@ -4,12 +4,18 @@
 //! keys and wrong types (via serde), then checks every value and collects *all* problems, each
 //! with its line and service, so one `healthsweep validate` run lists everything to fix.
 //!
+//! Services come from the main file and, with `[daemon] services_dir`, from every `*.toml` file
+//! of a directory ([`files`]); header values and URL passwords may come from the environment or
+//! from files ([`secrets`]). All of them are read again at every load.
+//!
 //! Sharding is applied last: the whole file is validated (so every replica of a sharded fleet
 //! rejects the same bad file), then only the services of this replica's [`Shard`] are kept.
 
 mod access;
 mod error;
+mod files;
 mod raw;
+mod secrets;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,9 +35,11 @@ use url::Url;
 pub use access::{Auth, MIN_TOKEN_LEN, Protected, ServerTls, Token};
 use error::LineIndex;
 pub use error::{ConfigError, Location, Problem};
+pub use files::{SourceFile, Sources};
 use raw::{
     RawAuth, RawCheck, RawConfig, RawDaemon, RawHeaderMatch, RawIdentity, RawStatus, RawTls,
 };
+use secrets::{Env, process_env};
 pub use tls::{HTTP_ALPN, TlsClient, TlsOptions, build as tls_build};
 
 use crate::shard::Shard;
@@ -74,6 +82,8 @@ pub struct Config {
     pub services: Vec<Arc<Service>>,
     /// How many services the file lists, across all shards.
     pub fleet_size: usize,
+    /// The files the services came from (the main file, and those of `services_dir`).
+    pub sources: Sources,
 }
 
 /// What the command line overrides in the file; applied at start-up and at every reload.
@@ -402,6 +412,7 @@ pub fn load_with(path: &Path, overrides: Overrides) -> Result<Config, ConfigErro
         return Err(ConfigError::Invalid {
             path: path.to_path_buf(),
             problems: vec![Problem {
+                file: None,
                 location: None,
                 service: None,
                 message: "the file is empty (only whitespace or comments); a file caught \
@@ -428,7 +439,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
 
 /// [`parse`], with command-line `overrides` applied.
 pub fn parse_with(path: &Path, source: &str, overrides: Overrides) -> Result<Config, ConfigError> {
-    let mut config = parse_whole(path, source)?;
+    let mut config = parse_whole(path, source, &process_env)?;
     if let Some(shard) = overrides.shard {
         config.daemon.shard = shard;
     }
@@ -437,18 +448,37 @@ pub fn parse_with(path: &Path, source: &str, overrides: Overrides) -> Result<Con
     Ok(config)
 }
 
-/// Parses and validates every service in `source`, whatever the shard.
-fn parse_whole(path: &Path, source: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig =
+/// Parses and validates every service in `source` and in `services_dir`, whatever the shard;
+/// `${NAME}` takes its value from `env`.
+fn parse_whole(path: &Path, source: &str, env: Env<'_>) -> Result<Config, ConfigError> {
+    let mut raw: RawConfig =
         toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
-    let mut v = Validator {
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Every file is read before validation starts, so the validator can point into any of them
+    // (a duplicate name names the file and line of its first definition).
+    let dir = raw
+        .daemon
+        .services_dir
+        .take()
+        .map(|d| files::ServicesDir::read(&d, &base_dir));
+    let main = SourceText {
+        path: path.to_path_buf(),
         lines: LineIndex::new(source),
-        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let others = dir.iter().flat_map(|d| d.texts()).map(|(p, t)| SourceText {
+        path: p.to_path_buf(),
+        lines: LineIndex::new(t),
+    });
+    let mut v = Validator {
+        files: std::iter::once(main).chain(others).collect(),
+        current: 0,
+        base_dir,
         tls_clients: HashMap::new(),
         service: None,
         problems: Vec::new(),
+        env,
     };
-    let config = v.config(raw);
+    let config = v.config(raw, dir.as_ref());
     if v.problems.is_empty() {
         Ok(config)
     } else {
@@ -494,26 +524,41 @@ struct TlsSettings {
 /// Collects problems while turning raw values into typed ones. On a bad value it records the
 /// problem and carries on with a placeholder, so that every problem is found in one pass.
 struct Validator<'a> {
-    lines: LineIndex<'a>,
-    /// Relative file names in the config (token, certificate) are relative to the config file.
+    /// Every file read: the main file first, then the files of `services_dir`.
+    files: Vec<SourceText<'a>>,
+    /// Index in `files` of the file being validated, named in every problem.
+    current: usize,
+    /// Relative file names in the config (token, certificate, header files) are relative to
+    /// the directory of the file being validated.
     base_dir: PathBuf,
     /// The service being validated, named in every problem.
     service: Option<String>,
     problems: Vec<Problem>,
     /// TLS clients built so far: services with the same TLS options share one.
     tls_clients: HashMap<TlsOptions, Arc<TlsClient>>,
+    /// Where `${NAME}` in header values and URL passwords takes its value.
+    env: Env<'a>,
+}
+
+/// A file the validator reads, and its line starts to locate spans with.
+struct SourceText<'a> {
+    path: PathBuf,
+    lines: LineIndex<'a>,
 }
 
 impl Validator<'_> {
     fn report(&mut self, span: Option<&Range<usize>>, message: impl Into<String>) {
+        let file = &self.files[self.current];
         self.problems.push(Problem {
-            location: span.map(|s| self.lines.locate(s.start)),
+            // `None` for the main file, which `ConfigError::Invalid` names already.
+            file: (self.current > 0).then(|| file.path.clone()),
+            location: span.map(|s| file.lines.locate(s.start)),
             service: self.service.clone(),
             message: message.into(),
         });
     }
 
-    fn config(&mut self, raw: RawConfig) -> Config {
+    fn config(&mut self, raw: RawConfig, dir: Option<&files::ServicesDir>) -> Config {
         let daemon = self.daemon(raw.daemon);
         let builtin = CheckOptions {
             method: Method::GET,
@@ -536,68 +581,69 @@ impl Validator<'_> {
         };
         let defaults = self.check_options(raw.defaults, &builtin);
 
-        // Name -> byte offset of its first table; turned into a line only for a duplicate.
-        let mut first_seen: HashMap<String, usize> = HashMap::new();
+        // Name -> file and byte offset of its first table; turned into a line only for a
+        // duplicate.
+        let mut seen = files::Seen::new();
         let mut services = Vec::with_capacity(raw.services.len());
-        for spanned in raw.services {
-            let table_span = spanned.span();
-            let (identity, check) = spanned.into_inner().into_parts();
-            let name_span = identity.name.span();
-            let name = identity.name.get_ref().clone();
-            self.service = Some(name.clone());
-            if let Some(&first) = first_seen.get(&name) {
-                let line = self.lines.locate(first).line;
-                self.report(
-                    Some(&name_span),
-                    format!("duplicate service name (first defined at line {line})"),
-                );
-            } else {
-                first_seen.insert(name.clone(), table_span.start);
-            }
-            let is_tcp = identity.url.get_ref().starts_with("tcp:");
-            let is_https = identity.url.get_ref().starts_with("https:");
-            if is_tcp {
-                let keys = check.http_only_keys();
-                if !keys.is_empty() {
-                    self.report(
-                        Some(&table_span),
-                        format!(
-                            "not for tcp:// services (they apply to HTTP checks): {}",
-                            keys.join(", ")
-                        ),
-                    );
-                }
-            }
-            if let Some(t) = &check.tls
-                && !is_tcp
-            {
-                self.report(
-                    Some(&t.span()),
-                    "tls = true is for tcp:// services; use an https:// URL for HTTP over TLS",
-                );
-            }
-            let tls_keys = check.tls_keys();
-            let tcp_tls = check.tls.as_ref().is_some_and(|t| *t.get_ref());
-            let tls_allowed = is_https || (is_tcp && tcp_tls);
-            if !tls_keys.is_empty() && !tls_allowed {
-                self.report(
-                    Some(&table_span),
-                    format!(
-                        "TLS settings need an https:// URL, or tcp:// with tls = true: {}",
-                        tls_keys.join(", ")
-                    ),
-                );
-            }
-            let options = self.check_options(check, &defaults);
-            if let Some(service) = self.service(identity, options) {
+        let mut sources = Sources {
+            services_dir: None,
+            files: vec![SourceFile {
+                path: self.files[0].path.clone(),
+                services: raw.services.len(),
+            }],
+        };
+        for table in raw.services {
+            if let Some(service) = self.service_table(table, &defaults, &mut seen) {
                 services.push(Arc::new(service));
             }
-            self.service = None;
+        }
+        if let Some(dir) = dir {
+            self.services_dir(dir, &defaults, &mut seen, &mut services, &mut sources);
         }
         Config {
             daemon,
             fleet_size: services.len(),
             services,
+            sources,
+        }
+    }
+
+    /// Keys that do not fit the service's kind of URL: HTTP keys on a `tcp://` service, TLS
+    /// keys without TLS. Only the service's own table counts; what it inherits from
+    /// `[defaults]` is simply not used.
+    fn keys_for_kind(&mut self, identity: &RawIdentity, check: &RawCheck, table: &Range<usize>) {
+        let url = identity.url.get_ref();
+        let is_tcp = url.starts_with("tcp:");
+        let is_https = url.starts_with("https:");
+        let http_keys = check.http_only_keys();
+        if is_tcp && !http_keys.is_empty() {
+            self.report(
+                Some(table),
+                format!(
+                    "not for tcp:// services (they apply to HTTP checks): {}",
+                    http_keys.join(", ")
+                ),
+            );
+        }
+        if let Some(t) = &check.tls
+            && !is_tcp
+        {
+            self.report(
+                Some(&t.span()),
+                "tls = true is for tcp:// services; use an https:// URL for HTTP over TLS",
+            );
+        }
+        let tls_keys = check.tls_keys();
+        let tcp_tls = check.tls.as_ref().is_some_and(|t| *t.get_ref());
+        let tls_allowed = is_https || (is_tcp && tcp_tls);
+        if !tls_keys.is_empty() && !tls_allowed {
+            self.report(
+                Some(table),
+                format!(
+                    "TLS settings need an https:// URL, or tcp:// with tls = true: {}",
+                    tls_keys.join(", ")
+                ),
+            );
         }
     }
 
@@ -768,26 +814,24 @@ impl Validator<'_> {
                 ),
             }
         }
-        if let Some(headers) = raw.headers {
+        if let Some(headers) = &raw.headers {
             for (name, value) in headers.get_ref() {
-                let parsed_name = HeaderName::from_bytes(name.as_bytes());
-                let parsed_value = HeaderValue::from_str(value);
-                match (parsed_name, parsed_value) {
-                    (Ok(n), Ok(mut v)) => {
-                        v.set_sensitive(true);
-                        o.headers.insert(n, v);
+                match HeaderName::from_bytes(name.as_bytes()) {
+                    // `${NAME}` expanded, marked sensitive; problems never echo the value.
+                    Ok(n) => {
+                        if let Some(v) = self.header_value(name, value, &headers.span()) {
+                            o.headers.insert(n, v);
+                        }
                     }
-                    (Err(_), _) => self.report(
+                    Err(_) => self.report(
                         Some(&headers.span()),
                         format!("header name {name:?} is not a valid HTTP header name"),
                     ),
-                    // The value may be a secret: name the header, never echo the value.
-                    (_, Err(_)) => self.report(
-                        Some(&headers.span()),
-                        format!("header {name:?} has a value that is not valid in HTTP (control characters or non-ASCII)"),
-                    ),
                 }
             }
+        }
+        if let Some(files) = &raw.header_files {
+            self.header_files(files, raw.headers.as_ref(), &mut o.headers);
         }
         if let Some(t) = raw.timeout {
             o.timeout = self.duration("timeout", &t).unwrap_or(o.timeout);
@@ -1030,6 +1074,8 @@ impl Validator<'_> {
             self.name_like("group", g);
         }
         let labels = labels.map(|l| self.labels(&l)).unwrap_or_default();
+        // The password may have come from `${NAME}`: it is in `url` now, so `basic_auth` and
+        // `redact` below treat it like one written in the file.
         let url_span = url.span();
         let (url, mut target, kind) = self.url(&url)?;
         if kind == ProbeKind::Tcp {
@@ -1189,14 +1235,18 @@ impl Validator<'_> {
 
     fn url(&mut self, v: &Spanned<String>) -> Option<(Url, Target, ProbeKind)> {
         let span = v.span();
-        let url = match Url::parse(v.get_ref()) {
+        let mut url = match Url::parse(v.get_ref()) {
             Ok(u) => u,
             Err(e) => {
                 // The URL may hold a password, so it is not echoed.
-                self.report(Some(&span), format!("url is not a valid URL: {e}"));
+                let hint = secrets::url_parse_hint(v.get_ref());
+                self.report(Some(&span), format!("url is not a valid URL: {e}{hint}"));
                 return None;
             }
         };
+        if !self.url_secrets(&mut url, &span) {
+            return None;
+        }
         match target_of(&url) {
             Ok((target, kind)) => Some((url, target, kind)),
             Err(e) => {

@@ -32,6 +32,8 @@ pub struct RawDaemon {
     pub shard: Option<Spanned<String>>,
     pub auth: Option<Spanned<RawAuth>>,
     pub tls: Option<Spanned<RawTls>>,
+    /// A directory of `*.toml` files with more `[[service]]` tables.
+    pub services_dir: Option<Spanned<String>>,
 }
 
 /// `[daemon.auth]`: bearer-token auth for the daemon's own endpoints.
@@ -58,6 +60,8 @@ pub struct RawTls {
 pub struct RawCheck {
     pub method: Option<Spanned<String>>,
     pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    /// Header name -> file holding its value (a secret kept out of the config).
+    pub header_files: Option<Spanned<BTreeMap<String, String>>>,
     pub timeout: Option<Spanned<String>>,
     pub expect_status: Option<Spanned<Vec<RawStatus>>>,
     pub expect_json: Option<Spanned<BTreeMap<String, toml::Value>>>,
@@ -94,6 +98,8 @@ pub struct RawService {
     pub labels: Option<Spanned<BTreeMap<String, String>>>,
     pub method: Option<Spanned<String>>,
     pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    /// Header name -> file holding its value (a secret kept out of the config).
+    pub header_files: Option<Spanned<BTreeMap<String, String>>>,
     pub timeout: Option<Spanned<String>>,
     pub expect_status: Option<Spanned<Vec<RawStatus>>>,
     pub expect_json: Option<Spanned<BTreeMap<String, toml::Value>>>,
@@ -130,6 +136,7 @@ impl RawService {
         let check = RawCheck {
             method: self.method,
             headers: self.headers,
+            header_files: self.header_files,
             timeout: self.timeout,
             expect_status: self.expect_status,
             expect_json: self.expect_json,
@@ -214,6 +221,15 @@ pub enum RawHeaderMatch {
 #[serde(deny_unknown_fields)]
 pub struct RawRegex {
     pub regex: String,
+}
+
+/// A file of `services_dir`: `[[service]]` tables and nothing else (`[defaults]` and
+/// `[daemon]` belong to the main file, so one team's file cannot change another's checks).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServicesFile {
+    #[serde(default, rename = "service")]
+    pub services: Vec<Spanned<RawService>>,
 }
 
 /// An `expect_status` entry: a code (`200`) or a class or code as a string (`"2xx"`, `"204"`).

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::Method;
-use http::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, USER_AGENT};
+use http::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST, USER_AGENT};
 use tokio::time::Instant;
 use url::Url;
 
@@ -397,8 +397,9 @@ fn classify(e: http1::Error) -> Failure {
 }
 
 /// The request as bytes on the wire. Configured headers come last and replace the defaults
-/// (`Host`, `User-Agent`, `Accept`, `Connection`) they name; after a redirect to another origin
-/// the service's `Host` and `Authorization` are not sent.
+/// (`Host`, `User-Agent`, `Accept`, `Connection`) they name. They are sent only to the service's
+/// own origin: any of them may be a secret (from the environment or a file), so a redirect to
+/// another origin gets the defaults alone.
 fn render_request(svc: &Service, hop: &Hop<'_>, keep_alive: bool) -> Vec<u8> {
     let body = hop.body.as_deref().unwrap_or_default();
     let mut r = Vec::with_capacity(256 + body.len());
@@ -412,30 +413,29 @@ fn render_request(svc: &Service, hop: &Hop<'_>, keep_alive: bool) -> Vec<u8> {
         r.extend_from_slice(value);
         r.extend_from_slice(b"\r\n");
     };
-    let own_host = hop.same_origin && svc.has_header(&HOST);
-    if !own_host {
+    let own = |name: &http::HeaderName| hop.same_origin && svc.has_header(name);
+    if !own(&HOST) {
         line(b"Host", hop.target.authority.as_bytes());
     }
-    if !svc.has_header(&USER_AGENT) {
+    if !own(&USER_AGENT) {
         line(b"User-Agent", USER_AGENT_VALUE.as_bytes());
     }
-    if !svc.has_header(&ACCEPT) {
+    if !own(&ACCEPT) {
         line(b"Accept", b"*/*");
     }
-    if !svc.has_header(&CONNECTION) {
+    if !own(&CONNECTION) {
         line(
             b"Connection",
             if keep_alive { b"keep-alive" } else { b"close" },
         );
     }
-    if hop.body.is_some() && !svc.has_header(&CONTENT_LENGTH) {
+    if hop.body.is_some() && !own(&CONTENT_LENGTH) {
         line(b"Content-Length", body.len().to_string().as_bytes());
     }
-    for (name, value) in svc.headers.iter() {
-        if !hop.same_origin && (name == HOST || name == AUTHORIZATION) {
-            continue;
+    if hop.same_origin {
+        for (name, value) in svc.headers.iter() {
+            line(name.as_str().as_bytes(), value.as_bytes());
         }
-        line(name.as_str().as_bytes(), value.as_bytes());
     }
     r.extend_from_slice(b"\r\n");
     r.extend_from_slice(body);

@@ -38,7 +38,7 @@ pub struct H2Request<'a> {
     pub path_and_query: &'a str,
     pub method: &'a http::Method,
     pub body: Option<Bytes>,
-    /// Send the service's `Authorization` header (not to another origin after a redirect).
+    /// Send the service's configured headers (only to its own origin: any may be a secret).
     pub with_credentials: bool,
 }
 
@@ -74,12 +74,14 @@ pub async fn send(
         HeaderValue::from_static(super::http::USER_AGENT_VALUE),
     );
     headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
-    for (name, value) in svc.headers.iter() {
+    let configured = if req.with_credentials {
+        &svc.headers[..]
+    } else {
+        &[]
+    };
+    for (name, value) in configured {
         // HTTP/2 carries the host in :authority and has no connection-level headers.
         if name == HOST || name == CONNECTION {
-            continue;
-        }
-        if name == http::header::AUTHORIZATION && !req.with_credentials {
             continue;
         }
         headers.insert(name.clone(), value.clone());

@@ -76,6 +76,11 @@ impl Daemon {
         Daemon::start_with_args(config_path, dir, &[])
     }
 
+    /// Like [`Daemon::start_at`], with environment variables (for `${NAME}` in the config).
+    pub fn start_at_with_env(config_path: PathBuf, dir: TempDir, env: &[(&str, &str)]) -> Daemon {
+        Daemon::launch(config_path, dir, &[], &[], &[], env)
+    }
+
     /// Like [`Daemon::start_at`], with extra arguments before `run` (e.g. `--log-level`).
     pub fn start_with_args(config_path: PathBuf, dir: TempDir, global: &[&str]) -> Daemon {
         Daemon::launch(config_path, dir, &[], global, &[], &[])
@@ -467,4 +472,101 @@ pub async fn min_proc_stats(pid: u32, over: Duration) -> ProcStats {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     min
+}
+
+/// A downstream service that answers every request `200 ok` (keep-alive) and keeps the head of
+/// each request it got, so a test sees exactly what the daemon sent, headers included.
+pub struct RecordingServer {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordingServer {
+    /// Listens on a free loopback port until dropped.
+    pub async fn start() -> RecordingServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind recording server");
+        let addr = listener.local_addr().expect("local addr");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let sink = heads.clone();
+        let task = tokio::spawn(async move {
+            // Connection tasks live in the set, so dropping the server (aborting this task)
+            // ends them too.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                connections.spawn(record_connection(stream, sink.clone()));
+            }
+        });
+        RecordingServer { addr, heads, task }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request head received so far, oldest first.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("heads lock").clone()
+    }
+
+    /// The request heads for `path`, oldest first.
+    pub fn heads_for(&self, path: &str) -> Vec<String> {
+        let line = format!(" {path} HTTP/1.1");
+        self.heads()
+            .into_iter()
+            .filter(|h| h.lines().next().is_some_and(|l| l.ends_with(&line)))
+            .collect()
+    }
+}
+
+impl Drop for RecordingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The value of header `name` (case-insensitive) in a request head.
+pub fn head_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+async fn record_connection(mut stream: tokio::net::TcpStream, heads: Arc<Mutex<Vec<String>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) if buf.len() + n <= 64 * 1024 => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => return,
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        heads.lock().expect("heads lock").push(head);
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A mock service (see `healthsweep::mock`) on a free loopback port, answering after 10 ms, until
+/// `stop` is cancelled.
+pub async fn mock(stop: &tokio_util::sync::CancellationToken) -> healthsweep::mock::MockServer {
+    healthsweep::mock::MockServer::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        Duration::from_millis(10),
+        stop.clone(),
+    )
+    .await
+    .expect("mock server starts")
 }
