@@ -67,6 +67,8 @@ pub struct SizeReport {
     /// Resident memory right after loading the config, and its peak so far (the parse).
     pub rss_after_load_bytes: u64,
     pub peak_rss_after_load_bytes: u64,
+    /// Peak after the sweeps, before `/metrics` and `/status` are rendered.
+    pub peak_rss_after_sweeps_bytes: u64,
     pub sweeps: Vec<SweepMeasure>,
     pub sweep_under_scrape: Option<SweepMeasure>,
     pub metrics_render_seconds: f64,
@@ -297,6 +299,7 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         snapshot = next;
     }
 
+    let peak_rss_after_sweeps_bytes = peak_rss();
     let (snapshots_tx, snapshots) = watch::channel(Arc::new(snapshot.clone()));
     let reload = ReloadStatus {
         successful: true,
@@ -343,6 +346,7 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         config_load_seconds,
         rss_after_load_bytes,
         peak_rss_after_load_bytes,
+        peak_rss_after_sweeps_bytes,
         sweeps,
         sweep_under_scrape: Some(under_scrape),
         metrics_render_seconds,
@@ -536,10 +540,11 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "  peak RSS           {:.1} MiB (after config load: {:.1} MiB, peak {:.1} MiB)",
+        "  peak RSS           {:.1} MiB (after config load: {:.1} MiB, peak {:.1} MiB; peak through the sweeps {:.1} MiB)",
         mib(r.peak_rss_bytes),
         mib(r.rss_after_load_bytes),
-        mib(r.peak_rss_after_load_bytes)
+        mib(r.peak_rss_after_load_bytes),
+        mib(r.peak_rss_after_sweeps_bytes)
     );
     let _ = writeln!(
         s,

@@ -6,8 +6,6 @@
 //! [`super::http2`]. A check cancelled at the deadline drops its connection, which closes the
 //! socket at once.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 use http::Method;
 use http::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST, USER_AGENT};
@@ -17,7 +15,7 @@ use url::Url;
 use super::http1::{self, Connection, Head, Stream};
 use super::http2::{self, H2Request, H2Response};
 use super::pool::{Endpoint, Leased};
-use super::progress::{Failure, Phase, Progress, bounded};
+use super::progress::{Clock, Failure, Phase, Progress};
 use super::{HttpVersion, Outcome, Prober, Reason, net, tls};
 use crate::config::{ConnectionPolicy, Expect, ProbeKind, Service, Target};
 
@@ -34,42 +32,58 @@ pub(super) const USER_AGENT_VALUE: &str = concat!("healthsweep/", env!("CARGO_PK
 /// Checks `svc` once; over by `sweep_deadline` or by its own timeout, whichever is first.
 pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instant) -> Outcome {
     let progress = Progress::default();
-    bounded(
-        svc,
-        sweep_deadline,
-        &progress,
-        attempt(prober, svc, &progress),
-    )
-    .await
+    let clock = Clock::start(svc, sweep_deadline);
+    let result = tokio::time::timeout_at(clock.cutoff(), attempt(prober, svc, &progress)).await;
+    clock.outcome(svc, &progress, result)
 }
 
 /// The check proper: the request, any redirects, the final response's expectations.
 async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<(), Failure> {
-    let mut hop = Hop::first(svc);
+    let first = Hop {
+        target: &svc.target,
+        method: &svc.method,
+        body: svc.body.as_ref(),
+        same_origin: true,
+    };
+    let response = send(prober, svc, first, progress).await?;
+    // Both boxed: a task's future is as large as its largest state for its whole life, and
+    // these states come after the response has arrived, while the wait for it is where
+    // thousands of checks spend their time.
+    if svc.follow_redirects > 0 && is_redirect(response.status()) {
+        return Box::pin(follow(prober, svc, response, progress)).await;
+    }
+    Box::pin(evaluate(prober, svc, response, progress)).await
+}
+
+/// Follows redirects from `response`, up to the service's `follow_redirects`.
+async fn follow(
+    prober: &Prober,
+    svc: &Service,
+    mut response: Response,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let mut current: Option<Redirect> = None;
     let mut followed = 0;
     loop {
-        let response = send(prober, svc, &hop, progress).await?;
-        if svc.follow_redirects > 0
-            && is_redirect(response.status())
-            && let Some(location) = response.header("location")
-        {
-            if followed == svc.follow_redirects {
-                return Err(Failure::new(
-                    Reason::TooManyRedirects,
-                    format!(
-                        "still redirected after {followed} redirect(s) (follow_redirects = {})",
-                        svc.follow_redirects
-                    ),
-                ));
-            }
-            let next = hop.redirected(svc, &location, response.status())?;
-            response.finish(prober, false).await;
-            hop = next;
-            followed += 1;
-            progress.redirected();
-            continue;
+        let location = match response.header("location") {
+            Some(l) if is_redirect(response.status()) => l,
+            _ => return evaluate(prober, svc, response, progress).await,
+        };
+        if followed == svc.follow_redirects {
+            return Err(Failure::new(
+                Reason::TooManyRedirects,
+                format!(
+                    "still redirected after {followed} redirect(s) (follow_redirects = {})",
+                    svc.follow_redirects
+                ),
+            ));
         }
-        return evaluate(prober, svc, response, progress).await;
+        let next = Redirect::to(svc, current.as_ref(), &location, response.status())?;
+        response.finish(prober, false).await;
+        followed += 1;
+        progress.redirected();
+        response = send(prober, svc, next.hop(), progress).await?;
+        current = Some(next);
     }
 }
 
@@ -118,65 +132,80 @@ async fn evaluate(
     Ok(())
 }
 
-/// One request of a check: the service's own, or one to where a redirect pointed.
+/// One request of a check: where it goes and what it sends. Borrowed (from the service, or a
+/// [`Redirect`]): cheap to hold in every check's future.
+#[derive(Clone, Copy)]
 struct Hop<'a> {
-    target: Cow<'a, Target>,
-    method: Method,
-    body: Option<Bytes>,
-    /// The URL of this request, once a redirect made it differ from the service's.
-    url: Option<Url>,
-    /// Still the service's own origin: only then are its credentials and `server_name` used.
+    target: &'a Target,
+    method: &'a Method,
+    body: Option<&'a Bytes>,
+    /// Still the service's own origin: only then are its configured headers (any may be a
+    /// secret) and its `server_name` used.
     same_origin: bool,
 }
 
-impl<'a> Hop<'a> {
-    fn first(svc: &'a Service) -> Self {
-        Hop {
-            target: Cow::Borrowed(&svc.target),
-            method: svc.method.clone(),
-            body: svc.body.clone(),
-            url: None,
-            same_origin: true,
-        }
-    }
+/// Where a redirect leads, owning what its [`Hop`] borrows.
+struct Redirect {
+    target: Target,
+    method: Method,
+    body: Option<Bytes>,
+    url: Url,
+    same_origin: bool,
+}
 
-    /// The request a `status` redirect to `location` asks for.
-    fn redirected(&self, svc: &Service, location: &str, status: u16) -> Result<Hop<'a>, Failure> {
+impl Redirect {
+    /// The request a `status` redirect to `location` asks for, after `previous` (`None`: the
+    /// service's own request).
+    fn to(
+        svc: &Service,
+        previous: Option<&Redirect>,
+        location: &str,
+        status: u16,
+    ) -> Result<Redirect, Failure> {
         let bad = |why: &str| {
             Failure::new(
                 Reason::InvalidResponse,
                 format!("redirect with an unusable Location: {why}"),
             )
         };
-        let base = match &self.url {
-            Some(u) => u.clone(),
+        let base = match previous {
+            Some(p) => p.url.clone(),
             None => Url::parse(&svc.url).map_err(|_| bad("the service URL"))?,
         };
-        let mut next = base.join(location).map_err(|_| bad("not a URL"))?;
-        let (target, kind) = crate::config::target_of(&next).map_err(|e| bad(&e))?;
+        let mut url = base.join(location).map_err(|_| bad("not a URL"))?;
+        let (target, kind) = crate::config::target_of(&url).map_err(|e| bad(&e))?;
         if kind != ProbeKind::Http {
             return Err(bad("not http or https"));
         }
         // Credentials never travel in a followed URL.
-        let _ = next.set_password(None);
-        let _ = next.set_username("");
-        let same_origin = self.same_origin
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        let (method, body, was_same_origin) = match previous {
+            Some(p) => (&p.method, p.body.as_ref(), p.same_origin),
+            None => (&svc.method, svc.body.as_ref(), true),
+        };
+        let same_origin = was_same_origin
             && target.tls == svc.target.tls
             && target.host == svc.target.host
             && target.port == svc.target.port;
         // Like browsers and curl: 303 always, and 301/302 after a POST, continue with GET.
-        let to_get = status == 303 || (matches!(status, 301 | 302) && self.method == Method::POST);
-        Ok(Hop {
-            target: Cow::Owned(target),
-            method: if to_get {
-                Method::GET
-            } else {
-                self.method.clone()
-            },
-            body: if to_get { None } else { self.body.clone() },
-            url: Some(next),
+        let to_get = status == 303 || (matches!(status, 301 | 302) && *method == Method::POST);
+        Ok(Redirect {
+            target,
+            method: if to_get { Method::GET } else { method.clone() },
+            body: if to_get { None } else { body.cloned() },
+            url,
             same_origin,
         })
+    }
+
+    fn hop(&self) -> Hop<'_> {
+        Hop {
+            target: &self.target,
+            method: &self.method,
+            body: self.body.as_ref(),
+            same_origin: self.same_origin,
+        }
     }
 }
 
@@ -245,18 +274,35 @@ impl Response {
 }
 
 /// Sends `hop`'s request on a kept connection if there is one (once more on a new one if the
-/// server had closed it), else on a new connection, and reads the response head.
+/// server had closed it), else on a new connection, and reads the response head. One `exchange`
+/// for all three ways, so the future that waits for the response is held once, not three times.
 async fn send(
     prober: &Prober,
     svc: &Service,
-    hop: &Hop<'_>,
+    hop: Hop<'_>,
     progress: &Progress,
 ) -> Result<Response, Failure> {
     let reuse = svc.connection == ConnectionPolicy::Reuse;
-    let endpoint = Endpoint::of(&hop.target);
+    let endpoint = Endpoint::of(hop.target);
     let keep_raw = svc.follow_redirects > 0 || !svc.expect.headers.is_empty();
-    if reuse && let Some(mut leased) = prober.pool.take(endpoint) {
-        progress.reused(true);
+    let mut kept = if reuse {
+        prober.pool.take(endpoint)
+    } else {
+        None
+    };
+    loop {
+        let (mut leased, reused) = match kept.take() {
+            Some(leased) => (leased, true),
+            // Boxed: connecting is brief, and its state should not stay in every check's
+            // future for the long wait for the response.
+            None => match Box::pin(open(prober, svc, hop, progress)).await? {
+                Opened::H1(leased) => (leased, false),
+                Opened::H2(stream, slot) => {
+                    return Box::pin(send_h2(svc, hop, stream, slot, progress)).await;
+                }
+            },
+        };
+        progress.reused(reused);
         progress.tls(leased.tls.clone());
         progress.enter(Phase::Request);
         match exchange(&mut leased.connection, svc, hop, reuse, keep_raw).await {
@@ -269,41 +315,33 @@ async fn send(
                     reuse,
                 });
             }
-            // The server closed the idle connection as we sent on it: on to a new one.
-            Err(e) if e.before_response() => progress.reused(false),
+            // The server closed the kept connection as we sent on it: on to a new one.
+            Err(e) if reused && e.before_response() => continue,
             Err(e) => return Err(classify(e)),
         }
     }
-    // Boxed: connecting is brief, and its state should not stay in every check's future for
-    // the long wait for the response (thousands of checks wait at once).
-    match Box::pin(open(prober, svc, hop, progress)).await? {
-        Opened::H1(mut leased) => {
-            progress.enter(Phase::Request);
-            let head = exchange(&mut leased.connection, svc, hop, reuse, keep_raw)
-                .await
-                .map_err(classify)?;
-            progress.response(head.status, h1_version(&head));
-            Ok(Response::H1 {
-                leased,
-                head,
-                endpoint,
-                reuse,
-            })
-        }
-        Opened::H2(stream, slot) => {
-            progress.enter(Phase::Request);
-            let request = H2Request {
-                authority: &hop.target.authority,
-                path_and_query: hop.target.path_and_query.as_str(),
-                method: &hop.method,
-                body: hop.body.clone(),
-                with_credentials: hop.same_origin,
-            };
-            let response = Box::pin(http2::send(stream, slot, svc, request)).await?;
-            progress.response(response.status(), HttpVersion::Http2);
-            Ok(Response::H2(Box::new(response)))
-        }
-    }
+}
+
+/// The request over HTTP/2, which the server chose by ALPN.
+async fn send_h2(
+    svc: &Service,
+    hop: Hop<'_>,
+    stream: Stream,
+    slot: super::pool::Slot,
+    progress: &Progress,
+) -> Result<Response, Failure> {
+    progress.reused(false);
+    progress.enter(Phase::Request);
+    let request = H2Request {
+        authority: &hop.target.authority,
+        path_and_query: hop.target.path_and_query.as_str(),
+        method: hop.method,
+        body: hop.body.cloned(),
+        with_credentials: hop.same_origin,
+    };
+    let response = http2::send(stream, slot, svc, request).await?;
+    progress.response(response.status(), HttpVersion::Http2);
+    Ok(Response::H2(Box::new(response)))
 }
 
 fn h1_version(head: &Head) -> HttpVersion {
@@ -325,10 +363,10 @@ enum Opened {
 async fn open(
     prober: &Prober,
     svc: &Service,
-    hop: &Hop<'_>,
+    hop: Hop<'_>,
     progress: &Progress,
 ) -> Result<Opened, Failure> {
-    let (tcp, slot) = net::connect(prober, svc, &hop.target, progress).await?;
+    let (tcp, slot) = net::connect(prober, svc, hop.target, progress).await?;
     let (stream, facts) = if hop.target.tls {
         progress.enter(Phase::Tls);
         let name = match (&svc.server_name, hop.same_origin) {
@@ -358,7 +396,7 @@ async fn open(
 async fn exchange(
     connection: &mut Connection,
     svc: &Service,
-    hop: &Hop<'_>,
+    hop: Hop<'_>,
     keep_alive: bool,
     keep_raw: bool,
 ) -> Result<Head, http1::Error> {
@@ -400,8 +438,8 @@ fn classify(e: http1::Error) -> Failure {
 /// (`Host`, `User-Agent`, `Accept`, `Connection`) they name. They are sent only to the service's
 /// own origin: any of them may be a secret (from the environment or a file), so a redirect to
 /// another origin gets the defaults alone.
-fn render_request(svc: &Service, hop: &Hop<'_>, keep_alive: bool) -> Vec<u8> {
-    let body = hop.body.as_deref().unwrap_or_default();
+fn render_request(svc: &Service, hop: Hop<'_>, keep_alive: bool) -> Vec<u8> {
+    let body: &[u8] = hop.body.map_or(&[], |b| b);
     let mut r = Vec::with_capacity(256 + body.len());
     r.extend_from_slice(hop.method.as_str().as_bytes());
     r.push(b' ');

@@ -1,6 +1,6 @@
 //! What every probe shares: the step a check is in ([`Progress`]), a failed step
-//! ([`Failure`]), and [`bounded`], which runs a check under its time limit and turns the result
-//! into an [`Outcome`].
+//! ([`Failure`]), and the [`Clock`] that bounds a check in time and turns its result into an
+//! [`Outcome`].
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,55 +114,79 @@ impl Failure {
     }
 }
 
-/// Runs `attempt` (which reports into `progress`) until it ends, until `svc`'s timeout, or until
-/// `sweep_deadline`, whichever is first, and says how it went.
-pub async fn bounded(
-    svc: &Service,
-    sweep_deadline: Instant,
-    progress: &Progress,
-    attempt: impl Future<Output = Result<(), Failure>>,
-) -> Outcome {
-    let at = SystemTime::now();
-    let start = Instant::now();
-    let own_deadline = start + svc.timeout;
-    let cut_by_sweep = sweep_deadline < own_deadline;
-    let result = tokio::time::timeout_at(own_deadline.min(sweep_deadline), attempt).await;
-    let duration = start.elapsed();
-    let mut outcome = match result {
-        Ok(Ok(())) => Outcome {
-            degraded: svc.max_latency.is_some_and(|max| duration > max),
-            ..Outcome::passed(at, duration)
-        },
-        Ok(Err(f)) => Outcome::failed(f.reason, at, duration, f.message),
-        Err(_) if cut_by_sweep => Outcome::failed(
-            Reason::DeadlineExceeded,
-            at,
-            duration,
-            format!(
-                "sweep deadline reached after {}ms while {}",
-                duration.as_millis(),
-                progress.phase().doing()
+/// A check's clock: when it started and when it must be over (its own timeout, or the sweep's
+/// deadline if that comes first). Callers await `timeout_at(clock.cutoff(), attempt)` themselves
+/// and pass the result to [`Clock::outcome`]: handing the attempt's future to a helper instead
+/// would make every check's future hold it twice (an async fn keeps its arguments apart from
+/// what it awaits), and thousands of checks are in flight at once.
+pub struct Clock {
+    at: SystemTime,
+    start: Instant,
+    cutoff: Instant,
+    cut_by_sweep: bool,
+}
+
+impl Clock {
+    pub fn start(svc: &Service, sweep_deadline: Instant) -> Clock {
+        let start = Instant::now();
+        let own_deadline = start + svc.timeout;
+        Clock {
+            at: SystemTime::now(),
+            start,
+            cutoff: own_deadline.min(sweep_deadline),
+            cut_by_sweep: sweep_deadline < own_deadline,
+        }
+    }
+
+    /// When the check must be over.
+    pub fn cutoff(&self) -> Instant {
+        self.cutoff
+    }
+
+    /// How the check went, from its result (`Err(Elapsed)`: cut off) and what it reported.
+    pub fn outcome(
+        &self,
+        svc: &Service,
+        progress: &Progress,
+        result: Result<Result<(), Failure>, tokio::time::error::Elapsed>,
+    ) -> Outcome {
+        let (at, duration) = (self.at, self.start.elapsed());
+        let mut outcome = match result {
+            Ok(Ok(())) => Outcome {
+                degraded: svc.max_latency.is_some_and(|max| duration > max),
+                ..Outcome::passed(at, duration)
+            },
+            Ok(Err(f)) => Outcome::failed(f.reason, at, duration, f.message),
+            Err(_) if self.cut_by_sweep => Outcome::failed(
+                Reason::DeadlineExceeded,
+                at,
+                duration,
+                format!(
+                    "sweep deadline reached after {}ms while {}",
+                    duration.as_millis(),
+                    progress.phase().doing()
+                ),
             ),
-        ),
-        Err(_) => Outcome::failed(
-            Reason::Timeout,
-            at,
-            duration,
-            format!(
-                "timed out after {} while {}",
-                humantime::format_duration(svc.timeout),
-                progress.phase().doing()
+            Err(_) => Outcome::failed(
+                Reason::Timeout,
+                at,
+                duration,
+                format!(
+                    "timed out after {} while {}",
+                    humantime::format_duration(svc.timeout),
+                    progress.phase().doing()
+                ),
             ),
-        ),
-    };
-    outcome.http_status = Some(progress.status.load(Ordering::Relaxed)).filter(|&s| s != 0);
-    outcome.reused_connection = progress.reused.load(Ordering::Relaxed);
-    outcome.http_version = progress.version();
-    outcome.redirects = progress.redirects.load(Ordering::Relaxed);
-    outcome.tls = progress
-        .tls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    outcome
+        };
+        outcome.http_status = Some(progress.status.load(Ordering::Relaxed)).filter(|&s| s != 0);
+        outcome.reused_connection = progress.reused.load(Ordering::Relaxed);
+        outcome.http_version = progress.version();
+        outcome.redirects = progress.redirects.load(Ordering::Relaxed);
+        outcome.tls = progress
+            .tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        outcome
+    }
 }

@@ -4,20 +4,16 @@
 
 use tokio::time::Instant;
 
-use super::progress::{Failure, Phase, Progress, bounded};
+use super::progress::{Clock, Failure, Phase, Progress};
 use super::{Outcome, Prober, net, tls};
 use crate::config::Service;
 
 /// Checks `svc` once; over by `sweep_deadline` or by its own timeout, whichever is first.
 pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instant) -> Outcome {
     let progress = Progress::default();
-    bounded(
-        svc,
-        sweep_deadline,
-        &progress,
-        attempt(prober, svc, &progress),
-    )
-    .await
+    let clock = Clock::start(svc, sweep_deadline);
+    let result = tokio::time::timeout_at(clock.cutoff(), attempt(prober, svc, &progress)).await;
+    clock.outcome(svc, &progress, result)
 }
 
 async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<(), Failure> {
