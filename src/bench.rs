@@ -64,11 +64,15 @@ pub struct SizeReport {
     pub services: usize,
     pub max_in_flight: usize,
     pub config_load_seconds: f64,
-    /// Resident memory right after loading the config, and its peak so far (the parse).
+    /// Resident memory right after loading the config.
     pub rss_after_load_bytes: u64,
-    pub peak_rss_after_load_bytes: u64,
-    /// Peak after the sweeps, before `/metrics` and `/status` are rendered.
-    pub peak_rss_after_sweeps_bytes: u64,
+    /// Peak resident memory while the config was read, parsed and validated.
+    pub peak_rss_load_bytes: u64,
+    /// Peak resident memory during the sweeps (measured from the end of the config load).
+    pub peak_rss_sweeps_bytes: u64,
+    /// Peak resident memory while `/metrics` and `/status` were rendered, and during the sweep
+    /// under scraping.
+    pub peak_rss_render_bytes: u64,
     pub sweeps: Vec<SweepMeasure>,
     pub sweep_under_scrape: Option<SweepMeasure>,
     pub metrics_render_seconds: f64,
@@ -280,7 +284,8 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     let config = config::load(&options.config)?;
     let config_load_seconds = t.elapsed().as_secs_f64();
     let rss_after_load_bytes = current_rss();
-    let peak_rss_after_load_bytes = peak_rss();
+    let peak_rss_load_bytes = peak_rss();
+    reset_peak_rss();
     let services = config.services.len();
     let max_in_flight = crate::limits::max_in_flight(&config, options.connection_budget);
     let loaded = Loaded {
@@ -299,7 +304,8 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         snapshot = next;
     }
 
-    let peak_rss_after_sweeps_bytes = peak_rss();
+    let peak_rss_sweeps_bytes = peak_rss();
+    reset_peak_rss();
     let (snapshots_tx, snapshots) = watch::channel(Arc::new(snapshot.clone()));
     let reload = ReloadStatus {
         successful: true,
@@ -334,7 +340,10 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     let _ = scraper.await;
     snapshots_tx.send_replace(Arc::new(last));
 
-    let peak_rss_bytes = peak_rss();
+    let peak_rss_render_bytes = peak_rss();
+    let peak_rss_bytes = peak_rss_load_bytes
+        .max(peak_rss_sweeps_bytes)
+        .max(peak_rss_render_bytes);
     let cpu = cpu_seconds();
     let t = Instant::now();
     tokio::time::sleep(IDLE).await;
@@ -345,8 +354,9 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         max_in_flight,
         config_load_seconds,
         rss_after_load_bytes,
-        peak_rss_after_load_bytes,
-        peak_rss_after_sweeps_bytes,
+        peak_rss_load_bytes,
+        peak_rss_sweeps_bytes,
+        peak_rss_render_bytes,
         sweeps,
         sweep_under_scrape: Some(under_scrape),
         metrics_render_seconds,
@@ -429,11 +439,16 @@ fn cpu_seconds() -> f64 {
     })
 }
 
-/// Peak resident set size of the process so far.
+/// Peak resident set size of the process since it started or since [`reset_peak_rss`].
 fn peak_rss() -> u64 {
-    use nix::sys::resource::{UsageWho, getrusage};
-    // Linux reports ru_maxrss in KiB.
-    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u.max_rss().max(0) as u64 * 1024)
+    proc_status("VmHWM:").map_or(0, |kb| kb * 1024)
+}
+
+/// Starts a new peak: what each phase (load, sweeps, render) costs shows on its own instead of
+/// hiding under an earlier phase's peak. Linux resets `VmHWM` when "5" is written to
+/// `clear_refs`; on failure the peak simply carries over, which overstates a later phase.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Resident set size now.
@@ -540,11 +555,12 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "  peak RSS           {:.1} MiB (after config load: {:.1} MiB, peak {:.1} MiB; peak through the sweeps {:.1} MiB)",
+        "  peak RSS           {:.1} MiB; by phase: config load {:.1} MiB (then {:.1} MiB), sweeps {:.1} MiB, rendering {:.1} MiB",
         mib(r.peak_rss_bytes),
+        mib(r.peak_rss_load_bytes),
         mib(r.rss_after_load_bytes),
-        mib(r.peak_rss_after_load_bytes),
-        mib(r.peak_rss_after_sweeps_bytes)
+        mib(r.peak_rss_sweeps_bytes),
+        mib(r.peak_rss_render_bytes)
     );
     let _ = writeln!(
         s,
