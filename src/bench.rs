@@ -491,6 +491,10 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     let mut later: Vec<f64> = r.sweeps.iter().skip(1).map(|s| s.wall_seconds).collect();
     let later_max = later.iter().copied().fold(0.0, f64::max);
     let later_p50 = median(&mut later);
+    let mut all: Vec<f64> = r.sweeps.iter().map(|s| s.wall_seconds).collect();
+    let all_p50 = median(&mut all);
+    let mut all_cpu: Vec<f64> = r.sweeps.iter().map(|s| s.cpu_seconds).collect();
+    let all_cpu_p50 = median(&mut all_cpu);
     let checks: usize = r
         .sweeps
         .iter()
@@ -538,6 +542,13 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
             s,
             "  later sweeps       p50 {later_p50:.3} s, max {later_max:.3} s wall; p50 {cpu_p50:.3} s CPU ({:.1} µs/check)",
             cpu_p50 * 1e6 / r.services.max(1) as f64
+        );
+    }
+    if r.sweeps.len() > 1 {
+        let _ = writeln!(
+            s,
+            "  all sweeps         p50 {all_p50:.3} s wall (first included); p50 {:.1} µs CPU/check",
+            all_cpu_p50 * 1e6 / r.services.max(1) as f64
         );
     }
     if let Some(u) = &r.sweep_under_scrape {
