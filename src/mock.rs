@@ -102,7 +102,7 @@ pub async fn run_fleet(
 const DNS_TTL: u32 = 300;
 
 /// A DNS server for the benchmark: every `A` query is answered with `ip` (TTL `ttl`); other
-/// types get an empty answer; names starting with `hang-` get no answer at all, as from a DNS
+/// types get no answer and an SOA saying so for `ttl`; names starting with `hang-` get no answer at all, as from a DNS
 /// server that has gone away.
 pub async fn run_dns(
     socket: tokio::net::UdpSocket,
@@ -148,17 +148,29 @@ fn dns_answer(query: &[u8], ip: std::net::Ipv4Addr, ttl: u32) -> Option<Vec<u8>>
     let qtype = u16::from_be_bytes([*query.get(i + 1)?, *query.get(i + 2)?]);
     let question = query.get(12..question_end)?;
     let is_a = qtype == 1;
-    let mut r = Vec::with_capacity(question_end + 16);
+    let mut r = Vec::with_capacity(question_end + 40);
     r.extend_from_slice(&query[0..2]);
     // QR, AA, RD copied from the query, RA; no error.
     r.extend_from_slice(&[0x84 | (query[2] & 0x01), 0x80]);
-    r.extend_from_slice(&[0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+    // One question; one answer for A, else no answer and one authority record.
+    r.extend_from_slice(&[0, 1, 0, u8::from(is_a), 0, u8::from(!is_a), 0, 0]);
     r.extend_from_slice(question);
     if is_a {
         r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
         r.extend_from_slice(&ttl.to_be_bytes());
         r.extend_from_slice(&[0, 4]);
         r.extend_from_slice(&ip.octets());
+    } else {
+        // "No such record" (e.g. AAAA) with an SOA, as real servers answer (RFC 2308): its
+        // minimum is how long a resolver caches the absence. Without it nothing is cached and
+        // every lookup of both families goes back to the server.
+        r.extend_from_slice(&[0xc0, 0x0c, 0, 6, 0, 1]);
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&[0, 22, 0, 0]); // RDLENGTH; MNAME and RNAME are the root
+        for field in [1, ttl, ttl, ttl, ttl] {
+            // serial, refresh, retry, expire, minimum
+            r.extend_from_slice(&field.to_be_bytes());
+        }
     }
     Some(r)
 }
@@ -242,6 +254,19 @@ mod tests {
         assert_eq!(&r[r.len() - 4..], &[127, 0, 0, 1]);
         let aaaa = dns_answer(&query("svc-1.bench.test", 28), ip, 300).expect("answered");
         assert_eq!(&aaaa[6..8], &[0, 0], "no AAAA answer");
+
+        // A real DNS library reads both, and the "no AAAA" carries an SOA to cache it by.
+        use hickory_resolver::proto::op::Message;
+        use hickory_resolver::proto::rr::RData;
+        let a = Message::from_vec(&r).expect("the A answer parses");
+        assert_eq!(a.answers().len(), 1);
+        assert_eq!(a.answers()[0].ttl(), 300);
+        let none = Message::from_vec(&aaaa).expect("the AAAA answer parses");
+        assert!(none.answers().is_empty());
+        match none.name_servers().first().map(|r| r.data()) {
+            Some(RData::SOA(soa)) => assert_eq!(soa.minimum(), 300),
+            other => panic!("expected an SOA in the authority section, got {other:?}"),
+        }
         assert!(dns_answer(&query("hang-svc-1.bench.test", 1), ip, 300).is_none());
         assert!(dns_answer(&q[..10], ip, 300).is_none());
     }
