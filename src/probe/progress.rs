@@ -127,6 +127,7 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// Starts the clock of a check of `svc`, now.
     pub fn start(svc: &Service, sweep_deadline: Instant) -> Clock {
         let start = Instant::now();
         let own_deadline = start + svc.timeout;
