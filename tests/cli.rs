@@ -11,22 +11,10 @@ use common::*;
 use healthsweep::mock::MockServer;
 use tokio_util::sync::CancellationToken;
 
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run healthsweep");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn validate_accepts_the_example_config() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/healthsweep.toml");
-    let (code, out, err) = run(&["validate", "--config", example]);
+    let (code, out, err) = run_cli(["validate", "--config", example]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("valid (5 services)"), "{out}");
 }
@@ -41,7 +29,7 @@ fn validate_lists_every_problem_with_file_line_and_service_and_exits_2() {
     )
     .expect("write");
     let path_str = path.to_str().expect("utf-8 path");
-    let (code, _, err) = run(&["validate", "--config", path_str]);
+    let (code, _, err) = run_cli(["validate", "--config", path_str]);
     assert_eq!(code, Some(2), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(lines.len(), 4, "{err}");
@@ -66,7 +54,7 @@ fn validate_lists_every_problem_with_file_line_and_service_and_exits_2() {
 
 #[test]
 fn validate_reports_a_missing_file_and_exits_2() {
-    let (code, _, err) = run(&["validate", "--config", "/nonexistent/healthsweep.toml"]);
+    let (code, _, err) = run_cli(["validate", "--config", "/nonexistent/healthsweep.toml"]);
     assert_eq!(code, Some(2));
     assert!(
         err.contains("/nonexistent/healthsweep.toml: cannot read config"),
@@ -96,7 +84,7 @@ async fn check_prints_a_table_and_exits_1_when_a_service_is_down() {
     )
     .expect("write");
     let p = path.to_str().expect("utf-8").to_string();
-    let out = tokio::task::spawn_blocking(move || run(&["check", "--config", &p]))
+    let out = tokio::task::spawn_blocking(move || run_cli(["check", "--config", &p]))
         .await
         .expect("join");
     let (code, stdout, stderr) = out;
@@ -124,7 +112,7 @@ async fn check_prints_a_table_and_exits_1_when_a_service_is_down() {
     std::fs::write(&path, service("fine", &m.url("/health"))).expect("write");
     let p = path.to_str().expect("utf-8").to_string();
     let (code, stdout, _) =
-        tokio::task::spawn_blocking(move || run(&["check", "--config", &p, "--format", "json"]))
+        tokio::task::spawn_blocking(move || run_cli(["check", "--config", &p, "--format", "json"]))
             .await
             .expect("join");
     assert_eq!(code, Some(0));

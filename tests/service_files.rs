@@ -6,7 +6,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -197,17 +196,7 @@ async fn a_reload_rereads_services_dir_and_a_broken_file_keeps_the_running_confi
 }
 
 fn validate(config: &Path) -> (Option<i32>, String, String) {
-    let out = Command::new(bin())
-        .arg("validate")
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run healthsweep");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_cli([Path::new("validate"), Path::new("--config"), config])
 }
 
 #[test]

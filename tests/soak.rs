@@ -29,19 +29,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Hostile behaviours in the soak fleet: all of them but the trickle, whose 1-byte-a-second
 /// server tasks would outlive many sweeps and only measure the test's own server.
-const SOAK_HOSTILE: [Behaviour; 11] = [
-    Behaviour::Silent,
-    Behaviour::StallBody,
-    Behaviour::EndlessBody,
-    Behaviour::HugeBody,
-    Behaviour::Garbage,
-    Behaviour::ResetMidResponse,
-    Behaviour::CloseAtOnce,
-    Behaviour::RedirectLoop,
-    Behaviour::HugeHeaders,
-    Behaviour::TlsStall,
-    Behaviour::TlsPlaintext,
-];
+fn soak_hostile() -> impl Iterator<Item = Behaviour> {
+    Behaviour::ALL
+        .into_iter()
+        .filter(|b| *b != Behaviour::Trickle)
+}
 
 /// Healthy services are spread over this many mock servers (ports), which spreads the
 /// connections' ephemeral ports over as many destinations.
@@ -86,7 +78,7 @@ async fn fleet(services: usize, interval: Duration) -> Fleet {
         );
     }
     let mut hostile = Vec::new();
-    for b in SOAK_HOSTILE {
+    for b in soak_hostile() {
         hostile.push(
             HostileServer::start(b, stop.clone())
                 .await

@@ -18,6 +18,23 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_healthsweep")
 }
 
+/// Runs the binary with `args` to completion: its exit code, stdout and stderr.
+pub fn run_cli<I, S>(args: I) -> (Option<i32>, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run healthsweep");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A scratch directory removed on drop.
 pub struct TempDir(PathBuf);
 
