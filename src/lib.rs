@@ -26,7 +26,7 @@
 //! Modules, in dependency order: [`config`] → [`probe`] → [`snapshot`] → [`sweep`] →
 //! [`metrics`], [`auth`], [`api`], [`server`] → [`reload`], [`signals`], [`notify`] → [`app`];
 //! [`shard`] decides which services a replica keeps when the config is loaded; the commands
-//! beside the daemon are [`check`], [`demo`] and [`bench`] (with [`mock`]); [`hostile`] holds
+//! beside the daemon are [`check`], [`demo`] and [`bench`](mod@bench) (with [`mock`]); [`hostile`] holds
 //! the misbehaving services the robustness tests and the soak sweep.
 
 #![forbid(unsafe_code)]

@@ -3,7 +3,7 @@
 //! Per-service series are a *view* of the snapshot (the Collector pattern), not metrics kept up
 //! to date by hand, so a service removed by a reload has no series left at the next scrape.
 //! They are built as the prometheus crate's `MetricFamily` and encoded by its `TextEncoder`, but
-//! a family and 1,024 services at a time ([`Chunked`]) rather than through `Collector::collect`,
+//! a family and 1,024 services at a time (`Chunked`) rather than through `Collector::collect`,
 //! which must materialize every family at once: at 10,000 services that cost 13 MB per scrape,
 //! during a sweep, and one whole family alone is 65 MB at 100,000.
 //!

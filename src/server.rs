@@ -1,5 +1,5 @@
 //! The daemon's HTTP server (hyper 1.x): accepts connections on a given listener, serves the
-//! [`api`](crate::api) on each (over TLS when `[daemon.tls]` is set), and drains gracefully on
+//! [`api`] on each (over TLS when `[daemon.tls]` is set), and drains gracefully on
 //! shutdown.
 //!
 //! It takes its listener and shutdown token as parameters, so tests bind `127.0.0.1:0` and need

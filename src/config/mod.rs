@@ -5,8 +5,8 @@
 //! with its line and service, so one `healthsweep validate` run lists everything to fix.
 //!
 //! Services come from the main file and, with `[daemon] services_dir`, from every `*.toml` file
-//! of a directory ([`files`]); header values and URL passwords may come from the environment or
-//! from files ([`secrets`]). All of them are read again at every load.
+//! of a directory (`files`); header values and URL passwords may come from the environment or
+//! from files (`secrets`). All of them are read again at every load.
 //!
 //! Sharding is applied last: the whole file is validated (so every replica of a sharded fleet
 //! rejects the same bad file), then only the services of this replica's [`Shard`] are kept.
