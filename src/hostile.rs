@@ -140,17 +140,7 @@ impl HostileServer {
 }
 
 async fn accept_loop(listener: TcpListener, server: HostileServer, shutdown: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(stream) = crate::mock::next_connection(&listener, &shutdown).await {
         server.accepted.fetch_add(1, Ordering::Relaxed);
         server.open.fetch_add(1, Ordering::Relaxed);
         let open = OpenGuard(server.open.clone());

@@ -268,13 +268,7 @@ impl Metrics {
         let mut chunked = Chunked::new(&encoder);
         for (family, sample) in &PER_SERVICE {
             chunked.family(family, &snapshot, &mut out, |status, metrics| {
-                if let Some(s) = sample(status) {
-                    let mut labels = target_labels(status);
-                    if let Some(reason) = s.reason {
-                        labels.push(label("reason", reason));
-                    }
-                    metrics.push(metric(family, labels, s.value));
-                }
+                series_of(family, *sample, status, metrics)
             });
         }
         chunked.family(&CHECKS, &snapshot, &mut out, checks_of);
@@ -431,6 +425,20 @@ fn without_header(encoded: &[u8]) -> &[u8] {
         }
     }
     rest
+}
+
+/// A per-service family's series for one service, if `sample` gives it one.
+fn series_of(
+    family: &Family,
+    sample: fn(&ServiceStatus) -> Option<Sample>,
+    status: &ServiceStatus,
+    metrics: &mut Vec<Metric>,
+) {
+    if let Some(s) = sample(status) {
+        let mut labels = target_labels(status);
+        labels.extend(s.reason.map(|r| label("reason", r)));
+        metrics.push(metric(family, labels, s.value));
+    }
 }
 
 /// `healthsweep_checks_total{result}` for one service: `ok` once it has been checked, and each
@@ -626,11 +634,7 @@ mod tests {
         let (failure_family, failure_sample) = &PER_SERVICE[3];
         assert_eq!(failure_family.name, "healthsweep_probe_failure_reason");
         let failure_series = |status: &ServiceStatus, metrics: &mut Vec<Metric>| {
-            if let Some(s) = failure_sample(status) {
-                let mut labels = target_labels(status);
-                labels.extend(s.reason.map(|r| label("reason", r)));
-                metrics.push(metric(failure_family, labels, s.value));
-            }
+            series_of(failure_family, *failure_sample, status, metrics)
         };
         let mut chunked = Chunked::new(&encoder);
         let mut out = Vec::new();

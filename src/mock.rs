@@ -175,18 +175,26 @@ fn dns_answer(query: &[u8], ip: std::net::Ipv4Addr, ttl: u32) -> Option<Vec<u8>>
     Some(r)
 }
 
-async fn serve(listener: TcpListener, latency: Duration, shutdown: CancellationToken) {
+/// The next connection `listener` accepts, or `None` once `shutdown` is cancelled. A failed
+/// accept (e.g. out of file descriptors) is retried after a short pause rather than ending the
+/// server or spinning.
+pub async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<tokio::net::TcpStream> {
     loop {
-        let stream = tokio::select! {
-            () = shutdown.cancelled() => return,
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
+                Ok((s, _)) => return Some(s),
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             },
-        };
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, latency: Duration, shutdown: CancellationToken) {
+    while let Some(stream) = next_connection(&listener, &shutdown).await {
         let _ = stream.set_nodelay(true);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

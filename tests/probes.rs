@@ -20,7 +20,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
@@ -163,25 +162,20 @@ async fn http_server(
     healthy: Arc<AtomicBool>,
     stop: &CancellationToken,
 ) -> SocketAddr {
-    let listener = TcpListener::bind(addr).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = tokio::select! {
-                () = stop.cancelled() => return,
-                r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-            };
+    serve_each(
+        addr,
+        move |s| {
             let healthy = healthy.clone();
-            tokio::spawn(async move {
+            async move {
                 let svc = service_fn(move |req| routes(req, healthy.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
                     .await;
-            });
-        }
-    });
-    addr
+            }
+        },
+        stop,
+    )
+    .await
 }
 
 /// A TLS server presenting `chain`; it speaks HTTP/2 when `h2` and the client offers it, and
@@ -218,51 +212,31 @@ async fn tls_server(
         vec![b"http/1.1".to_vec()]
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = tokio::select! {
-                () = stop.cancelled() => return,
-                r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+    let serve = move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(s).await else {
+                return;
             };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else {
-                    return;
-                };
-                let healthy = Arc::new(AtomicBool::new(true));
-                let svc = service_fn(move |req| routes(req, healthy.clone()));
-                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                }
-            });
+            let healthy = Arc::new(AtomicBool::new(true));
+            let svc = service_fn(move |req| routes(req, healthy.clone()));
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            }
         }
-    });
-    addr
+    };
+    serve_each(any_loopback_port(), serve, stop).await
 }
 
 /// A TCP listener that accepts and closes at once (open port, no TLS, no HTTP).
 async fn bare_listener(stop: &CancellationToken) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                r = listener.accept() => drop(r),
-            }
-        }
-    });
-    addr
+    serve_each(any_loopback_port(), |s| async move { drop(s) }, stop).await
 }
 
 fn table(name: &str, url: &str, extra: &str) -> String {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use healthsweep::mock::MockServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 const OK_RESPONSE: &[u8] =
@@ -33,26 +33,6 @@ async fn read_request(s: &mut TcpStream) -> bool {
         }
     }
     true
-}
-
-/// A server on loopback running `conn` for every connection it accepts.
-async fn raw_server<F, Fut>(conn: F, stop: &CancellationToken) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                Ok((s, _)) = listener.accept() => { tokio::spawn(conn(s)); }
-            }
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +72,8 @@ async fn a_kept_connection_is_reused_on_the_next_sweep_and_status_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_closes_idle_connections_only_costs_a_new_connection() {
     let stop = CancellationToken::new();
-    let addr = raw_server(
+    let addr = serve_each(
+        any_loopback_port(),
         |mut s| async move {
             if read_request(&mut s).await {
                 let _ = s.write_all(OK_RESPONSE).await;
@@ -121,7 +102,8 @@ async fn a_server_that_closes_idle_connections_only_costs_a_new_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closed_under_the_next_request_is_retried_on_a_new_one() {
     let stop = CancellationToken::new();
-    let addr = raw_server(
+    let addr = serve_each(
+        any_loopback_port(),
         |mut s| async move {
             if read_request(&mut s).await {
                 let _ = s.write_all(OK_RESPONSE).await;

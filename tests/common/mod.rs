@@ -18,6 +18,33 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_healthsweep")
 }
 
+/// A server on `addr` (port 0: any free port) running `conn` on its own task for every
+/// connection it accepts, until `stop` is cancelled. Returns the address it listens on.
+pub async fn serve_each<F, Fut>(
+    addr: SocketAddr,
+    conn: F,
+    stop: &tokio_util::sync::CancellationToken,
+) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        while let Some(s) = healthsweep::mock::next_connection(&listener, &stop).await {
+            tokio::spawn(conn(s));
+        }
+    });
+    addr
+}
+
+/// Any free port on 127.0.0.1, for [`serve_each`].
+pub fn any_loopback_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 /// Runs the binary with `args` to completion: its exit code, stdout and stderr.
 pub fn run_cli<I, S>(args: I) -> (Option<i32>, String, String)
 where
