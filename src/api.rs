@@ -11,12 +11,12 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth;
+use crate::body::{Body, Pieces};
 use crate::config::{ConfigError, Protected};
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 use crate::probe::Reason;
@@ -24,7 +24,7 @@ use crate::reload::{ReloadRequest, ReloadStatus};
 use crate::snapshot::{ServiceStatus, Snapshot, State};
 
 /// The response type of every handler.
-pub type HttpResponse = Response<Full<Bytes>>;
+pub type HttpResponse = Response<Body>;
 
 /// What the handlers read, shared by every connection.
 pub struct Api {
@@ -104,10 +104,15 @@ pub async fn handle<B>(api: &Api, req: Request<B>) -> HttpResponse {
     }
     match route {
         Route::Index => index(),
-        Route::Metrics => metrics(api).await,
-        Route::Status => status(api, query).await,
+        Route::Metrics => metrics(api),
+        Route::Status => status(api, query),
         Route::Service => one_service(api, &path["/status/".len()..], query),
-        Route::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        Route::Healthz => {
+            if crate::fault::injected(crate::fault::Fault::RequestPanic) {
+                panic!("injected fault: request-panic");
+            }
+            json_response(StatusCode::OK, &json!({"status": "ok"}))
+        }
         Route::Readyz => readyz(api),
         Route::Reload => reload(api).await,
     }
@@ -147,21 +152,12 @@ fn index() -> HttpResponse {
     )
 }
 
-async fn metrics(api: &Api) -> HttpResponse {
-    let m = api.metrics.clone();
-    // Rendering a large fleet is CPU work; keep it off the threads the sweep's checks run on.
-    match tokio::task::spawn_blocking(move || m.render()).await {
-        Ok(body) => {
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
-            r
-        }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("rendering metrics failed: {e}"),
-        ),
-    }
+fn metrics(api: &Api) -> HttpResponse {
+    // Streamed: each piece is rendered when the client has taken the previous one.
+    let mut r = Response::new(Body::pieces(api.metrics.pieces()));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+    r
 }
 
 /// The parsed query string of `/status`.
@@ -211,26 +207,16 @@ impl StatusQuery {
     }
 }
 
-async fn status(api: &Api, query: &str) -> HttpResponse {
+fn status(api: &Api, query: &str) -> HttpResponse {
     let q = match StatusQuery::parse(query) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let snapshot = api.snapshot();
     let reload = api.reload_status.borrow().clone();
-    // Serializing thousands of services is CPU work; keep it off the async workers.
-    let rendered = tokio::task::spawn_blocking(move || {
-        let doc = StatusDoc::new(&snapshot, &reload, &q);
-        to_json(&doc, q.pretty)
-    })
-    .await;
-    match rendered {
-        Ok(body) => json_bytes(StatusCode::OK, body),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("rendering status failed: {e}"),
-        ),
-    }
+    let mut r = Response::new(Body::pieces(status_pieces(snapshot, reload, q)));
+    json_headers(&mut r);
+    r
 }
 
 fn one_service(api: &Api, raw_name: &str, query: &str) -> HttpResponse {
@@ -313,43 +299,86 @@ async fn reload(api: &Api) -> HttpResponse {
     }
 }
 
-/// `/status` as JSON.
+/// `/status` as JSON. `services` comes last: the server streams the document, the head here
+/// with `services` empty, then the services a few at a time (see [`status_pieces`]).
 #[derive(Serialize)]
-struct StatusDoc<'a> {
+struct StatusDoc<S> {
     generation: u64,
     shard: ShardDoc,
     summary: SummaryDoc,
     sweep: Option<SweepDoc>,
     config: ConfigDoc,
-    services: ServicesDoc<'a>,
+    services: S,
 }
 
-/// The services of `/status`, serialized one by one as they are read from the snapshot, so a
-/// large fleet's document is never held twice (once as structs, once as text).
-struct ServicesDoc<'a> {
-    snapshot: &'a Snapshot,
-    query: &'a StatusQuery,
+/// Services of `/status` per piece of the streamed document.
+const STATUS_PIECE_SERVICES: usize = 64;
+
+/// `/status` in pieces: the document's head, then the services (those `query` keeps) a few at
+/// a time, then its end; byte for byte what serializing the whole document would give.
+fn status_pieces(snapshot: Arc<Snapshot>, reload: ReloadStatus, query: StatusQuery) -> Pieces {
+    let pretty = query.pretty;
+    let head = to_json(&StatusDoc::new(&snapshot, &reload, [(); 0]), pretty);
+    // The head ends with `[]}` (compact) or `[]\n}` (pretty), newline after: split between
+    // the brackets.
+    let open = head
+        .iter()
+        .rposition(|&b| b == b'[')
+        .expect("the services array is in the head");
+    let (head, tail) = head.split_at(open + 1);
+    let head = Bytes::copy_from_slice(head);
+    let tail = Bytes::copy_from_slice(tail);
+    let mut next = 0;
+    let mut any = false;
+    let services = std::iter::from_fn(move || {
+        if next >= snapshot.services.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let end = (next + STATUS_PIECE_SERVICES).min(snapshot.services.len());
+        for st in snapshot.services[next..end]
+            .iter()
+            .filter(|s| query.matches(s))
+        {
+            if std::mem::replace(&mut any, true) {
+                out.push(b',');
+            }
+            service_json(&mut out, st, pretty);
+        }
+        next = end;
+        if next == snapshot.services.len() && any && pretty {
+            out.extend_from_slice(b"\n  ");
+        }
+        Some(Bytes::from(out))
+    });
+    Box::new(
+        std::iter::once(head)
+            .chain(services)
+            .chain(std::iter::once(tail)),
+    )
 }
 
-impl Serialize for ServicesDoc<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.snapshot
-                .services
-                .iter()
-                .filter(|st| self.query.matches(st))
-                .map(ServiceDoc::new),
-        )
+/// One service of the streamed `/status`, as it sits in the whole document.
+fn service_json(out: &mut Vec<u8>, st: &ServiceStatus, pretty: bool) {
+    let doc = ServiceDoc::new(st);
+    if pretty {
+        // Inside `"services": [` the items are indented twice; JSON text holds no raw newline
+        // but between tokens, so indenting every line is exact.
+        let text = serde_json::to_vec_pretty(&doc).expect("service documents serialize");
+        for line in text.split(|&b| b == b'\n') {
+            out.extend_from_slice(b"\n    ");
+            out.extend_from_slice(line);
+        }
+    } else {
+        serde_json::to_writer(&mut *out, &doc).expect("service documents serialize");
     }
 }
 
 /// A timestamp written as RFC 3339 straight into the output, without a `String` per value.
-struct Timestamp(SystemTime);
+type Timestamp = crate::timestamp::Rfc3339;
 
-impl Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(self.0))
-    }
+fn at(t: SystemTime) -> Timestamp {
+    crate::timestamp::UnixTime::from_system(t).rfc3339()
 }
 
 /// Which share of the fleet this replica checks.
@@ -435,15 +464,11 @@ struct TlsDoc {
 
 impl TlsDoc {
     fn new(facts: &crate::probe::TlsFacts) -> Self {
-        let now = SystemTime::now();
-        let days_left = match facts.leaf_expiry.duration_since(now) {
-            Ok(d) => (d.as_secs() / 86_400) as i64,
-            Err(e) => -((e.duration().as_secs() / 86_400) as i64) - 1,
-        };
+        let now = crate::timestamp::UnixTime::from_system(SystemTime::now());
         TlsDoc {
-            leaf_expires_at: Timestamp(facts.leaf_expiry),
-            days_left,
-            earliest_expiry_at: Timestamp(facts.earliest_expiry),
+            leaf_expires_at: facts.leaf_expiry.rfc3339(),
+            days_left: facts.leaf_expiry.days_after(now),
+            earliest_expiry_at: facts.earliest_expiry.rfc3339(),
         }
     }
 }
@@ -463,8 +488,8 @@ struct LastDoc<'a> {
     tls: Option<TlsDoc>,
 }
 
-impl<'a> StatusDoc<'a> {
-    fn new(s: &'a Snapshot, reload: &ReloadStatus, q: &'a StatusQuery) -> Self {
+impl<S: Serialize> StatusDoc<S> {
+    fn new(s: &Snapshot, reload: &ReloadStatus, services: S) -> Self {
         StatusDoc {
             generation: s.generation,
             shard: ShardDoc {
@@ -499,10 +524,7 @@ impl<'a> StatusDoc<'a> {
                 last_reload_success_at: rfc3339(reload.last_success),
                 last_reload_error: reload.last_error.clone(),
             },
-            services: ServicesDoc {
-                snapshot: s,
-                query: q,
-            },
+            services,
         }
     }
 }
@@ -515,7 +537,7 @@ impl<'a> ServiceDoc<'a> {
             labels: &s.service.labels,
             url: s.service.redacted_url(),
             state: s.state,
-            since: Timestamp(s.since),
+            since: at(s.since),
             consecutive_failures: s.consecutive_failures,
             consecutive_successes: s.consecutive_successes,
             checks: CountsDoc(&s.counts),
@@ -524,7 +546,7 @@ impl<'a> ServiceDoc<'a> {
                 reason: o.reason,
                 http_status: o.http_status,
                 duration_seconds: seconds(o.duration),
-                at: Timestamp(o.at),
+                at: at(o.at),
                 error: o.error.as_deref(),
                 reused_connection: o.reused_connection,
                 degraded: o.degraded,
@@ -537,16 +559,15 @@ impl<'a> ServiceDoc<'a> {
 }
 
 /// `/status` for the whole fleet, unfiltered and compact, as served (the benchmark times this).
-pub fn status_document(snapshot: &Snapshot, reload: &ReloadStatus) -> Vec<u8> {
-    to_json(
-        &StatusDoc::new(snapshot, reload, &StatusQuery::default()),
-        false,
-    )
+pub fn status_document(snapshot: &Arc<Snapshot>, reload: &ReloadStatus) -> Vec<u8> {
+    status_pieces(snapshot.clone(), reload.clone(), StatusQuery::default())
+        .flat_map(|b| b.to_vec())
+        .collect()
 }
 
 /// RFC 3339, UTC, millisecond precision: `2026-11-24T16:20:15.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::timestamp::rfc3339(t)
 }
 
 /// Seconds with microsecond precision: enough for latencies, short enough to read.
@@ -566,13 +587,17 @@ fn to_json(value: &impl Serialize, pretty: bool) -> Vec<u8> {
 }
 
 fn json_bytes(status: StatusCode, body: Vec<u8>) -> HttpResponse {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Body::whole(body));
     *r.status_mut() = status;
+    json_headers(&mut r);
+    r
+}
+
+fn json_headers(r: &mut HttpResponse) {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
@@ -587,6 +612,155 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole document as serde would write it in one go: what the streamed pieces must
+    /// add up to, byte for byte.
+    struct AllServices<'a>(&'a Snapshot, &'a StatusQuery);
+
+    impl Serialize for AllServices<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(
+                self.0
+                    .services
+                    .iter()
+                    .filter(|st| self.1.matches(st))
+                    .map(ServiceDoc::new),
+            )
+        }
+    }
+
+    fn fleet(n: usize) -> Arc<Snapshot> {
+        use crate::probe::{Outcome, Reason};
+        use std::time::Duration;
+        let src: String = (0..n)
+            .map(|i| {
+                format!(
+                    "[[service]]\nname = \"s{i}\"\nurl = \"http://127.0.0.1:9/{i}\"\ngroup = \"g{}\"\n",
+                    i % 3
+                )
+            })
+            .collect();
+        let config =
+            Arc::new(crate::config::parse(std::path::Path::new("t.toml"), &src).expect("valid"));
+        let loaded = crate::config::Loaded {
+            generation: 1,
+            config: config.clone(),
+        };
+        let outcomes = (0..n)
+            .map(|i| match i % 2 {
+                0 => Outcome::passed(SystemTime::UNIX_EPOCH, Duration::from_millis(3)),
+                _ => Outcome::failed(
+                    Reason::Connect,
+                    SystemTime::UNIX_EPOCH,
+                    Duration::from_millis(1),
+                    "refused \"quoted\"",
+                ),
+            })
+            .collect();
+        let report = crate::snapshot::SweepReport {
+            config,
+            started_at: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(5),
+            outcomes,
+            max_in_flight: 4,
+            not_started: 0,
+            began: Vec::new(),
+            idle_connections: 0,
+        };
+        Arc::new(
+            Snapshot::new(&loaded, SystemTime::UNIX_EPOCH)
+                .swept(report)
+                .0,
+        )
+    }
+
+    #[test]
+    fn the_streamed_status_document_is_the_whole_document_byte_for_byte() {
+        let reload = ReloadStatus {
+            successful: false,
+            last_success: SystemTime::UNIX_EPOCH,
+            last_error: Some("line 3: bad".into()),
+        };
+        for n in [0, 1, STATUS_PIECE_SERVICES, 3 * STATUS_PIECE_SERVICES + 5] {
+            let snapshot = fleet(n);
+            for query in [
+                "",
+                "pretty",
+                "state=down",
+                "state=down&pretty",
+                "group=g9&pretty",
+                "group=g9",
+            ] {
+                let q = StatusQuery::parse(query).expect("valid query");
+                let whole = to_json(
+                    &StatusDoc::new(&snapshot, &reload, AllServices(&snapshot, &q)),
+                    q.pretty,
+                );
+                let streamed: Vec<u8> = status_pieces(snapshot.clone(), reload.clone(), q)
+                    .flat_map(|b| b.to_vec())
+                    .collect();
+                assert_eq!(
+                    String::from_utf8(streamed).expect("UTF-8"),
+                    String::from_utf8(whole).expect("UTF-8"),
+                    "{n} services, query {query:?}"
+                );
+            }
+        }
+    }
+
+    /// The `/status` contract, field by field: a change here is a change for every jq script
+    /// and dashboard that reads it.
+    #[test]
+    fn the_status_document_has_the_documented_shape() {
+        let reload = ReloadStatus {
+            successful: true,
+            last_success: SystemTime::UNIX_EPOCH,
+            last_error: None,
+        };
+        let doc: serde_json::Value =
+            serde_json::from_slice(&status_document(&fleet(2), &reload)).expect("JSON");
+        let golden = json!({
+            "generation": 1,
+            "shard": {"index": 0, "count": 1, "fleet_services": 2},
+            "summary": {"total": 2, "up": 1, "degraded": 0, "down": 1, "unknown": 0},
+            "sweep": {
+                "number": 1, "started_at": "1970-01-01T00:00:00.000Z", "duration_seconds": 0.005,
+                "deadline_seconds": 5.0, "interval_seconds": 15.0, "checks": 2, "failed": 1,
+                "deadline_exceeded": 0, "not_started": 0, "max_in_flight": 4,
+                "connections_reused": 0, "idle_connections": 0
+            },
+            "config": {
+                "generation": 1, "last_reload_successful": true,
+                "last_reload_success_at": "1970-01-01T00:00:00.000Z", "last_reload_error": null
+            },
+            "services": [
+                {
+                    "name": "s0", "group": "g0", "labels": {}, "url": "http://127.0.0.1:9/0",
+                    "state": "up", "since": "1970-01-01T00:00:00.003Z",
+                    "consecutive_failures": 0, "consecutive_successes": 1,
+                    "checks": {"ok": 1},
+                    "last": {
+                        "ok": true, "reason": null, "http_status": null, "duration_seconds": 0.003,
+                        "at": "1970-01-01T00:00:00.000Z", "error": null, "reused_connection": false,
+                        "degraded": false, "http_version": null, "redirects": 0, "tls": null
+                    }
+                },
+                {
+                    "name": "s1", "group": "g1", "labels": {}, "url": "http://127.0.0.1:9/1",
+                    "state": "down", "since": "1970-01-01T00:00:00.001Z",
+                    "consecutive_failures": 1, "consecutive_successes": 0,
+                    "checks": {"ok": 0, "connect": 1},
+                    "last": {
+                        "ok": false, "reason": "connect", "http_status": null,
+                        "duration_seconds": 0.001, "at": "1970-01-01T00:00:00.000Z",
+                        "error": "refused \"quoted\"", "reused_connection": false,
+                        "degraded": false, "http_version": null, "redirects": 0, "tls": null
+                    }
+                }
+            ]
+        });
+        assert_eq!(doc, golden);
+    }
 
     #[test]
     fn status_query_parses_filters_and_rejects_the_unknown() {

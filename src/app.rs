@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{Instrument, error, info_span, warn};
 
 use crate::api::Api;
 use crate::config::{Config, Overrides};
@@ -85,27 +85,40 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
     let sweeper = Sweeper::new(prober, configs, snapshot_tx, settings.connection_budget)
         .with_watchdog(Watchdog::from_env());
 
+    // Each task runs in a span named for it, so anything it logs (a panic included) says which.
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
-    tasks.spawn(async move {
-        reloader.run(reload_rx, s).await;
-        "reloader"
-    });
+    tasks.spawn(
+        async move {
+            reloader.run(reload_rx, s).await;
+            "reloader"
+        }
+        .instrument(info_span!("task", name = "reloader")),
+    );
     let s = shutdown.clone();
-    tasks.spawn(async move {
-        sweeper.run(s).await;
-        "sweeper"
-    });
+    tasks.spawn(
+        async move {
+            sweeper.run(s).await;
+            "sweeper"
+        }
+        .instrument(info_span!("task", name = "sweeper")),
+    );
     let s = shutdown.clone();
-    tasks.spawn(async move {
-        server::serve(settings.listener, api, s).await;
-        "server"
-    });
+    tasks.spawn(
+        async move {
+            server::serve(settings.listener, api, s).await;
+            "server"
+        }
+        .instrument(info_span!("task", name = "server")),
+    );
     let (n, s, watched) = (notifier.clone(), shutdown.clone(), snapshots.clone());
-    tasks.spawn(async move {
-        n.run(watched, s).await;
-        "notifier"
-    });
+    tasks.spawn(
+        async move {
+            n.run(watched, s).await;
+            "notifier"
+        }
+        .instrument(info_span!("task", name = "notifier")),
+    );
     Ok(Running {
         snapshots,
         reload_requests,

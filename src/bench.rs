@@ -306,7 +306,8 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
 
     let peak_rss_sweeps_bytes = peak_rss();
     reset_peak_rss();
-    let (snapshots_tx, snapshots) = watch::channel(Arc::new(snapshot.clone()));
+    let shared = Arc::new(snapshot.clone());
+    let (snapshots_tx, snapshots) = watch::channel(shared.clone());
     let reload = ReloadStatus {
         successful: true,
         last_success: SystemTime::now(),
@@ -316,7 +317,7 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(snapshots, reloads));
     let (metrics_render_seconds, metrics_bytes) = median_render(|| metrics.render().len());
     let (status_render_seconds, status_bytes) =
-        median_render(|| crate::api::status_document(&snapshot, &reload).len());
+        median_render(|| crate::api::status_document(&shared, &reload).len());
 
     // A sweep while /metrics is scraped every SCRAPE_EVERY on a blocking thread, as the server
     // renders it: twenty scrapes a second, far above any real Prometheus. The render must not
@@ -383,7 +384,7 @@ async fn measured_sweep(
 ) -> (SweepMeasure, Snapshot) {
     let cpu = cpu_seconds();
     let t = Instant::now();
-    let plan = Plan::new(loaded.config.clone(), max_in_flight).slowest_first(snapshot);
+    let plan = Plan::new(loaded.config.clone(), max_in_flight).fair_order(snapshot);
     let report = run_sweep(prober.clone(), plan).await;
     let wall_seconds = t.elapsed().as_secs_f64();
     let cpu_seconds = cpu_seconds() - cpu;

@@ -26,6 +26,8 @@ mod exit {
     pub const BAD_CONFIG: u8 = 2;
     /// The daemon could not start (e.g. the listen address is taken).
     pub const CANNOT_START: u8 = 3;
+    /// A task panicked: a bug. Non-zero so that `Restart=on-failure` restarts the daemon.
+    pub const PANIC: i32 = 101;
 }
 
 /// How long the runtime waits for blocking work (a name lookup) at exit.
@@ -182,6 +184,7 @@ fn main() -> ExitCode {
     let _profiler = std::env::var_os("DHAT").map(|_| dhat::Profiler::new_heap());
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
+    exit_on_panic();
     match cli.command {
         Command::Validate { config } => validate(&config),
         Command::Run {
@@ -261,6 +264,32 @@ fn init_logging(filter: &str, format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Any panic, on any thread or task, is logged (with the span it happened in: the task, the
+/// sweep, the request) and ends the process with [`exit::PANIC`]. Tokio would otherwise catch a
+/// task's panic and carry on without that task, or the daemon would exit 0 after it, and
+/// systemd's `Restart=on-failure` would never restart it.
+fn exit_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            %location,
+            panic = %message,
+            "panic: this is a bug; exiting"
+        );
+        print(info);
+        std::process::exit(exit::PANIC);
+    }));
 }
 
 fn load(path: &Path, overrides: Overrides) -> Result<Config, ExitCode> {

@@ -15,11 +15,15 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
 use tokio::sync::watch;
 
+use crate::body::Pieces;
+use crate::labels;
 use crate::reload::ReloadStatus;
 use crate::snapshot::{ServiceStatus, Snapshot, State};
 
@@ -204,7 +208,7 @@ const PER_SERVICE: [PerService; 9] = [
     }),
     (SSL_EXPIRY, |s| {
         let tls = s.last.as_ref()?.tls.as_ref()?;
-        Sample::of(unix_seconds(tls.earliest_expiry))
+        Sample::of(tls.earliest_expiry.as_f64())
     }),
     (HTTP_VERSION, |s| {
         Sample::of(s.last.as_ref()?.http_version?.as_f64())
@@ -256,23 +260,35 @@ impl Metrics {
         self
     }
 
-    /// The text exposition of every metric, all from one snapshot.
-    pub fn render(&self) -> Vec<u8> {
+    /// The text exposition of every metric, all from one snapshot, as pieces rendered when
+    /// asked for (see [`crate::body`]): a scrape never holds the whole text.
+    pub fn pieces(self: &Arc<Self>) -> Pieces {
         // Clone the Arc and let go at once: the sweeper is never held up by a scrape.
         let snapshot = self.snapshots.borrow().clone();
+        Box::new(Exposition {
+            metrics: self.clone(),
+            snapshot,
+            family: 0,
+            service: 0,
+            header_written: false,
+        })
+    }
+
+    /// The whole exposition in memory (the benchmark and tests; the server streams
+    /// [`Metrics::pieces`]).
+    pub fn render(self: &Arc<Self>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in self.pieces() {
+            out.extend_from_slice(&piece);
+        }
+        out
+    }
+
+    /// What does not come from the services: the daemon's own families and the registry's.
+    fn daemon_text(&self, snapshot: &Snapshot) -> Vec<u8> {
         let reload = self.reloads.borrow().clone();
         let encoder = TextEncoder::new();
-        // Reserving more than the ~400 bytes a service takes costs nothing resident (untouched
-        // pages) and spares copying tens of megabytes as the buffer grows.
-        let mut out = Vec::with_capacity(4096 + snapshot.services.len() * 512);
-        let mut chunked = Chunked::new(&encoder);
-        for (family, sample) in &PER_SERVICE {
-            chunked.family(family, &snapshot, &mut out, |status, metrics| {
-                series_of(family, *sample, status, metrics)
-            });
-        }
-        chunked.family(&CHECKS, &snapshot, &mut out, checks_of);
-        let mut daemon = daemon_families(&snapshot, &reload);
+        let mut daemon = daemon_families(snapshot, &reload);
         if let Some(idle) = &self.idle_connections {
             let value = idle.load(std::sync::atomic::Ordering::Relaxed) as f64;
             daemon.push(family(
@@ -280,9 +296,148 @@ impl Metrics {
                 vec![metric(&IDLE_CONNECTIONS, Vec::new(), value)],
             ));
         }
+        let mut out = Vec::new();
         encode(&encoder, &daemon, &mut out);
         encode(&encoder, &self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// Text a piece of `/metrics` holds, roughly: small enough that a client that stops reading
+/// pins little memory and that rendering one takes well under a millisecond, large enough that
+/// a scrape of 100,000 services is a few thousand pieces.
+const PIECE_BYTES: usize = 32 * 1024;
+
+/// `/metrics` being rendered: the per-service families one after the other, each over every
+/// service, then the daemon's own families.
+struct Exposition {
+    metrics: Arc<Metrics>,
+    snapshot: Arc<Snapshot>,
+    /// Index in [`PER_SERVICE`], then [`CHECKS`] at `PER_SERVICE.len()`, then the daemon's
+    /// families; past that, done.
+    family: usize,
+    /// Next service of the family.
+    service: usize,
+    /// Whether the family's `# HELP` and `# TYPE` lines are out: written with its first series,
+    /// so a family no service has is left out (the text format has no empty families).
+    header_written: bool,
+}
+
+impl Iterator for Exposition {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        const CHECKS_AT: usize = PER_SERVICE.len();
+        if self.family > CHECKS_AT + 1 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(PIECE_BYTES + 4096);
+        let services = &self.snapshot.services;
+        while out.len() < PIECE_BYTES {
+            if self.family == CHECKS_AT + 1 {
+                out.extend_from_slice(&self.metrics.daemon_text(&self.snapshot));
+                self.family += 1;
+                break;
+            }
+            let Some(status) = services.get(self.service) else {
+                self.family += 1;
+                self.service = 0;
+                self.header_written = false;
+                continue;
+            };
+            self.service += 1;
+            if self.family == CHECKS_AT {
+                write_checks(&mut out, status, &mut self.header_written);
+            } else {
+                let (f, sample) = &PER_SERVICE[self.family];
+                if let Some(s) = sample(status) {
+                    write_header(&mut out, f, &mut self.header_written);
+                    let extra = s.reason.map(|r| (labels::REASON, r));
+                    write_series(
+                        &mut out,
+                        f.name,
+                        &status.service.series_labels,
+                        extra,
+                        s.value,
+                    );
+                }
+            }
+        }
+        Some(Bytes::from(out))
+    }
+}
+
+/// `# HELP` and `# TYPE` of `f`, unless written already.
+fn write_header(out: &mut Vec<u8>, f: &Family, written: &mut bool) {
+    if std::mem::replace(written, true) {
+        return;
+    }
+    out.extend_from_slice(b"# HELP ");
+    out.extend_from_slice(f.name.as_bytes());
+    out.push(b' ');
+    for c in f.help.bytes() {
+        match c {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            c => out.push(c),
+        }
+    }
+    out.extend_from_slice(b"\n# TYPE ");
+    out.extend_from_slice(f.name.as_bytes());
+    out.extend_from_slice(if f.kind == MetricType::COUNTER {
+        b" counter\n"
+    } else {
+        b" gauge\n"
+    });
+}
+
+/// One sample line: `name{labels,extra="value"} value`.
+fn write_series(
+    out: &mut Vec<u8>,
+    name: &str,
+    labels: &str,
+    extra: Option<(&str, &str)>,
+    value: f64,
+) {
+    use std::io::Write as _;
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'{');
+    out.extend_from_slice(labels.as_bytes());
+    if let Some((k, v)) = extra {
+        // Our own label values (reasons, results) are snake_case: nothing to escape.
+        out.push(b',');
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"=\"");
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"} ");
+    if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{value}");
+    }
+    out.push(b'\n');
+}
+
+/// `healthsweep_checks_total{result}` for one service: `ok` once it has been checked, and each
+/// failure reason that happened at least once.
+fn write_checks(out: &mut Vec<u8>, status: &ServiceStatus, header_written: &mut bool) {
+    if status.last.is_none() {
+        return;
+    }
+    write_header(out, &CHECKS, header_written);
+    let results = std::iter::once(("ok", status.counts.ok))
+        .chain(status.counts.failures().map(|(r, n)| (r.as_str(), n)));
+    for (result, n) in results {
+        write_series(
+            out,
+            CHECKS.name,
+            &status.service.series_labels,
+            Some((labels::RESULT, result)),
+            f64::from(n),
+        );
     }
 }
 
@@ -358,121 +513,11 @@ fn metric(f: &Family, labels: Vec<LabelPair>, value: f64) -> Metric {
     m
 }
 
-/// Services encoded per `MetricFamily`: the family's protobuf form takes ~650 bytes a series,
-/// which at 100,000 services would be 65 MB held for one family; a chunk keeps it under 1 MB.
-const CHUNK: usize = 1024;
-
-/// Encodes per-service families a chunk of services at a time, with the `# HELP` and `# TYPE`
-/// lines once per family as the text format requires.
-struct Chunked<'e> {
-    encoder: &'e TextEncoder,
-    metrics: Vec<Metric>,
-    /// Where a chunk after the first is encoded, to drop its repeated header.
-    scratch: Vec<u8>,
-}
-
-impl<'e> Chunked<'e> {
-    fn new(encoder: &'e TextEncoder) -> Self {
-        Chunked {
-            encoder,
-            metrics: Vec::with_capacity(CHUNK),
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Appends family `f`: the series `series` gives for each service, in snapshot order.
-    /// Nothing at all when no service has a series (the text format has no empty families).
-    fn family(
-        &mut self,
-        f: &Family,
-        snapshot: &Snapshot,
-        out: &mut Vec<u8>,
-        mut series: impl FnMut(&ServiceStatus, &mut Vec<Metric>),
-    ) {
-        let mut header_written = false;
-        for chunk in snapshot.services.chunks(CHUNK) {
-            for status in chunk {
-                series(status, &mut self.metrics);
-            }
-            if self.metrics.is_empty() {
-                continue;
-            }
-            let mut mf = family(f, std::mem::take(&mut self.metrics));
-            if header_written {
-                self.scratch.clear();
-                encode(self.encoder, std::slice::from_ref(&mf), &mut self.scratch);
-                out.extend_from_slice(without_header(&self.scratch));
-            } else {
-                encode(self.encoder, std::slice::from_ref(&mf), out);
-                header_written = true;
-            }
-            // Hand the allocation back for the next chunk.
-            self.metrics = mf.take_metric();
-            self.metrics.clear();
-        }
-    }
-}
-
-/// A family's encoding without its first two lines: `# HELP` and `# TYPE`, which the encoder
-/// always writes first (help text has its newlines escaped, so each is exactly one line).
-fn without_header(encoded: &[u8]) -> &[u8] {
-    debug_assert!(encoded.starts_with(b"# HELP "));
-    let mut rest = encoded;
-    for _ in 0..2 {
-        match rest.iter().position(|&b| b == b'\n') {
-            Some(end) => rest = &rest[end + 1..],
-            None => return &[],
-        }
-    }
-    rest
-}
-
-/// A per-service family's series for one service, if `sample` gives it one.
-fn series_of(
-    family: &Family,
-    sample: fn(&ServiceStatus) -> Option<Sample>,
-    status: &ServiceStatus,
-    metrics: &mut Vec<Metric>,
-) {
-    if let Some(s) = sample(status) {
-        let mut labels = target_labels(status);
-        labels.extend(s.reason.map(|r| label("reason", r)));
-        metrics.push(metric(family, labels, s.value));
-    }
-}
-
-/// `healthsweep_checks_total{result}` for one service: `ok` once it has been checked, and each
-/// failure reason that happened at least once.
-fn checks_of(status: &ServiceStatus, metrics: &mut Vec<Metric>) {
-    if status.last.is_none() {
-        return;
-    }
-    let results = std::iter::once(("ok", status.counts.ok))
-        .chain(status.counts.failures().map(|(r, n)| (r.as_str(), n)));
-    for (result, n) in results {
-        let mut labels = target_labels(status);
-        labels.push(label("result", result));
-        metrics.push(metric(&CHECKS, labels, f64::from(n)));
-    }
-}
-
 fn label(name: &str, value: &str) -> LabelPair {
     let mut l = LabelPair::default();
     l.set_name(name.into());
     l.set_value(value.into());
     l
-}
-
-/// `target`, `group` (when set) and the service's own labels.
-fn target_labels(status: &ServiceStatus) -> Vec<LabelPair> {
-    let s = &status.service;
-    let mut labels = Vec::with_capacity(3 + s.labels.len());
-    labels.push(label("target", &s.name));
-    if let Some(g) = &s.group {
-        labels.push(label("group", g));
-    }
-    labels.extend(s.labels.iter().map(|(k, v)| label(k, v)));
-    labels
 }
 
 fn daemon_families(snapshot: &Snapshot, reload: &ReloadStatus) -> Vec<MetricFamily> {
@@ -485,7 +530,10 @@ fn daemon_families(snapshot: &Snapshot, reload: &ReloadStatus) -> Vec<MetricFami
         out.push(one(&LAST_SWEEP_DURATION, sweep.duration.as_secs_f64()));
         out.push(one(
             &LAST_SWEEP_TIMESTAMP,
-            unix_seconds(sweep.started_at + sweep.duration),
+            unix_seconds(crate::timestamp::saturating_add(
+                sweep.started_at,
+                sweep.duration,
+            )),
         ));
         out.push(one(
             &LAST_SWEEP_DEADLINE_EXCEEDED,
@@ -530,9 +578,7 @@ fn daemon_families(snapshot: &Snapshot, reload: &ReloadStatus) -> Vec<MetricFami
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    crate::timestamp::UnixTime::from_system(t).as_f64()
 }
 
 #[cfg(test)]
@@ -619,6 +665,7 @@ mod tests {
             outcomes,
             max_in_flight: 10,
             not_started: 0,
+            began: Vec::new(),
             idle_connections: 0,
         };
         Snapshot::new(&loaded, SystemTime::UNIX_EPOCH)
@@ -626,49 +673,77 @@ mod tests {
             .0
     }
 
-    #[test]
-    fn chunked_families_encode_exactly_as_one_family_would() {
-        let n = 2 * CHUNK + 17;
-        let snapshot = swept_fleet(n);
-        let encoder = TextEncoder::new();
-        let (failure_family, failure_sample) = &PER_SERVICE[3];
-        assert_eq!(failure_family.name, "healthsweep_probe_failure_reason");
-        let failure_series = |status: &ServiceStatus, metrics: &mut Vec<Metric>| {
-            series_of(failure_family, *failure_sample, status, metrics)
-        };
-        let mut chunked = Chunked::new(&encoder);
+    fn metrics_of(snapshot: Snapshot) -> Arc<Metrics> {
+        let (_tx, snapshots) = watch::channel(Arc::new(snapshot));
+        let (_rtx, reloads) = watch::channel(ReloadStatus {
+            successful: true,
+            last_success: SystemTime::UNIX_EPOCH,
+            last_error: None,
+        });
+        Arc::new(Metrics::new(snapshots, reloads))
+    }
+
+    /// The lines of family `name` in `text`, its header included.
+    fn section<'t>(text: &'t str, name: &str) -> Vec<&'t str> {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix("# HELP ")
+                    .or_else(|| l.strip_prefix("# TYPE "))
+                    .unwrap_or(l)
+                    .split(['{', ' '])
+                    .next()
+                    == Some(name)
+            })
+            .collect()
+    }
+
+    /// The prometheus crate's own encoding of what our encoder writes for `f`: the reference.
+    fn reference(f: &Family, series: Vec<Metric>) -> String {
         let mut out = Vec::new();
-        chunked.family(&CHECKS, &snapshot, &mut out, checks_of);
-        chunked.family(failure_family, &snapshot, &mut out, failure_series);
+        encode(&TextEncoder::new(), &[family(f, series)], &mut out);
+        String::from_utf8(out).expect("UTF-8")
+    }
 
-        // The reference: each family as one MetricFamily, as the encoder would do it.
-        let mut all_checks = Vec::new();
+    fn pairs(status: &ServiceStatus) -> Vec<LabelPair> {
+        let s = &status.service;
+        let mut v = vec![label("target", &s.name)];
+        v.extend(s.group.as_deref().map(|g| label("group", g)));
+        v.extend(s.labels.iter().map(|(k, n)| label(k, n)));
+        v
+    }
+
+    #[test]
+    fn streamed_families_encode_exactly_as_the_prometheus_encoder_would() {
+        let n = 2000;
+        let snapshot = swept_fleet(n);
         let mut failures = Vec::new();
-        for status in snapshot.services.iter() {
-            checks_of(status, &mut all_checks);
-            failure_series(status, &mut failures);
+        let mut checks = Vec::new();
+        for st in &snapshot.services {
+            let o = st.last.as_ref().expect("swept");
+            if let Some(r) = o.reason {
+                let mut p = pairs(st);
+                p.push(label("reason", r.as_str()));
+                failures.push(metric(&FAILURE_REASON, p, 1.0));
+            }
+            let mut p = pairs(st);
+            p.push(label("result", "ok"));
+            checks.push(metric(&CHECKS, p, f64::from(st.counts.ok)));
+            for (r, c) in st.counts.failures() {
+                let mut p = pairs(st);
+                p.push(label("result", r.as_str()));
+                checks.push(metric(&CHECKS, p, f64::from(c)));
+            }
         }
-        let mut reference = Vec::new();
-        encode(&encoder, &[family(&CHECKS, all_checks)], &mut reference);
-        encode(
-            &encoder,
-            &[family(failure_family, failures)],
-            &mut reference,
-        );
-
-        let text = String::from_utf8(out).expect("the exposition is UTF-8");
-        assert_eq!(text, String::from_utf8(reference).expect("UTF-8"));
+        let text = String::from_utf8(metrics_of(snapshot).render()).expect("UTF-8");
+        for (f, series) in [(&FAILURE_REASON, failures), (&CHECKS, checks)] {
+            let mine = section(&text, f.name).join("\n") + "\n";
+            assert_eq!(mine, reference(f, series), "{}", f.name);
+        }
         assert_eq!(text.matches("# TYPE healthsweep_checks_total").count(), 1);
-        assert_eq!(
-            text.matches("# HELP healthsweep_probe_failure_reason")
-                .count(),
-            1
-        );
-        // Every service has an ok count; the failing half a second series.
-        let checks = text
+        let lines = text
             .lines()
             .filter(|l| l.starts_with("healthsweep_checks_total{"));
-        assert_eq!(checks.count(), n + n / 2);
+        assert_eq!(lines.count(), n + n / 2);
         assert!(
             text.contains(r#"note="a \"quoted\" \\ value""#),
             "{}",
@@ -677,11 +752,95 @@ mod tests {
     }
 
     #[test]
+    fn a_large_fleet_is_rendered_in_bounded_pieces() {
+        let metrics = metrics_of(swept_fleet(5000));
+        let pieces: Vec<Bytes> = metrics.pieces().collect();
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        for p in &pieces {
+            assert!(p.len() < PIECE_BYTES + 8192, "a piece of {} bytes", p.len());
+        }
+    }
+
+    #[test]
     fn a_family_no_service_has_is_left_out() {
-        let snapshot = swept_fleet(3);
-        let encoder = TextEncoder::new();
-        let mut out = Vec::new();
-        Chunked::new(&encoder).family(&SSL_EXPIRY, &snapshot, &mut out, |_, _| {});
-        assert!(out.is_empty());
+        let text = String::from_utf8(metrics_of(swept_fleet(3)).render()).expect("UTF-8");
+        assert!(!text.contains("probe_ssl_earliest_cert_expiry"), "{text}");
+        assert!(text.contains("# TYPE probe_success gauge"));
+    }
+
+    /// Every label a per-service series carries is one the daemon names in
+    /// [`crate::labels::RESERVED`] or one of the service's own: a metric that adds a label not
+    /// reserved there would let a configured label of that name duplicate it, and Prometheus
+    /// rejects a scrape with a duplicate label.
+    #[test]
+    fn every_label_on_a_per_service_series_is_reserved_or_the_services_own() {
+        use crate::probe::{Outcome, Reason, TlsFacts};
+        use crate::snapshot::SweepReport;
+        use crate::timestamp::UnixTime;
+        use std::time::Duration;
+        let src = "[[service]]\nname = \"a\"\nurl = \"https://127.0.0.1:9/\"\ngroup = \"g\"\n\
+                   labels = { own = \"x\" }\n\
+                   [[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:9/\"\n";
+        let config =
+            Arc::new(crate::config::parse(std::path::Path::new("t.toml"), src).expect("valid"));
+        let loaded = crate::config::Loaded {
+            generation: 1,
+            config: config.clone(),
+        };
+        let tls = Some(Arc::new(TlsFacts {
+            earliest_expiry: UnixTime::from_secs(-5),
+            leaf_expiry: UnixTime::from_secs(10),
+        }));
+        let passed = Outcome {
+            http_status: Some(200),
+            http_version: Some(crate::probe::HttpVersion::Http2),
+            tls,
+            ..Outcome::passed(SystemTime::UNIX_EPOCH, Duration::from_millis(7))
+        };
+        let failed = Outcome::failed(
+            Reason::HttpStatus,
+            SystemTime::UNIX_EPOCH,
+            Duration::from_millis(9),
+            "status 500",
+        );
+        let mut snapshot = Snapshot::new(&loaded, SystemTime::UNIX_EPOCH);
+        for outcomes in [vec![failed.clone(), passed.clone()], vec![passed, failed]] {
+            let report = SweepReport {
+                config: config.clone(),
+                started_at: SystemTime::UNIX_EPOCH,
+                duration: Duration::from_millis(10),
+                outcomes,
+                max_in_flight: 10,
+                not_started: 0,
+                began: Vec::new(),
+                idle_connections: 0,
+            };
+            snapshot = snapshot.swept(report).0;
+        }
+        let text = String::from_utf8(metrics_of(snapshot).render()).expect("UTF-8");
+        let mut families = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| l.contains("target=\"")) {
+            let (name, rest) = line.split_once('{').expect("labels");
+            families.insert(name.to_string());
+            let labels = rest.rsplit_once('}').expect("closed").0;
+            let mut names = Vec::new();
+            for pair in labels.split("\",") {
+                let name = pair.split_once('=').expect("name=value").0;
+                assert!(
+                    crate::labels::is_reserved(name) || name == "own",
+                    "{name} on {line} is not reserved"
+                );
+                assert!(!names.contains(&name), "{name} twice on {line}");
+                names.push(name);
+            }
+        }
+        let per_service: Vec<&str> = PER_SERVICE
+            .iter()
+            .map(|(f, _)| f.name)
+            .chain([CHECKS.name])
+            .collect();
+        for name in per_service {
+            assert!(families.contains(name), "{name} was not rendered: {text}");
+        }
     }
 }

@@ -274,6 +274,7 @@ mod tests {
             outcomes,
             max_in_flight: 100,
             not_started: 0,
+            began: Vec::new(),
             idle_connections: 0,
         };
         s.swept(report).0

@@ -125,7 +125,7 @@ impl Reloader {
             .unwrap_or_else(|e| {
                 Err(ConfigError::Read {
                     path: self.path.clone(),
-                    source: std::io::Error::other(e),
+                    source: config::read::ReadError::Io(std::io::Error::other(e)),
                 })
             });
         match loaded {

@@ -4,14 +4,18 @@
 //!
 //! It takes its listener and shutdown token as parameters, so tests bind `127.0.0.1:0` and need
 //! no signals. Hardening against slow or abusive clients: at most [`MAX_CONNECTIONS`], the
-//! longest-idle one evicted when a new client needs room ([`limit`]); a request head (and a TLS
-//! handshake) must arrive within [`HEADER_READ_TIMEOUT`], which also closes keep-alive
-//! connections idle that long; request heads are capped at [`MAX_REQUEST_HEAD_BYTES`]; the
-//! errors hyper answers by itself get a JSON body like ours (`json_errors`).
+//! longest really idle one (waiting for a request, or stalled on a client that does not read)
+//! evicted when a new client needs room ([`limit`]); a request head (and a TLS handshake) must
+//! arrive within [`HEADER_READ_TIMEOUT`], which also closes keep-alive connections idle that
+//! long; a response that cannot be written for [`WRITE_TIMEOUT`] closes its connection
+//! (`watched`); large responses are streamed, so a client that does not read holds one piece of
+//! one (see [`crate::body`]); request heads are capped at [`MAX_REQUEST_HEAD_BYTES`]; the errors
+//! hyper answers by itself get a JSON body like ours (`json_errors`).
 
 mod json_errors;
 pub mod limit;
 pub mod tls;
+mod watched;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,11 +28,13 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{self, Api};
 use json_errors::JsonErrors;
 use limit::{Connections, Slot};
+pub use watched::WRITE_TIMEOUT;
+use watched::Watched;
 
 /// Connections served at once. Scrapers and on-call engineers need a handful; the bound keeps a
 /// flood of idle connections from taking the descriptors the checks need.
@@ -62,14 +68,10 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
         .clone()
         .map(|t| tls::acceptor(&t, api.snapshots.clone()));
     loop {
-        let slot = tokio::select! {
-            () = shutdown.cancelled() => break,
-            slot = connections.admit() => slot,
-        };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, peer)) => (stream, peer),
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     warn!(error = %e, "accepting a connection failed");
@@ -78,14 +80,17 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationT
                 }
             },
         };
+        // Admitted once accepted, so the connection just accepted is never the one evicted to
+        // make room (see `limit`).
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = connections.admit() => slot,
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(
-            stream,
-            slot,
-            tls.clone(),
-            api.clone(),
-            graceful.watcher(),
-        ));
+        tokio::spawn(
+            connection(stream, slot, tls.clone(), api.clone(), graceful.watcher())
+                .instrument(info_span!("connection", %peer)),
+        );
     }
     drop(listener);
     tokio::select! {
@@ -102,6 +107,7 @@ async fn connection(
     api: Arc<Api>,
     graceful: Watcher,
 ) {
+    let stream = Watched::new(stream, slot.writes());
     let serve = async {
         match tls {
             None => http(TokioIo::new(JsonErrors::new(stream)), &slot, api, graceful).await,
@@ -132,8 +138,8 @@ where
         let api = api.clone();
         let busy = activity.busy();
         async move {
-            let response = api::handle(&api, req).await;
-            drop(busy);
+            // Busy until the response body has been written, not only until it is built.
+            let response = api::handle(&api, req).await.map(|body| body.guarded(busy));
             Ok::<_, Infallible>(response)
         }
     });

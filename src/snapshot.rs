@@ -83,6 +83,9 @@ pub struct ServiceStatus {
     pub counts: Counts,
     /// The latest check, once there is one.
     pub last: Option<Outcome>,
+    /// The number of the sweep in which a check of the service last started (0: never). When
+    /// the fleet does not fit in a sweep, the services that waited longest start first.
+    pub last_started: u64,
 }
 
 impl ServiceStatus {
@@ -95,6 +98,7 @@ impl ServiceStatus {
             consecutive_successes: 0,
             counts: Counts::default(),
             last: None,
+            last_started: 0,
         }
     }
 
@@ -102,11 +106,15 @@ impl ServiceStatus {
     /// `failure_threshold` failures in a row, and back after `success_threshold` passes in a row,
     /// so a flapping service does not flap its state; the first result of a service sets it
     /// directly. Up and degraded follow the latest passing check.
-    fn after(&self, outcome: Outcome) -> ServiceStatus {
+    fn after(&self, outcome: Outcome, started_in: Option<u64>) -> ServiceStatus {
         let ok = outcome.ok();
-        let consecutive_failures = if ok { 0 } else { self.consecutive_failures + 1 };
+        let consecutive_failures = if ok {
+            0
+        } else {
+            self.consecutive_failures.saturating_add(1)
+        };
         let consecutive_successes = if ok {
-            self.consecutive_successes + 1
+            self.consecutive_successes.saturating_add(1)
         } else {
             0
         };
@@ -142,12 +150,13 @@ impl ServiceStatus {
             since: if state == self.state {
                 self.since
             } else {
-                outcome.at + outcome.duration
+                crate::timestamp::saturating_add(outcome.at, outcome.duration)
             },
             consecutive_failures,
             consecutive_successes,
             counts,
             last: Some(outcome),
+            last_started: started_in.unwrap_or(self.last_started),
         }
     }
 }
@@ -183,6 +192,8 @@ pub struct SweepReport {
     pub max_in_flight: usize,
     /// Services whose check never started.
     pub not_started: usize,
+    /// Whether each service's check started (in `outcomes` order); empty means all did.
+    pub began: Vec<bool>,
     /// Connections kept open for reuse when the sweep ended.
     pub idle_connections: usize,
 }
@@ -300,6 +311,8 @@ impl Snapshot {
                 .map(|(i, s)| (s.name.as_str(), i))
                 .collect()
         };
+        let number = self.sweeps_total + 1;
+        let began = |j: usize| report.began.get(j).copied().unwrap_or(true);
         let mut transitions = Vec::new();
         let services = self
             .services
@@ -314,9 +327,9 @@ impl Snapshot {
                         .copied()
                         .filter(|&j| report.config.services[j].same_target(&status.service))
                 };
-                match j.and_then(|j| outcomes.get_mut(j).and_then(Option::take)) {
-                    Some(outcome) => {
-                        let next = status.after(outcome);
+                match j.and_then(|j| Some((j, outcomes.get_mut(j)?.take()?))) {
+                    Some((j, outcome)) => {
+                        let next = status.after(outcome, began(j).then_some(number));
                         if next.state != status.state {
                             transitions.push(Transition {
                                 service: status.service.name.clone(),
@@ -336,7 +349,7 @@ impl Snapshot {
             generation: self.generation,
             config: self.config.clone(),
             services,
-            sweeps_total: self.sweeps_total + 1,
+            sweeps_total: number,
             deadline_exceeded_total: self.deadline_exceeded_total
                 + summary.deadline_exceeded as u64,
             last_sweep: Some(summary),
@@ -414,6 +427,7 @@ mod tests {
             outcomes: oks.iter().map(|&ok| outcome(ok)).collect(),
             max_in_flight: 10,
             not_started: 0,
+            began: Vec::new(),
             idle_connections: 0,
         }
     }

@@ -41,11 +41,18 @@ impl Plan {
         }
     }
 
-    /// When the fleet does not fit in flight at once, starts the services that took longest
-    /// last time first (and those never checked before all others): the classic
-    /// longest-job-first rule, so slow checks overlap the fast ones instead of trailing behind
-    /// them at the end of the sweep. `snapshot` must be of the same config.
-    pub fn slowest_first(mut self, snapshot: &Snapshot) -> Plan {
+    /// When the fleet does not fit in flight at once, the start order, from `snapshot` (of the
+    /// same config):
+    ///
+    /// 1. the services whose check started longest ago first (never started: first of all), so
+    ///    no service starves: each sweep starts at least `max_in_flight` checks, those at the
+    ///    front, so every service's check starts at least once every
+    ///    ⌈services / max_in_flight⌉ sweeps;
+    /// 2. among equals, those cut off by the deadline last time before those that finished, so
+    ///    a check that started too late to finish gets a full turn next;
+    /// 3. then the slowest last time first (longest-job-first), so slow checks overlap the fast
+    ///    ones instead of trailing behind them at the end of the sweep.
+    pub fn fair_order(mut self, snapshot: &Snapshot) -> Plan {
         let n = self.config.services.len();
         if n <= self.max_in_flight
             || !Arc::ptr_eq(&snapshot.config, &self.config)
@@ -54,13 +61,15 @@ impl Plan {
             return self;
         }
         let mut order: Vec<u32> = (0..n as u32).collect();
-        let cost = |i: &u32| {
-            snapshot.services[*i as usize]
-                .last
-                .as_ref()
-                .map_or(Duration::MAX, |o| o.duration)
+        let key = |i: &u32| {
+            let s = &snapshot.services[*i as usize];
+            let (cut, cost) = match &s.last {
+                None => (true, Duration::MAX),
+                Some(o) => (o.reason == Some(Reason::DeadlineExceeded), o.duration),
+            };
+            (s.last_started, !cut, std::cmp::Reverse(cost))
         };
-        order.sort_by_key(|i| std::cmp::Reverse(cost(i)));
+        order.sort_by_cached_key(key);
         self.order = Some(order.into());
         self
     }
@@ -116,9 +125,10 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
     }
     let duration = started.elapsed();
 
-    let not_started = (0..n)
-        .filter(|&i| queue.began[i].load(Ordering::Relaxed) == 0)
-        .count();
+    let began: Vec<bool> = (0..n)
+        .map(|i| queue.began[i].load(Ordering::Relaxed) != 0)
+        .collect();
+    let not_started = began.iter().filter(|b| !**b).count();
     let outcomes = outcomes
         .into_iter()
         .enumerate()
@@ -131,6 +141,7 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
         outcomes,
         max_in_flight,
         not_started,
+        began,
         idle_connections: prober.idle_connections(),
     }
 }
@@ -154,7 +165,7 @@ impl Queue {
         match self.began[i].load(Ordering::Relaxed) {
             0 => Outcome::failed(
                 Reason::DeadlineExceeded,
-                started_at + sweep_len,
+                crate::timestamp::saturating_add(started_at, sweep_len),
                 Duration::ZERO,
                 format!(
                     "not started before the sweep deadline: all {max_in_flight} check slots were busy"
@@ -164,7 +175,7 @@ impl Queue {
                 let offset = Duration::from_nanos(began - 1);
                 Outcome::failed(
                     Reason::DeadlineExceeded,
-                    started_at + offset,
+                    crate::timestamp::saturating_add(started_at, offset),
                     sweep_len.saturating_sub(offset),
                     "still running at the sweep deadline",
                 )
@@ -274,7 +285,7 @@ impl Sweeper {
     ) -> ControlFlow<()> {
         let current = self.snapshots.borrow().clone();
         let plan = Plan::new(loaded.config.clone(), self.max_in_flight(&loaded.config))
-            .slowest_first(&current);
+            .fair_order(&current);
         let span = info_span!("sweep", number, services = loaded.config.services.len());
         let sweep = run_sweep(self.prober.clone(), plan).instrument(span.clone());
         tokio::pin!(sweep);
@@ -302,6 +313,9 @@ impl Sweeper {
             "sweep finished"
         );
         self.snapshots.send_replace(Arc::new(next));
+        if crate::fault::injected(crate::fault::Fault::SweepPanic) {
+            panic!("injected fault: sweep-panic");
+        }
         ControlFlow::Continue(())
     }
 

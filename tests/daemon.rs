@@ -444,7 +444,7 @@ async fn url_credentials_are_redacted_in_status() {
         .as_str()
         .unwrap_or("")
         .to_string();
-    assert_eq!(shown, format!("http://probe:REDACTED@{}/health", m.addr));
+    assert_eq!(shown, format!("http://REDACTED@{}/health", m.addr));
     assert!(!status.to_string().contains("canary-s3cret"));
     assert!(!d.get("/metrics").await.body.contains("canary-s3cret"));
     stop.cancel();

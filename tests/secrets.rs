@@ -68,7 +68,7 @@ async fn variables_in_headers_and_the_url_password_reach_the_service_and_show_no
     }
     assert_eq!(
         service_status(&status, "basic")["url"],
-        format!("http://probe:REDACTED@{addr}/basic")
+        format!("http://REDACTED@{addr}/basic")
     );
     // None of the values shows in what the daemon says (the full canary search over every
     // output is in tests/security.rs).

@@ -430,7 +430,7 @@ async fn a_canary_secret_never_appears_in_any_response_log_or_error() {
     assert_eq!(service_status(&status, "env-up")["state"], "up", "{status}");
     assert_eq!(
         service_status(&status, "env-up")["url"],
-        format!("http://probe:REDACTED@{}/health", m.addr)
+        format!("http://REDACTED@{}/health", m.addr)
     );
     let mut out = Outputs::default();
 

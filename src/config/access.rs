@@ -15,6 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use subtle::ConstantTimeEq;
 
+use super::read;
+
 /// Shortest token accepted: anything shorter can be guessed, or is a placeholder left in.
 pub const MIN_TOKEN_LEN: usize = 16;
 /// Longest token accepted; it travels in a header that hyper limits anyway.
@@ -126,8 +128,8 @@ pub(super) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
 /// Reads a token file: one token, surrounding whitespace (a trailing newline) ignored.
 /// Errors name the file and what is wrong, never the content.
 pub(super) fn read_token(path: &Path) -> Result<Token, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("token_file {}: cannot read: {e}", path.display()))?;
+    let bytes = read::read(path, read::Limit::Secret)
+        .map_err(|e| format!("token_file {}: {e}", path.display()))?;
     let token = bytes.trim_ascii();
     if token.len() < MIN_TOKEN_LEN {
         return Err(format!(
@@ -153,9 +155,7 @@ pub(super) fn read_token(path: &Path) -> Result<Token, String> {
 
 /// Reads a PEM certificate chain and private key and checks that they belong together.
 pub(super) fn read_server_tls(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cert_file {}: {}", cert_file.display(), pem_error(&e)))?;
+    let certs = pem_certificates("cert_file", cert_file)?;
     if certs.is_empty() {
         return Err(format!(
             "cert_file {}: no certificate found (expected PEM)",
@@ -163,8 +163,7 @@ pub(super) fn read_server_tls(cert_file: &Path, key_file: &Path) -> Result<Certi
         ));
     }
     // The key's bytes never appear in an error: only the file and the kind of problem.
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| format!("key_file {}: {}", key_file.display(), pem_error(&e)))?;
+    let key = pem_private_key("key_file", key_file)?;
     let provider = rustls::crypto::ring::default_provider();
     CertifiedKey::from_der(certs, key, &provider).map_err(|e| {
         format!(
@@ -173,6 +172,26 @@ pub(super) fn read_server_tls(cert_file: &Path, key_file: &Path) -> Result<Certi
             cert_file.display()
         )
     })
+}
+
+/// The certificates of the PEM file at `path`, named `key` in errors.
+pub(super) fn pem_certificates(
+    key: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem =
+        read::read(path, read::Limit::Pem).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{key} {}: {}", path.display(), pem_error(&e)))
+}
+
+/// The private key of the PEM file at `path`, named `key` in errors (never its bytes).
+pub(super) fn pem_private_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem =
+        read::read(path, read::Limit::Pem).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| format!("{key} {}: {}", path.display(), pem_error(&e)))
 }
 
 /// A PEM error as an operator can act on it, never with the file's bytes (possibly a key).

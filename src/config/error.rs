@@ -98,11 +98,11 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read at all.
-    #[error("{}: cannot read config: {source}", path.display())]
+    #[error("{}: cannot read config: {}", path.display(), source.reason())]
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: super::read::ReadError,
     },
     /// The file is not valid TOML, or does not have the expected shape (wrong type, unknown key).
     #[error("{}{}: {message}", path.display(), location.map(|l| format!(":{}:{}", l.line, l.column)).unwrap_or_default())]
@@ -149,14 +149,59 @@ impl ConfigError {
         ConfigError::Parse {
             path: path.to_path_buf(),
             location,
-            message: err.message().trim().to_string(),
+            message: without_values(err.message().trim()),
         }
     }
+}
+
+/// A parser message with every value it quotes taken out, keeping the kinds: serde writes
+/// `invalid type: string "Authorization: Bearer SECRET", expected a map`, and a value in the
+/// wrong place is as likely to be a secret as anything else in the file. Key names stay (they
+/// are what to fix).
+pub(crate) fn without_values(message: &str) -> String {
+    use std::sync::LazyLock;
+    // serde's `Unexpected` forms: `string "..."` (Debug-escaped), `integer `1``, etc., and
+    // `unknown variant `...``.
+    static STRING: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r#"string "(?:[^"\\]|\\.)*""#).expect("a valid pattern")
+    });
+    static SCALAR: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(r"(integer|floating point|boolean|character|unknown variant) `[^`]*`")
+            .expect("a valid pattern")
+    });
+    let message = STRING.replace_all(message, "string");
+    SCALAR.replace_all(&message, "$1").into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parser_messages_keep_kinds_and_keys_but_no_values() {
+        assert_eq!(
+            without_values(
+                r#"invalid type: string "Authorization: Bearer SECRET", expected a map"#
+            ),
+            "invalid type: string, expected a map"
+        );
+        assert_eq!(
+            without_values(r#"invalid type: string "a \"quoted\" SECRET", expected u8"#),
+            "invalid type: string, expected u8"
+        );
+        assert_eq!(
+            without_values("invalid type: integer `12345`, expected a string"),
+            "invalid type: integer, expected a string"
+        );
+        assert_eq!(
+            without_values("unknown variant `hunter2`, expected `a` or `b`"),
+            "unknown variant, expected `a` or `b`"
+        );
+        assert_eq!(
+            without_values("unknown field `hedaers`, expected one of `headers`"),
+            "unknown field `hedaers`, expected one of `headers`"
+        );
+    }
 
     #[test]
     fn location_counts_lines_and_columns_from_one() {

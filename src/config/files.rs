@@ -14,7 +14,7 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::raw::{RawService, RawServicesFile};
-use super::{CheckOptions, Service, Validator, access, is_blank};
+use super::{CheckOptions, Service, Validator, access, is_blank, read};
 
 /// Where a config's services came from, for `healthsweep validate` and operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub(super) struct ServicesDir {
 #[derive(Debug)]
 pub(super) struct ServicesFile {
     path: PathBuf,
-    text: Result<String, std::io::Error>,
+    text: Result<String, read::ReadError>,
 }
 
 impl ServicesDir {
@@ -59,7 +59,7 @@ impl ServicesDir {
             paths
                 .into_iter()
                 .map(|path| ServicesFile {
-                    text: std::fs::read_to_string(&path),
+                    text: read::read_text(&path, read::Limit::Config),
                     path,
                 })
                 .collect()
@@ -154,7 +154,7 @@ impl Validator<'_> {
         let text = match &file.text {
             Ok(text) => text,
             Err(e) => {
-                self.report(None, format!("cannot read: {e}"));
+                self.report(None, e.to_string());
                 return 0;
             }
         };
@@ -177,7 +177,8 @@ impl Validator<'_> {
                 } else {
                     ""
                 };
-                self.report(e.span().as_ref(), format!("{}{hint}", e.message().trim()));
+                let message = super::error::without_values(e.message().trim());
+                self.report(e.span().as_ref(), format!("{message}{hint}"));
                 return 0;
             }
         };

@@ -15,6 +15,7 @@ mod access;
 mod error;
 mod files;
 mod raw;
+pub(crate) mod read;
 mod secrets;
 mod tls;
 
@@ -37,7 +38,8 @@ use error::LineIndex;
 pub use error::{ConfigError, Location, Problem};
 pub use files::{SourceFile, Sources};
 use raw::{
-    RawAuth, RawCheck, RawConfig, RawDaemon, RawHeaderMatch, RawIdentity, RawStatus, RawTls,
+    RawAuth, RawCheck, RawConfig, RawDaemon, RawHeaderMatch, RawHeaderRule, RawIdentity, RawStatus,
+    RawTls,
 };
 use secrets::{Env, process_env};
 pub use tls::{HTTP_ALPN, TlsClient, TlsOptions, build as tls_build};
@@ -68,11 +70,56 @@ const MAX_IN_FLIGHT_LIMIT: i64 = 1_000_000;
 /// Service names end up in URLs, label values and log lines; keep them reasonable.
 const MAX_NAME_LEN: usize = 200;
 
-/// Label names the daemon sets itself, or that Prometheus' service discovery attaches (a clash
-/// would rename ours to `exported_*`).
-const RESERVED_LABELS: &[&str] = &[
-    "target", "group", "reason", "state", "instance", "job", "service",
-];
+/// Shortest sweep interval. Below it a daemon would spend its CPU sweeping (`"1ns"` ran 221,003
+/// sweeps in 3 s at 75 % CPU) and a fleet could not be checked before the next sweep anyway.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest sweep interval: a day. Longer is a typo (and overflowed the clock before it was
+/// bounded: `"300000000000y"` panicked the sweeper).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Longest check `timeout` and `max_latency`: an hour; every check is cut by the sweep
+/// deadline anyway, so anything longer only hides a typo.
+pub const MAX_CHECK_DURATION: Duration = Duration::from_secs(3600);
+
+/// The duration keys, each with its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DurationKey {
+    Interval,
+    Deadline,
+    Timeout,
+    MaxLatency,
+}
+
+impl DurationKey {
+    fn name(self) -> &'static str {
+        match self {
+            DurationKey::Interval => "interval",
+            DurationKey::Deadline => "deadline",
+            DurationKey::Timeout => "timeout",
+            DurationKey::MaxLatency => "max_latency",
+        }
+    }
+
+    /// The shortest and longest value accepted.
+    fn bounds(self) -> (Duration, Duration) {
+        match self {
+            DurationKey::Interval => (MIN_INTERVAL, MAX_INTERVAL),
+            DurationKey::Deadline => (Duration::from_millis(1), MAX_INTERVAL),
+            DurationKey::Timeout | DurationKey::MaxLatency => {
+                (Duration::from_millis(1), MAX_CHECK_DURATION)
+            }
+        }
+    }
+
+    fn why(self) -> &'static str {
+        match self {
+            DurationKey::Interval => " (shorter would spend the CPU on sweeping)",
+            DurationKey::Deadline => " (and at most the interval)",
+            DurationKey::Timeout | DurationKey::MaxLatency => {
+                " (a check is cut by the sweep deadline anyway)"
+            }
+        }
+    }
+}
 
 /// A validated configuration. Immutable once built; a reload builds a new one.
 #[derive(Debug, Clone)]
@@ -161,9 +208,11 @@ pub struct Service {
     pub group: Option<String>,
     /// Extra metric labels (names validated, reserved ones rejected).
     pub labels: BTreeMap<String, String>,
+    /// `target`, `group` and `labels` as exposition text (see [`crate::labels::series_labels`]).
+    pub series_labels: Box<str>,
     /// The URL (normalized). May hold credentials: display [`Service::redacted_url`] instead.
     pub url: Box<str>,
-    /// The URL with its password replaced, when it has one.
+    /// The URL with its user info replaced, when it has any.
     redacted: Option<Box<str>>,
     /// The connection target derived from `url`.
     pub target: Target,
@@ -183,8 +232,8 @@ pub struct Service {
     pub expect: Arc<Expect>,
     /// What kind of check: an HTTP request, or only a TCP (or TLS) connection.
     pub kind: ProbeKind,
-    /// A TLS client of the service's own (`ca_file`, client certificate,
-    /// `insecure_skip_verify`); `None` uses the system's roots.
+    /// The TLS client for `https://` and `tcp://` with `tls = true` (system roots unless
+    /// `ca_file`, client certificate, `insecure_skip_verify` say otherwise); `None` without TLS.
     pub tls: Option<Arc<TlsClient>>,
     /// The TLS server name (SNI, and the name the certificate must carry) when it differs from
     /// the URL's host.
@@ -213,7 +262,7 @@ pub enum ProbeKind {
 }
 
 /// Which of a host's addresses a check may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IpFamily {
     /// Every address, each tried in turn until one connects.
     Any,
@@ -241,7 +290,7 @@ impl IpFamily {
 }
 
 /// Which resolver a check uses for its host name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResolverKind {
     /// hickory: asynchronous, cancelled with the check, answers cached for their TTL.
@@ -282,7 +331,8 @@ impl ConnectionPolicy {
 }
 
 impl Service {
-    /// The URL with any password replaced, safe for `/status`, logs and errors.
+    /// The URL with its user info (user name and password) replaced, safe for `/status`, logs
+    /// and errors.
     pub fn redacted_url(&self) -> &str {
         self.redacted.as_deref().unwrap_or(&self.url)
     }
@@ -338,27 +388,51 @@ pub struct Expect {
     pub headers: Vec<(HeaderName, HeaderMatch)>,
 }
 
-/// What an expected response header's value must be.
+/// What an expected response header's values must be. A header may come several times
+/// (`Set-Cookie`): with `all` false (the default) one of its values must match, whatever order
+/// the server sends them in; with `all` every one must.
 #[derive(Debug, Clone)]
-pub enum HeaderMatch {
+pub struct HeaderMatch {
+    pub value: ValueMatch,
+    pub all: bool,
+}
+
+/// One value's condition: equal to a text, or matching a pattern.
+#[derive(Debug, Clone)]
+pub enum ValueMatch {
     Exact(String),
     Regex(regex::Regex),
 }
 
-impl HeaderMatch {
+impl ValueMatch {
     pub fn matches(&self, value: &str) -> bool {
         match self {
-            HeaderMatch::Exact(want) => value == want,
-            HeaderMatch::Regex(re) => re.is_match(value),
+            ValueMatch::Exact(want) => value == want,
+            ValueMatch::Regex(re) => re.is_match(value),
+        }
+    }
+}
+
+impl HeaderMatch {
+    /// Whether the header's `values` (every occurrence, in order) satisfy the condition; a
+    /// header that is absent never does.
+    pub fn holds(&self, values: &[String]) -> bool {
+        if self.all {
+            !values.is_empty() && values.iter().all(|v| self.value.matches(v))
+        } else {
+            values.iter().any(|v| self.value.matches(v))
         }
     }
 }
 
 impl std::fmt::Display for HeaderMatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HeaderMatch::Exact(v) => write!(f, "{v:?}"),
-            HeaderMatch::Regex(re) => write!(f, "/{}/", re.as_str()),
+        if self.all {
+            f.write_str("every value ")?;
+        }
+        match &self.value {
+            ValueMatch::Exact(v) => write!(f, "{v:?}"),
+            ValueMatch::Regex(re) => write!(f, "/{}/", re.as_str()),
         }
     }
 }
@@ -404,10 +478,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// [`load`], with command-line `overrides` applied.
 pub fn load_with(path: &Path, overrides: Overrides) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let source =
+        read::read_text(path, read::Limit::Config).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if is_blank(&source) {
         return Err(ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -612,9 +687,9 @@ impl Validator<'_> {
     /// keys without TLS. Only the service's own table counts; what it inherits from
     /// `[defaults]` is simply not used.
     fn keys_for_kind(&mut self, identity: &RawIdentity, check: &RawCheck, table: &Range<usize>) {
-        let url = identity.url.get_ref();
-        let is_tcp = url.starts_with("tcp:");
-        let is_https = url.starts_with("https:");
+        let scheme = scheme_of(identity.url.get_ref());
+        let is_tcp = scheme.as_deref() == Some("tcp");
+        let is_https = scheme.as_deref() == Some("https");
         let http_keys = check.http_only_keys();
         if is_tcp && !http_keys.is_empty() {
             self.report(
@@ -662,10 +737,14 @@ impl Validator<'_> {
             }
         }
         if let Some(v) = raw.interval {
-            d.interval = self.duration("interval", &v).unwrap_or(d.interval);
+            d.interval = self
+                .duration(DurationKey::Interval, &v)
+                .unwrap_or(d.interval);
         }
         if let Some(v) = &raw.deadline {
-            d.deadline = self.duration("deadline", v).unwrap_or(d.deadline);
+            d.deadline = self
+                .duration(DurationKey::Deadline, v)
+                .unwrap_or(d.deadline);
         }
         if d.deadline > d.interval {
             let span = raw.deadline.as_ref().map(|s| s.span());
@@ -782,19 +861,35 @@ impl Validator<'_> {
         }
     }
 
-    /// Parses a positive duration such as `"200ms"`, `"5s"` or `"1m"`.
-    fn duration(&mut self, key: &str, v: &Spanned<String>) -> Option<Duration> {
+    /// Parses a duration such as `"200ms"`, `"5s"` or `"1m"` for `key`, within the key's
+    /// [`DurationKey::bounds`].
+    fn duration(&mut self, key: DurationKey, v: &Spanned<String>) -> Option<Duration> {
+        let name = key.name();
+        let (min, max) = key.bounds();
         match humantime::parse_duration(v.get_ref()) {
-            Ok(d) if !d.is_zero() => Some(d),
-            Ok(_) => {
-                self.report(Some(&v.span()), format!("{key} must be greater than zero"));
+            Ok(d) if d.is_zero() => {
+                self.report(Some(&v.span()), format!("{name} must be greater than zero"));
                 None
             }
+            Ok(d) if d < min || d > max => {
+                self.report(
+                    Some(&v.span()),
+                    format!(
+                        "{name} = {:?} must be between {} and {}{}",
+                        v.get_ref(),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max),
+                        key.why()
+                    ),
+                );
+                None
+            }
+            Ok(d) => Some(d),
             Err(e) => {
                 self.report(
                     Some(&v.span()),
                     format!(
-                        "{key} = {:?} is not a duration ({e}); write e.g. \"200ms\", \"5s\", \"1m\"",
+                        "{name} = {:?} is not a duration ({e}); write e.g. \"200ms\", \"5s\", \"1m\"",
                         v.get_ref()
                     ),
                 );
@@ -834,7 +929,7 @@ impl Validator<'_> {
             self.header_files(files, raw.headers.as_ref(), &mut o.headers);
         }
         if let Some(t) = raw.timeout {
-            o.timeout = self.duration("timeout", &t).unwrap_or(o.timeout);
+            o.timeout = self.duration(DurationKey::Timeout, &t).unwrap_or(o.timeout);
         }
         if let Some(s) = raw.expect_status {
             Arc::make_mut(&mut o.expect).status = self.status_matchers(&s);
@@ -893,7 +988,7 @@ impl Validator<'_> {
             Arc::make_mut(&mut o.expect).headers = self.header_expectations(&h);
         }
         if let Some(l) = raw.max_latency {
-            o.max_latency = self.duration("max_latency", &l).or(o.max_latency);
+            o.max_latency = self.duration(DurationKey::MaxLatency, &l).or(o.max_latency);
         }
         if let Some(b) = raw.body {
             o.body = Some(bytes::Bytes::from(b.into_inner()));
@@ -994,21 +1089,59 @@ impl Validator<'_> {
                 continue;
             };
             let matcher = match want {
-                RawHeaderMatch::Exact(v) => HeaderMatch::Exact(v.clone()),
-                RawHeaderMatch::Regex(r) => match regex::Regex::new(&r.regex) {
-                    Ok(re) => HeaderMatch::Regex(re),
-                    Err(e) => {
-                        self.report(
-                            Some(&h.span()),
-                            format!("expect_header {name}: not a valid regular expression: {e}"),
-                        );
-                        continue;
-                    }
+                RawHeaderMatch::Exact(v) => HeaderMatch {
+                    value: ValueMatch::Exact(v.clone()),
+                    all: false,
+                },
+                RawHeaderMatch::Rule(rule) => match self.header_rule(&name, rule, &h.span()) {
+                    Some(m) => m,
+                    None => continue,
                 },
             };
             out.push((name, matcher));
         }
         out
+    }
+
+    /// `{ value = ... | regex = ..., match = ... }` of `expect_header`.
+    fn header_rule(
+        &mut self,
+        name: &HeaderName,
+        rule: &RawHeaderRule,
+        span: &Range<usize>,
+    ) -> Option<HeaderMatch> {
+        let all = match rule.match_.as_deref() {
+            None | Some("any") => false,
+            Some("all") => true,
+            Some(other) => {
+                self.report(
+                    Some(span),
+                    format!("expect_header {name}: match = {other:?} is not \"any\" or \"all\""),
+                );
+                return None;
+            }
+        };
+        let value = match (&rule.value, &rule.regex) {
+            (Some(v), None) => ValueMatch::Exact(v.clone()),
+            (None, Some(r)) => match regex::Regex::new(r) {
+                Ok(re) => ValueMatch::Regex(re),
+                Err(e) => {
+                    self.report(
+                        Some(span),
+                        format!("expect_header {name}: not a valid regular expression: {e}"),
+                    );
+                    return None;
+                }
+            },
+            _ => {
+                self.report(
+                    Some(span),
+                    format!("expect_header {name}: give exactly one of value and regex"),
+                );
+                return None;
+            }
+        };
+        Some(HeaderMatch { value, all })
     }
 
     fn status_matchers(&mut self, s: &Spanned<Vec<RawStatus>>) -> Vec<StatusMatcher> {
@@ -1105,13 +1238,13 @@ impl Validator<'_> {
             .iter()
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        let redacted = url
-            .password()
-            .is_some()
-            .then(|| redact(&url).into_boxed_str());
+        let redacted = has_userinfo(&url).then(|| redact(&url).into_boxed_str());
+        let name = name.into_inner();
+        let group = group.map(Spanned::into_inner);
         Some(Service {
-            name: name.into_inner(),
-            group: group.map(Spanned::into_inner),
+            series_labels: crate::labels::series_labels(&name, group.as_deref(), &labels),
+            name,
+            group,
             labels,
             url: String::from(url).into_boxed_str(),
             redacted,
@@ -1135,8 +1268,10 @@ impl Validator<'_> {
         })
     }
 
-    /// The TLS client for `settings`, or `None` for the default one (system roots). Built once
-    /// per distinct settings.
+    /// The TLS client for `settings` (the system's roots unless `ca_file` says otherwise). Built
+    /// once per distinct settings and load, here rather than at the first check: reading the
+    /// system roots takes milliseconds of CPU that would otherwise stall an async worker and
+    /// the checks on it in the middle of a sweep.
     fn tls_client(&mut self, settings: &TlsSettings, kind: ProbeKind) -> Option<Arc<TlsClient>> {
         let client_cert = match (&settings.client_cert, &settings.client_key) {
             (Some((_, cert)), Some((_, key))) => Some((cert.clone(), key.clone())),
@@ -1162,12 +1297,6 @@ impl Validator<'_> {
             insecure_skip_verify: settings.insecure_skip_verify,
             alpn_http: kind == ProbeKind::Http,
         };
-        if options.ca_file.is_none()
-            && options.client_cert.is_none()
-            && !options.insecure_skip_verify
-        {
-            return None;
-        }
         if let Some(client) = self.tls_clients.get(&options) {
             return Some(client.clone());
         }
@@ -1220,12 +1349,12 @@ impl Validator<'_> {
                     Some(&l.span()),
                     format!("label name {name:?} is not valid for Prometheus: use letters, digits and '_', not starting with a digit or \"__\""),
                 );
-            } else if RESERVED_LABELS.contains(&name.as_str()) {
+            } else if crate::labels::is_reserved(name) {
                 self.report(
                     Some(&l.span()),
                     format!(
-                        "label name {name:?} is reserved (reserved: {})",
-                        RESERVED_LABELS.join(", ")
+                        "label name {name:?} is reserved: healthsweep or Prometheus sets it (reserved: {})",
+                        crate::labels::RESERVED.join(", ")
                     ),
                 );
             }
@@ -1371,15 +1500,32 @@ fn basic_auth(url: &Url) -> Option<HeaderValue> {
     Some(value)
 }
 
-/// The URL with its password (if any) replaced by `REDACTED`.
+/// Whether `url` carries user info (a user name, a password or both): sent as basic auth, and
+/// possibly a token on its own (`http://TOKEN@host/`).
+fn has_userinfo(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+/// The URL with its whole user info (user name and password) replaced by `REDACTED`.
 pub fn redact(url: &Url) -> String {
-    if url.password().is_none() {
+    if !has_userinfo(url) {
         return url.to_string();
     }
     let mut shown = url.clone();
-    // Cannot fail: the URL already has a password, so it has a host that can carry one.
-    let _ = shown.set_password(Some("REDACTED"));
+    // Cannot fail: the URL already has user info, so it has a host that can carry it.
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("REDACTED");
     shown.to_string()
+}
+
+/// The scheme of `raw`, lowercased, found as the URL parser finds it (RFC 3986: a letter, then
+/// letters, digits, `+`, `-`, `.`, up to the first `:`), so `HtTpS://` is `https` here too.
+fn scheme_of(raw: &str) -> Option<String> {
+    let (scheme, _) = raw.trim_start().split_once(':')?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then(|| scheme.to_ascii_lowercase())
 }
 
 /// TOML values as the JSON values a response body would hold (datetimes as their text).

@@ -217,19 +217,24 @@ impl RawCheck {
     }
 }
 
-/// An `expect_header` entry: the exact value, or `{ regex = "..." }`.
+/// An `expect_header` entry: the exact value, or a table
+/// `{ value = "..." | regex = "...", match = "any" | "all" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RawHeaderMatch {
     Exact(String),
-    Regex(RawRegex),
+    Rule(RawHeaderRule),
 }
 
-/// `{ regex = "..." }`.
+/// `{ regex = "...", match = "all" }`: exactly one of `value` and `regex`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRegex {
-    pub regex: String,
+pub struct RawHeaderRule {
+    pub value: Option<String>,
+    pub regex: Option<String>,
+    /// `any` (default): one of the header's values must match; `all`: every one must.
+    #[serde(rename = "match")]
+    pub match_: Option<String>,
 }
 
 /// A file of `services_dir`: `[[service]]` tables and nothing else (`[defaults]` and

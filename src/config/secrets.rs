@@ -16,7 +16,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::Read as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +24,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use toml::Spanned;
 use url::Url;
 
+use super::read::{self, ReadError};
 use super::{Validator, access};
 
 /// Where `${NAME}` gets its value: the process environment when the daemon loads its config
@@ -39,7 +39,7 @@ pub(crate) fn process_env(name: &str) -> Option<OsString> {
 
 /// Largest header file read. Servers limit a request head to 8–16 KiB, so a larger file is a
 /// wrong path (a log, a binary), not a credential; reading stops there either way.
-pub const MAX_HEADER_FILE_BYTES: u64 = 16 * 1024;
+pub const MAX_HEADER_FILE_BYTES: u64 = read::Limit::Secret.bytes();
 
 /// Why a `${...}` template could not be expanded. Names the variable, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -221,27 +221,18 @@ pub(crate) fn url_parse_hint(raw: &str) -> &'static str {
 /// Reads a header value from `path`: the content with one trailing newline (`\n` or `\r\n`)
 /// removed, as written by `echo`, editors and secret stores.
 pub fn read_header_file(path: &Path) -> Result<HeaderValue, HeaderFileError> {
-    let read_error = |source| HeaderFileError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    // Only regular files (symlinks to them included, as Kubernetes mounts secrets), checked
-    // before opening: opening a FIFO blocks until a writer comes, and a device may never end.
-    if !std::fs::metadata(path).map_err(read_error)?.is_file() {
-        return Err(HeaderFileError::NotAFile {
+    let content = read::read(path, read::Limit::Secret).map_err(|e| match e {
+        ReadError::Io(source) => HeaderFileError::Read {
             path: path.to_path_buf(),
-        });
-    }
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    let mut content = Vec::new();
-    file.take(MAX_HEADER_FILE_BYTES + 1)
-        .read_to_end(&mut content)
-        .map_err(read_error)?;
-    if content.len() as u64 > MAX_HEADER_FILE_BYTES {
-        return Err(HeaderFileError::TooLarge {
+            source,
+        },
+        ReadError::NotRegular(_) => HeaderFileError::NotAFile {
             path: path.to_path_buf(),
-        });
-    }
+        },
+        ReadError::TooLarge(_) => HeaderFileError::TooLarge {
+            path: path.to_path_buf(),
+        },
+    })?;
     let mut value = content.as_slice();
     if let Some(v) = value.strip_suffix(b"\n") {
         value = v.strip_suffix(b"\r").unwrap_or(v);

@@ -208,7 +208,7 @@ fn url_credentials_become_basic_auth_and_are_redacted_for_display() {
         "Basic cHJvYmU6czNjckB0"
     );
     let shown = s.redacted_url();
-    assert_eq!(shown, "http://probe:REDACTED@127.0.0.1:8000/health");
+    assert_eq!(shown, "http://REDACTED@127.0.0.1:8000/health");
     assert!(!shown.contains("s3cr"));
 }
 
@@ -485,10 +485,7 @@ fn header_values_and_url_passwords_take_variables_from_the_environment() {
     assert_eq!(auth, "Bearer tok-123", "a header wins over URL credentials");
     assert!(auth.is_sensitive());
     assert!(s.header("x-team").expect("set").is_sensitive());
-    assert_eq!(
-        s.redacted_url(),
-        "http://probe:REDACTED@127.0.0.1:8000/health"
-    );
+    assert_eq!(s.redacted_url(), "http://REDACTED@127.0.0.1:8000/health");
     assert!(!format!("{:?}", s.headers).contains("tok-123"));
 
     let c = parse_env(
@@ -501,10 +498,7 @@ fn header_values_and_url_passwords_take_variables_from_the_environment() {
     let auth = s.header("authorization").expect("basic auth");
     assert_eq!(auth, format!("Basic {basic}").as_str());
     assert!(auth.is_sensitive());
-    assert_eq!(
-        s.redacted_url(),
-        "http://probe:REDACTED@127.0.0.1:8000/health"
-    );
+    assert_eq!(s.redacted_url(), "http://REDACTED@127.0.0.1:8000/health");
     assert_eq!(s.target.port, 8000);
     assert_eq!(s.target.path_and_query, "/health");
 }

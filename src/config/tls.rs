@@ -6,13 +6,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::access::pem_error;
+use super::access::{pem_certificates, pem_private_key};
 
 /// ALPN protocols an HTTPS check offers: HTTP/2 when the server supports it.
 pub const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -31,10 +31,34 @@ pub struct TlsOptions {
 }
 
 /// A ready TLS client for checks.
+///
+/// Two rustls configs with the same trust and ALPN: `config` presents the client certificate
+/// (when there is one), `anonymous` never does: a redirect to another origin gets no client
+/// identity, as it gets none of the service's headers. Each has a `fingerprint` of everything
+/// that shapes a connection made with it (trust roots and their content, verification mode,
+/// client identity, ALPN): the connection pool shares a connection only between checks whose
+/// fingerprints (and endpoint and server name) are equal, so a connection verified under lax
+/// settings never serves a stricter service, and a reload that changes a CA file's content
+/// changes the fingerprint.
 #[derive(Debug)]
 pub struct TlsClient {
     pub config: Arc<ClientConfig>,
+    pub fingerprint: u64,
+    pub anonymous: Arc<ClientConfig>,
+    pub anonymous_fingerprint: u64,
     pub insecure_skip_verify: bool,
+}
+
+impl TlsClient {
+    /// The config and its fingerprint for a connection to the service's own origin
+    /// (`same_origin`), or to another one.
+    pub fn for_origin(&self, same_origin: bool) -> (&Arc<ClientConfig>, u64) {
+        if same_origin {
+            (&self.config, self.fingerprint)
+        } else {
+            (&self.anonymous, self.anonymous_fingerprint)
+        }
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -44,82 +68,198 @@ fn provider() -> Arc<CryptoProvider> {
 /// Builds the client for `options`. Errors name the file and the problem, never key material.
 pub fn build(options: &TlsOptions) -> Result<TlsClient, String> {
     let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let builder = if options.insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+    let mut trust = xxhash_rust::xxh64::Xxh64::new(0);
+    let verifier: Arc<dyn ServerCertVerifier> = if options.insecure_skip_verify {
+        trust.update(b"insecure");
+        Arc::new(AcceptAnyCertificate(provider.clone()))
     } else {
-        let roots = match &options.ca_file {
-            Some(path) => ca_roots(path)?,
-            None => system_roots(),
+        let (anchors, source) = match &options.ca_file {
+            Some(path) => (pem_certificates("ca_file", path)?, "ca_file"),
+            None => (system_certificates(), "system"),
         };
-        builder.with_root_certificates(roots)
+        trust.update(source.as_bytes());
+        for a in &anchors {
+            trust.update(&(a.len() as u64).to_le_bytes());
+            trust.update(a);
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(anchors.iter().cloned());
+        match &options.ca_file {
+            Some(path) if added == 0 => {
+                return Err(format!(
+                    "ca_file {}: no usable CA certificate found (expected PEM)",
+                    path.display()
+                ));
+            }
+            None if added == 0 => tracing::warn!(
+                ignored,
+                "no system CA certificates found; verified https checks will fail"
+            ),
+            _ => {}
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        if options.ca_file.is_some() {
+            Arc::new(AnchorAsLeaf { webpki, anchors })
+        } else {
+            webpki
+        }
     };
-    let mut config = match &options.client_cert {
-        None => builder.with_no_client_auth(),
+    let alpn: Vec<Vec<u8>> = if options.alpn_http {
+        HTTP_ALPN.iter().map(|p| p.to_vec()).collect()
+    } else {
+        Vec::new()
+    };
+    for p in &alpn {
+        trust.update(b"alpn");
+        trust.update(p);
+    }
+    let anonymous_fingerprint = trust.clone().digest();
+    let builder = || {
+        ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.dangerous()
+                    .with_custom_certificate_verifier(verifier.clone())
+            })
+            .map_err(|e| format!("TLS setup: {e}"))
+    };
+    let mut anonymous = builder()?.with_no_client_auth();
+    let (mut config, fingerprint) = match &options.client_cert {
+        None => (anonymous.clone(), anonymous_fingerprint),
         Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("client_cert {}: {}", cert.display(), pem_error(&e)))?;
+            let chain = pem_certificates("client_cert", cert)?;
             if chain.is_empty() {
                 return Err(format!(
                     "client_cert {}: no certificate found",
                     cert.display()
                 ));
             }
-            let private = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("client_key {}: {}", key.display(), pem_error(&e)))?;
-            builder.with_client_auth_cert(chain, private).map_err(|e| {
-                format!(
-                    "client_key {} does not fit client_cert {}: {e}",
-                    key.display(),
-                    cert.display()
-                )
-            })?
+            let private = pem_private_key("client_key", key)?;
+            let mut identity = trust.clone();
+            identity.update(b"identity");
+            for c in &chain {
+                identity.update(&(c.len() as u64).to_le_bytes());
+                identity.update(c);
+            }
+            identity.update(private.secret_der());
+            let config = builder()?
+                .with_client_auth_cert(chain, private)
+                .map_err(|e| {
+                    format!(
+                        "client_key {} does not fit client_cert {}: {e}",
+                        key.display(),
+                        cert.display()
+                    )
+                })?;
+            (config, identity.digest())
         }
     };
-    if options.alpn_http {
-        config.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
-    }
+    config.alpn_protocols = alpn.clone();
+    anonymous.alpn_protocols = alpn;
     Ok(TlsClient {
         config: Arc::new(config),
+        fingerprint,
+        anonymous: Arc::new(anonymous),
+        anonymous_fingerprint,
         insecure_skip_verify: options.insecure_skip_verify,
     })
 }
 
-fn ca_roots(path: &PathBuf) -> Result<RootCertStore, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("ca_file {}: {}", path.display(), pem_error(&e)))?;
-    let mut roots = RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(format!(
-            "ca_file {}: no usable CA certificate found (expected PEM)",
-            path.display()
-        ));
-    }
-    Ok(roots)
-}
-
-/// The system's trust roots (Debian: /etc/ssl/certs).
-fn system_roots() -> RootCertStore {
-    let mut roots = RootCertStore::empty();
+/// The system's trust roots (Debian: /etc/ssl/certs), read at every load so a reload picks up
+/// an updated CA bundle.
+fn system_certificates() -> Vec<CertificateDer<'static>> {
     let found = rustls_native_certs::load_native_certs();
     for err in &found.errors {
         tracing::warn!(error = %err, "could not load some system CA certificates");
     }
-    let (added, ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!(
-            ignored,
-            "no system CA certificates found; verified https checks will fail"
+    found.certs
+}
+
+/// Verification against `ca_file`, also accepting a server whose certificate *is* one of the
+/// configured anchors: what `openssl req -x509` makes by default is a self-signed certificate
+/// with `CA:TRUE`, which webpki refuses as an end entity (`CaUsedAsEndEntity`) although the
+/// operator named exactly that certificate as trusted; OpenSSL and Go accept it. Such a
+/// certificate is still checked for its validity period and for the server name.
+#[derive(Debug)]
+struct AnchorAsLeaf {
+    webpki: Arc<WebPkiServerVerifier>,
+    anchors: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for AnchorAsLeaf {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
         );
+        match verdict {
+            Err(_)
+                if self
+                    .anchors
+                    .iter()
+                    .any(|a| a.as_ref() == end_entity.as_ref()) =>
+            {
+                anchor_valid_at(end_entity, now)?;
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
     }
-    roots
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// An anchor used as the server's certificate must be within its validity period, as any
+/// leaf must.
+fn anchor_valid_at(der: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+    use rustls::CertificateError;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let validity = cert.validity();
+    if now < validity.not_before.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet,
+        ));
+    }
+    if now > validity.not_after.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+    }
+    Ok(())
 }
 
 /// `insecure_skip_verify = true`: any certificate chain and name is accepted. Handshake

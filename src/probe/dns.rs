@@ -1,9 +1,11 @@
 //! Name resolution for checks: the system resolver, or an asynchronous one with a cache.
 //!
 //! The system resolver (getaddrinfo, which honours nsswitch: /etc/hosts, LDAP, mDNS, ...) blocks,
-//! so it runs on tokio's blocking thread pool. A check cut off by the deadline cannot stop its
-//! lookup: a DNS server that hangs keeps a thread busy for the resolver's full timeout after the
-//! check is gone, and with many names those threads pile up and delay every other lookup. The
+//! so it runs on threads of its own ([`SystemLookups`], at most [`SYSTEM_LOOKUP_THREADS`]), not
+//! on tokio's blocking pool: a DNS server that hangs holds each thread for the resolver's full
+//! timeout after the check is gone, and on the shared pool those threads would queue up the
+//! daemon's other blocking work (config loads) behind them. Here they only delay other system
+//! lookups, and a lookup whose check has gone is skipped, not run. The
 //! asynchronous resolver (hickory) reads the same /etc/resolv.conf and /etc/hosts, is cancelled
 //! with the check, and caches answers for their TTL. The benchmark compares the two
 //! (`healthsweep bench --hostnames`); see the README for the numbers behind the default.
@@ -30,10 +32,113 @@ pub const SLOW_LOOKUP: std::time::Duration = std::time::Duration::from_millis(25
 /// a few hundred bytes each, allocated only as names are seen.
 const CACHE_SIZE: usize = 65_536;
 
+/// Threads that run getaddrinfo at most. A lookup that hangs holds one for the resolver's
+/// timeout (`options timeout:5 attempts:2` in resolv.conf: 10 s or more); more threads would
+/// only let a hanging DNS server hold more of them.
+pub const SYSTEM_LOOKUP_THREADS: usize = 32;
+
 /// A resolver ready to use.
 pub enum Resolver {
-    System,
+    System(std::sync::Arc<SystemLookups>),
     Async(Box<TokioResolver>),
+}
+
+/// One getaddrinfo call to make, and where its answer goes.
+struct Job {
+    host: String,
+    port: u16,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<SocketAddr>, String>>,
+}
+
+/// The threads that run system lookups, started on first use (a fleet on the asynchronous
+/// resolver never needs them) up to [`SYSTEM_LOOKUP_THREADS`].
+pub struct SystemLookups {
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    queue: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>,
+    threads: std::sync::atomic::AtomicUsize,
+    idle: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Default for SystemLookups {
+    fn default() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        SystemLookups {
+            jobs: std::sync::Mutex::new(Some(tx)),
+            queue: std::sync::Arc::new(std::sync::Mutex::new(rx)),
+            threads: std::sync::atomic::AtomicUsize::new(0),
+            idle: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl SystemLookups {
+    /// The addresses of `host` by getaddrinfo, on one of the lookup threads.
+    pub async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        use std::sync::atomic::Ordering;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            host: host.to_string(),
+            port,
+            reply,
+        };
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(jobs) = jobs.as_ref() else {
+                return Err("the resolver is shutting down".into());
+            };
+            if jobs.send(job).is_err() {
+                return Err("the resolver threads are gone".into());
+            }
+        }
+        // A thread more while none is idle, up to the bound.
+        if self.idle.load(Ordering::Relaxed) == 0 {
+            let n = self.threads.fetch_add(1, Ordering::Relaxed);
+            if n < SYSTEM_LOOKUP_THREADS {
+                self.spawn_thread();
+            } else {
+                self.threads.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the lookup thread stopped".into()))
+    }
+
+    fn spawn_thread(&self) {
+        let queue = self.queue.clone();
+        let idle = self.idle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("getaddrinfo".into())
+            .spawn(move || serve(&queue, &idle));
+        if let Err(e) = spawned {
+            self.threads
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %e, "cannot start a name lookup thread");
+        }
+    }
+}
+
+/// A lookup thread: takes jobs until the queue closes; skips those whose check is gone.
+fn serve(
+    queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>,
+    idle: &std::sync::atomic::AtomicUsize,
+) {
+    use std::net::ToSocketAddrs as _;
+    use std::sync::atomic::Ordering;
+    loop {
+        idle.fetch_add(1, Ordering::Relaxed);
+        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        idle.fetch_sub(1, Ordering::Relaxed);
+        let Ok(job) = job else { return };
+        if job.reply.is_closed() {
+            continue;
+        }
+        let answer = (job.host.as_str(), job.port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .map_err(|e| e.to_string());
+        let _ = job.reply.send(answer);
+    }
 }
 
 impl Resolver {
@@ -41,7 +146,7 @@ impl Resolver {
     /// the system resolver is used instead, and the reason logged.
     pub fn new(kind: ResolverKind) -> Resolver {
         match kind {
-            ResolverKind::System => Resolver::System,
+            ResolverKind::System => Resolver::System(Default::default()),
             ResolverKind::Async => match TokioResolver::builder_tokio() {
                 Ok(mut builder) => {
                     let opts = builder.options_mut();
@@ -53,7 +158,7 @@ impl Resolver {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the system DNS configuration; using the system resolver");
-                    Resolver::System
+                    Resolver::System(Default::default())
                 }
             },
         }
@@ -62,10 +167,7 @@ impl Resolver {
     /// The addresses of `host`, with `port`.
     pub async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         let addrs: Vec<SocketAddr> = match self {
-            Resolver::System => tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|e| e.to_string())?
-                .collect(),
+            Resolver::System(threads) => threads.lookup(host, port).await?,
             Resolver::Async(r) => r
                 .lookup_ip(host)
                 .await

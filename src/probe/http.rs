@@ -14,10 +14,10 @@ use url::Url;
 
 use super::http1::{self, Connection, Head, Stream};
 use super::http2::{self, H2Request, H2Response};
-use super::pool::{Endpoint, Leased};
+use super::pool::{Endpoint, Leased, Shape};
 use super::progress::{Clock, Failure, Phase, Progress};
 use super::{HttpVersion, Outcome, Prober, Reason, net, tls};
-use crate::config::{ConnectionPolicy, Expect, ProbeKind, Service, Target};
+use crate::config::{ConnectionPolicy, Expect, ProbeKind, Service, Target, TlsClient};
 
 /// Largest response head accepted. Health responses have a few small headers; a server that
 /// sends a huge header block fails fast with `invalid_response` instead of costing memory.
@@ -108,18 +108,22 @@ async fn evaluate(
         ));
     }
     for (name, want) in &expect.headers {
-        let verdict = match response.header(name.as_str()) {
-            None => Some(format!("response has no {name} header, expected {want}")),
-            Some(got) if !want.matches(&got) => Some(format!(
-                "header {name} is {:?}, expected {want}",
-                shorten(&got)
-            )),
-            Some(_) => None,
-        };
-        if let Some(message) = verdict {
-            response.finish(prober, false).await;
-            return Err(Failure::new(Reason::HeaderMismatch, message));
+        let values = response.headers(name.as_str());
+        if want.holds(&values) {
+            continue;
         }
+        let message = match values.as_slice() {
+            [] => format!("response has no {name} header, expected {want}"),
+            [one] => format!("header {name} is {:?}, expected {want}", shorten(one)),
+            [first, ..] => format!(
+                "header {name} has {} values (first {:?}), expected {want}{}",
+                values.len(),
+                shorten(first),
+                if want.all { "" } else { " in one of them" }
+            ),
+        };
+        response.finish(prober, false).await;
+        return Err(Failure::new(Reason::HeaderMismatch, message));
     }
     if expect.needs_body() {
         progress.enter(Phase::Body);
@@ -235,6 +239,13 @@ impl Response {
         }
     }
 
+    fn headers(&self, name: &str) -> Vec<String> {
+        match self {
+            Response::H1 { head, .. } => head.headers(name),
+            Response::H2(r) => r.headers(name),
+        }
+    }
+
     async fn read_body(&mut self, cap: usize) -> Result<Bytes, Failure> {
         match self {
             Response::H1 { leased, head, .. } => leased
@@ -283,7 +294,13 @@ async fn send(
     progress: &Progress,
 ) -> Result<Response, Failure> {
     let reuse = svc.connection == ConnectionPolicy::Reuse;
-    let endpoint = Endpoint::of(hop.target);
+    let client = if hop.target.tls {
+        Some(prober.tls(svc).await)
+    } else {
+        None
+    };
+    let shape = Shape::of(svc, hop.target, hop.same_origin, client.as_deref());
+    let endpoint = Endpoint::of(&shape);
     let keep_raw = svc.follow_redirects > 0 || !svc.expect.headers.is_empty();
     let mut kept = if reuse {
         prober.pool.take(endpoint)
@@ -295,7 +312,7 @@ async fn send(
             Some(leased) => (leased, true),
             // Boxed: connecting is brief, and its state should not stay in every check's
             // future for the long wait for the response.
-            None => match Box::pin(open(prober, svc, hop, progress)).await? {
+            None => match Box::pin(open(prober, svc, &shape, client.as_deref(), progress)).await? {
                 Opened::H1(leased) => (leased, false),
                 Opened::H2(stream, slot) => {
                     return Box::pin(send_h2(svc, hop, stream, slot, progress)).await;
@@ -359,29 +376,30 @@ enum Opened {
     H2(Stream, super::pool::Slot),
 }
 
-/// A new connection for `hop`: TCP, then (for https) TLS, which may choose HTTP/2.
+/// A new connection of `shape`: TCP, then (for https, with `client`) TLS, which may choose
+/// HTTP/2. The client's identity is presented to the service's own origin only.
 async fn open(
     prober: &Prober,
     svc: &Service,
-    hop: Hop<'_>,
+    shape: &Shape<'_>,
+    client: Option<&TlsClient>,
     progress: &Progress,
 ) -> Result<Opened, Failure> {
-    let (tcp, slot) = net::connect(prober, svc, hop.target, progress).await?;
-    let (stream, facts) = if hop.target.tls {
-        progress.enter(Phase::Tls);
-        let name = match (&svc.server_name, hop.same_origin) {
-            (Some(n), true) => n,
-            _ => hop.target.host.as_str(),
-        };
-        // Boxed like the caller: the handshake's state is large and brief.
-        let (tls_stream, facts) = Box::pin(tls::handshake(&prober.tls(svc), name, tcp)).await?;
-        progress.tls(facts.clone());
-        if tls::negotiated_h2(&tls_stream) {
-            return Ok(Opened::H2(Stream::Tls(Box::new(tls_stream)), slot));
+    let (tcp, slot) = net::connect(prober, svc, shape.target, progress).await?;
+    let (stream, facts) = match (shape.target.tls, client) {
+        (true, Some(client)) => {
+            progress.enter(Phase::Tls);
+            let (config, _) = client.for_origin(shape.same_origin);
+            // Boxed like the caller: the handshake's state is large and brief.
+            let (tls_stream, facts) =
+                Box::pin(tls::handshake(config, shape.server_name(), tcp)).await?;
+            progress.tls(facts.clone());
+            if tls::negotiated_h2(&tls_stream) {
+                return Ok(Opened::H2(Stream::Tls(Box::new(tls_stream)), slot));
+            }
+            (Stream::Tls(Box::new(tls_stream)), facts)
         }
-        (Stream::Tls(Box::new(tls_stream)), facts)
-    } else {
-        (Stream::Plain(tcp), None)
+        _ => (Stream::Plain(tcp), None),
     };
     Ok(Opened::H1(Leased {
         connection: Connection::new(stream),
@@ -404,11 +422,7 @@ async fn exchange(
         .send(&render_request(svc, hop, keep_alive))
         .await?;
     connection
-        .read_head(
-            hop.method == Method::HEAD,
-            MAX_RESPONSE_HEAD_BYTES,
-            keep_raw,
-        )
+        .read_head(hop.method, MAX_RESPONSE_HEAD_BYTES, keep_raw)
         .await
 }
 
@@ -482,10 +496,9 @@ fn render_request(svc: &Service, hop: Hop<'_>, keep_alive: bool) -> Vec<u8> {
 
 fn check_body(expect: &Expect, body: &[u8]) -> Result<(), Failure> {
     if let Some(needle) = &expect.body_contains {
-        let found = body
-            .windows(needle.len().max(1))
-            .any(|w| w == needle.as_bytes());
-        if !found {
+        // Two-way/SIMD search, linear in the body: a `windows()` scan is quadratic in the worst
+        // case, and a hostile body of max_body_bytes would burn an async worker.
+        if memchr::memmem::find(body, needle.as_bytes()).is_none() {
             return Err(Failure::new(
                 Reason::BodyMismatch,
                 format!("body does not contain {:?}", shorten(needle)),

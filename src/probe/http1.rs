@@ -140,14 +140,24 @@ pub struct Head {
 impl Head {
     /// The value of header `name` (the first, if repeated), from the raw head.
     pub fn header(&self, name: &str) -> Option<String> {
-        let raw = self.raw.as_ref()?;
+        self.headers(name).into_iter().next()
+    }
+
+    /// Every value of header `name`, in the order the server sent them, from the raw head.
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        let Some(raw) = self.raw.as_ref() else {
+            return Vec::new();
+        };
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut r = httparse::Response::new(&mut storage);
-        r.parse(raw).ok()?;
+        if r.parse(raw).is_err() {
+            return Vec::new();
+        }
         r.headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            .collect()
     }
 }
 
@@ -180,13 +190,13 @@ impl Connection {
     /// with `keep_raw`, the head's bytes stay available for [`Head::header`].
     pub async fn read_head(
         &mut self,
-        head_request: bool,
+        method: &http::Method,
         max_head: usize,
         keep_raw: bool,
     ) -> Result<Head, Error> {
         loop {
             let parsed = loop {
-                if let Some(p) = parse_head(&self.buf, head_request)? {
+                if let Some(p) = parse_head(&self.buf, method)? {
                     break p;
                 }
                 if self.buf.len() >= max_head {
@@ -423,7 +433,7 @@ struct Parsed {
 
 /// Parses a response head from `buf`; `None` if more bytes are needed. Synchronous so the header
 /// array lives on the stack only while parsing, not in every check's future.
-fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Parsed>, Error> {
+fn parse_head(buf: &[u8], method: &http::Method) -> Result<Option<Parsed>, Error> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut r = httparse::Response::new(&mut storage);
     let len = match r.parse(buf) {
@@ -465,7 +475,15 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Parsed>, Error> {
             }
         }
     }
-    let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
+    // A 2xx to CONNECT turns the connection into a tunnel (RFC 9112, 6.3), as 101 Switching
+    // Protocols turns it into another protocol: what follows on it is not HTTP/1.1.
+    let tunnel =
+        status == 101 || (*method == http::Method::CONNECT && (200..300).contains(&status));
+    let framing = if *method == http::Method::HEAD
+        || tunnel
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
     {
         Framing::Empty
     } else if transfer_encoding {
@@ -484,7 +502,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Parsed>, Error> {
         len,
         status,
         minor_version: r.version.unwrap_or(1),
-        keep_alive: !close && framing != Framing::UntilClose,
+        keep_alive: !close && !tunnel && framing != Framing::UntilClose,
         framing,
     }))
 }
@@ -494,7 +512,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str) -> Parsed {
-        parse_head(raw.as_bytes(), false)
+        parse_head(raw.as_bytes(), &http::Method::GET)
             .expect("valid")
             .expect("complete")
     }
@@ -525,10 +543,36 @@ mod tests {
             Framing::Empty
         );
         assert_eq!(head("HTTP/1.1 200 OK\r\n\r\n").framing, Framing::UntilClose);
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
-            .expect("valid")
-            .expect("complete");
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            &http::Method::HEAD,
+        )
+        .expect("valid")
+        .expect("complete");
         assert_eq!(h.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn a_connection_that_switched_protocols_or_tunnels_is_never_kept() {
+        let switched = head(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        );
+        assert!(!switched.keep_alive);
+        assert_eq!(switched.framing, Framing::Empty);
+        let tunnel = parse_head(
+            b"HTTP/1.1 200 Connection established\r\n\r\n",
+            &http::Method::CONNECT,
+        )
+        .expect("valid")
+        .expect("complete");
+        assert!(!tunnel.keep_alive);
+        let refused = parse_head(
+            b"HTTP/1.1 407 Proxy Auth\r\nContent-Length: 0\r\n\r\n",
+            &http::Method::CONNECT,
+        )
+        .expect("valid")
+        .expect("complete");
+        assert!(refused.keep_alive, "only a 2xx to CONNECT makes a tunnel");
     }
 
     #[test]
@@ -551,16 +595,22 @@ mod tests {
     #[test]
     fn bad_heads_are_errors_and_partial_heads_ask_for_more() {
         assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false)
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", &http::Method::GET)
                 .expect("ok")
                 .is_none()
         );
-        assert!(parse_head(b"garbage\r\n\r\n", false).is_err());
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        assert!(parse_head(b"garbage\r\n\r\n", &http::Method::GET).is_err());
+        assert!(
+            parse_head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                &http::Method::GET
+            )
+            .is_err()
+        );
         assert!(
             parse_head(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                false
+                &http::Method::GET
             )
             .is_err()
         );
@@ -591,7 +641,10 @@ mod tests {
         const R: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n";
         for step in [1, 3, 7, R.len()] {
             let mut c = against(R, step).await;
-            let h = c.read_head(false, 8192, false).await.expect("head");
+            let h = c
+                .read_head(&http::Method::GET, 8192, false)
+                .await
+                .expect("head");
             assert_eq!(h.status, 200);
             let body = c.read_body(&h, 1024).await.expect("body");
             assert_eq!(&body[..], b"hello world", "step {step}");
@@ -606,7 +659,10 @@ mod tests {
             5,
         )
         .await;
-        let h = c.read_head(false, 8192, false).await.expect("head");
+        let h = c
+            .read_head(&http::Method::GET, 8192, false)
+            .await
+            .expect("head");
         assert_eq!(h.status, 200);
         assert_eq!(&c.read_body(&h, 10).await.expect("body")[..], b"ok");
     }
@@ -614,19 +670,28 @@ mod tests {
     #[tokio::test]
     async fn bodies_past_the_cap_fail_early_and_are_not_drained() {
         let mut c = against(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", 64).await;
-        let h = c.read_head(false, 8192, false).await.expect("head");
+        let h = c
+            .read_head(&http::Method::GET, 8192, false)
+            .await
+            .expect("head");
         assert!(matches!(
             c.read_body(&h, 10).await,
             Err(Error::BodyTooLarge(10))
         ));
         let mut c = against(b"HTTP/1.1 200 OK\r\n\r\n0123456789abcdef", 4).await;
-        let h = c.read_head(false, 8192, false).await.expect("head");
+        let h = c
+            .read_head(&http::Method::GET, 8192, false)
+            .await
+            .expect("head");
         assert!(matches!(
             c.read_body(&h, 10).await,
             Err(Error::BodyTooLarge(10))
         ));
         let mut c = against(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", 64).await;
-        let h = c.read_head(false, 8192, false).await.expect("head");
+        let h = c
+            .read_head(&http::Method::GET, 8192, false)
+            .await
+            .expect("head");
         assert!(
             !c.discard_body(&h, 10).await.expect("decided"),
             "too large to drain for reuse"
@@ -636,10 +701,16 @@ mod tests {
     #[tokio::test]
     async fn a_close_before_any_byte_is_retryable_and_a_short_body_is_not() {
         let mut c = against(b"", 1).await;
-        let e = c.read_head(false, 8192, false).await.expect_err("closed");
+        let e = c
+            .read_head(&http::Method::GET, 8192, false)
+            .await
+            .expect_err("closed");
         assert!(e.before_response(), "{e}");
         let mut c = against(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", 64).await;
-        let h = c.read_head(false, 8192, false).await.expect("head");
+        let h = c
+            .read_head(&http::Method::GET, 8192, false)
+            .await
+            .expect("head");
         let e = c.read_body(&h, 100).await.expect_err("short");
         assert!(matches!(e, Error::Closed(_)) && !e.before_response(), "{e}");
     }
@@ -649,7 +720,7 @@ mod tests {
         const BIG: &[u8] = b"HTTP/1.1 200 OK\r\nX-Junk: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
         let mut c = against(BIG, 16).await;
         assert!(matches!(
-            c.read_head(false, 64, false).await,
+            c.read_head(&http::Method::GET, 64, false).await,
             Err(Error::HeadTooLarge(64))
         ));
     }

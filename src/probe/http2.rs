@@ -103,10 +103,17 @@ impl H2Response {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
+        self.headers(name).into_iter().next()
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn headers(&self, name: &str) -> Vec<String> {
         self.response
             .headers()
-            .get(name)
+            .get_all(name)
+            .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
     }
 
     /// The whole body, never more than `cap` bytes.

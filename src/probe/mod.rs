@@ -235,12 +235,15 @@ fn truncate(mut s: String) -> String {
 /// Runs checks. One per daemon, shared by every sweep: it holds what outlives a check (the
 /// connection budget and idle connections, the TLS trust roots) so a check never rebuilds it.
 pub struct Prober {
-    /// The default TLS clients (system roots), for HTTPS (offering HTTP/2) and for TCP.
-    tls_http: OnceLock<Arc<TlsClient>>,
-    tls_tcp: OnceLock<Arc<TlsClient>>,
+    /// The default TLS client (system roots, offering HTTP/2), for the one request that has no
+    /// client of its own: an `http://` service redirected to `https://`. Every TLS service has
+    /// its own, built when the config is loaded.
+    tls_default: tokio::sync::OnceCell<Arc<TlsClient>>,
     pool: pool::Pool,
-    /// Built on first use, like the TLS roots: a fleet of IP addresses never needs it.
+    /// Built on first use: a fleet of IP addresses never needs it.
     async_resolver: OnceLock<dns::Resolver>,
+    /// getaddrinfo on threads of its own, started on first use.
+    system_resolver: dns::Resolver,
     /// Bounds lookups in flight (see [`dns::MAX_CONCURRENT_LOOKUPS`]).
     lookups: tokio::sync::Semaphore,
 }
@@ -250,10 +253,10 @@ impl Prober {
     /// idle): the descriptors the daemon may spend on checks.
     pub fn new(connection_budget: usize) -> Self {
         Prober {
-            tls_http: OnceLock::new(),
-            tls_tcp: OnceLock::new(),
+            tls_default: tokio::sync::OnceCell::new(),
             pool: pool::Pool::new(connection_budget),
             async_resolver: OnceLock::new(),
+            system_resolver: dns::Resolver::new(crate::config::ResolverKind::System),
             lookups: tokio::sync::Semaphore::new(dns::MAX_CONCURRENT_LOOKUPS),
         }
     }
@@ -263,7 +266,10 @@ impl Prober {
         let used: std::collections::HashSet<pool::Endpoint> = config
             .services
             .iter()
-            .map(|s| pool::Endpoint::of(&s.target))
+            .map(|s| {
+                let shape = pool::Shape::of(s, &s.target, true, s.tls.as_deref());
+                pool::Endpoint::of(&shape)
+            })
             .collect();
         self.pool.retain(|e| used.contains(&e));
     }
@@ -300,7 +306,7 @@ impl Prober {
             .await
             .expect("the lookup semaphore is never closed");
         let resolver = match kind {
-            crate::config::ResolverKind::System => &dns::Resolver::System,
+            crate::config::ResolverKind::System => &self.system_resolver,
             crate::config::ResolverKind::Async => {
                 self.async_resolver.get_or_init(|| dns::Resolver::new(kind))
             }
@@ -315,27 +321,31 @@ impl Prober {
         lookup.await
     }
 
-    /// The TLS client of `service`: its own, or the default one built on first use (loading the
-    /// system's CA roots costs milliseconds and a few hundred KiB a plain-HTTP fleet never needs).
-    fn tls(&self, service: &Service) -> Arc<TlsClient> {
+    /// The TLS client for a TLS connection of `service`: its own, or (for an `http://` service
+    /// redirected to `https://`) the default one, built on first use off the async threads:
+    /// reading the system's CA roots takes milliseconds of CPU.
+    async fn tls(&self, service: &Service) -> Arc<TlsClient> {
         if let Some(own) = &service.tls {
             return own.clone();
         }
-        let (cell, alpn_http) = match service.kind {
-            ProbeKind::Http => (&self.tls_http, true),
-            ProbeKind::Tcp => (&self.tls_tcp, false),
-        };
-        cell.get_or_init(|| {
+        let build = || {
             let options = TlsOptions {
-                alpn_http,
+                alpn_http: true,
                 ..TlsOptions::default()
             };
             Arc::new(
                 crate::config::tls_build(&options)
                     .expect("the default TLS client reads no files and cannot fail"),
             )
-        })
-        .clone()
+        };
+        self.tls_default
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(build)
+                    .await
+                    .unwrap_or_else(|_| build())
+            })
+            .await
+            .clone()
     }
 }
 

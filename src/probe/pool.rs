@@ -6,9 +6,10 @@
 //! only waits when every slot is in use by a check in flight. So reuse never starves a check of
 //! a descriptor, and thousands of services never exhaust the open-file limit.
 //!
-//! Idle connections are pooled by endpoint (scheme, host, port), as every HTTP client does:
-//! services behind the same endpoint share them, so a fleet larger than the descriptor budget
-//! still runs on kept connections instead of opening one per check. A connection is taken out
+//! Idle connections are pooled by endpoint (scheme, host, port) and everything else that shapes
+//! a connection (see [`Endpoint`]): services behind the same endpoint with the same settings
+//! share them, so a fleet larger than the descriptor budget still runs on kept connections
+//! instead of opening one per check. A connection is taken out
 //! only if the server has not closed it meanwhile and it is younger than [`MAX_AGE`].
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::http1::Connection;
-use crate::config::Target;
+use crate::config::{IpFamily, ResolverKind, Service, Target, TlsClient};
 
 /// Oldest connection reused. Bounds how long checks keep talking to an address that DNS or a
 /// load balancer has since moved away from.
@@ -43,15 +44,71 @@ pub struct Leased {
     pub tls: Option<std::sync::Arc<super::TlsFacts>>,
 }
 
-/// Where a connection goes: connections to the same endpoint are interchangeable.
+/// The key idle connections are pooled under: two checks share a connection only when a new
+/// connection for either would be the very same connection. So the key holds everything that
+/// shapes one: the endpoint (scheme, host, port, IP literal), which addresses may be used
+/// (`ip_family`, and the resolver that finds them), and for TLS the server name sent and
+/// checked and the client's fingerprint (trust roots and their content, verification mode,
+/// client identity, ALPN; see [`crate::config::TlsClient`]). A connection verified under
+/// `insecure_skip_verify`, another CA, another name or another client certificate is never
+/// handed to a service that would not have accepted it, and a reload that changes any of these
+/// changes the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Endpoint(u64);
 
+/// What a connection for one request of a check is made with: see [`Endpoint`].
+#[derive(Debug, Clone, Copy)]
+pub struct Shape<'a> {
+    pub target: &'a Target,
+    pub ip_family: IpFamily,
+    pub resolver: ResolverKind,
+    /// To the service's own origin (its client identity is presented) or another one.
+    pub same_origin: bool,
+    /// For TLS: the name sent as SNI and checked in the certificate, and the fingerprint of the
+    /// TLS client config used.
+    pub tls: Option<(&'a str, u64)>,
+}
+
+impl<'a> Shape<'a> {
+    /// The shape of a request of `svc` to `target`: the service's own origin (`same_origin`,
+    /// its `server_name` and client identity apply) or another one reached by a redirect (the
+    /// URL's host is the name, no client identity). `client` is the TLS client the connection
+    /// uses, for `https`.
+    pub fn of(
+        svc: &'a Service,
+        target: &'a Target,
+        same_origin: bool,
+        client: Option<&TlsClient>,
+    ) -> Shape<'a> {
+        let tls = client.filter(|_| target.tls).map(|c| {
+            let name = match (&svc.server_name, same_origin) {
+                (Some(n), true) => n,
+                _ => target.host.as_str(),
+            };
+            (name, c.for_origin(same_origin).1)
+        });
+        Shape {
+            target,
+            ip_family: svc.ip_family,
+            resolver: svc.resolver,
+            same_origin,
+            tls,
+        }
+    }
+
+    /// The name to send as SNI and check the certificate for, for TLS.
+    pub fn server_name(&self) -> &'a str {
+        self.tls.map_or(self.target.host.as_str(), |(name, _)| name)
+    }
+}
+
 impl Endpoint {
-    pub fn of(target: &Target) -> Endpoint {
+    pub fn of(shape: &Shape<'_>) -> Endpoint {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (target.tls, &target.host, target.port, target.ip).hash(&mut h);
+        let t = shape.target;
+        (t.tls, &t.host, t.port, t.ip).hash(&mut h);
+        (shape.ip_family, shape.resolver, shape.tls).hash(&mut h);
         Endpoint(h.finish())
     }
 }

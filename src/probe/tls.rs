@@ -2,7 +2,6 @@
 //! anything else), and what the server's certificate chain says about expiry.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::ServerName;
 use rustls::{CertificateError, Error as TlsError};
@@ -11,21 +10,22 @@ use tokio_rustls::client::TlsStream;
 
 use super::Reason;
 use super::progress::Failure;
-use crate::config::TlsClient;
+use crate::timestamp::UnixTime;
 
 /// What a TLS handshake showed about the server's certificates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFacts {
     /// The earliest `notAfter` in the chain the server presented
-    /// (`probe_ssl_earliest_cert_expiry`, as in blackbox_exporter).
-    pub earliest_expiry: SystemTime,
+    /// (`probe_ssl_earliest_cert_expiry`, as in blackbox_exporter). Any X.509 time: a chain
+    /// may carry a certificate from before 1970 or one valid until 9999.
+    pub earliest_expiry: UnixTime,
     /// The server's own (leaf) certificate's `notAfter`.
-    pub leaf_expiry: SystemTime,
+    pub leaf_expiry: UnixTime,
 }
 
-/// Performs the handshake as `server_name` and reads the certificates' expiry.
+/// Performs the handshake as `server_name` with `client` and reads the certificates' expiry.
 pub async fn handshake(
-    client: &TlsClient,
+    client: &Arc<rustls::ClientConfig>,
     server_name: &str,
     tcp: TcpStream,
 ) -> Result<(TlsStream<TcpStream>, Option<Arc<TlsFacts>>), Failure> {
@@ -35,7 +35,7 @@ pub async fn handshake(
             format!("invalid TLS server name {server_name}: {e}"),
         )
     })?;
-    let stream = tokio_rustls::TlsConnector::from(client.config.clone())
+    let stream = tokio_rustls::TlsConnector::from(client.clone())
         .connect(name, tcp)
         .await
         .map_err(|e| classify(server_name, &e))?;
@@ -108,21 +108,18 @@ fn classify(server_name: &str, e: &std::io::Error) -> Failure {
     Failure::new(reason, format!("TLS handshake with {server_name}: {what}"))
 }
 
-/// Expiry of the leaf and the earliest in the chain, from the DER certificates.
-fn facts(chain: &[rustls::pki_types::CertificateDer<'_>]) -> Option<TlsFacts> {
-    let expiries: Vec<SystemTime> = chain.iter().filter_map(|c| not_after(c)).collect();
+/// Expiry of the leaf and the earliest in the chain, from the DER certificates. A certificate
+/// that does not parse is left out (the handshake verified what it needed to).
+pub fn facts(chain: &[rustls::pki_types::CertificateDer<'_>]) -> Option<TlsFacts> {
+    let expiries: Vec<UnixTime> = chain.iter().filter_map(|c| not_after(c)).collect();
     Some(TlsFacts {
         leaf_expiry: *expiries.first()?,
         earliest_expiry: *expiries.iter().min()?,
     })
 }
 
-fn not_after(der: &[u8]) -> Option<SystemTime> {
+/// A certificate's `notAfter`, whatever year it names.
+pub fn not_after(der: &[u8]) -> Option<UnixTime> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let secs = cert.validity().not_after.timestamp();
-    if secs >= 0 {
-        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64))
-    } else {
-        SystemTime::UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
-    }
+    Some(UnixTime::from_secs(cert.validity().not_after.timestamp()))
 }

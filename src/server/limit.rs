@@ -1,27 +1,39 @@
 //! The bound on connections to our server, and who gives way when it is reached.
 //!
-//! A plain semaphore would let a slowloris client, or a crowd of idle keep-alive connections,
-//! hold every slot: new clients would then wait in the kernel's backlog until one times out.
-//! Here, when all slots are taken, the connection that has been *idle* the longest (waiting for
-//! a request head, or for its TLS handshake) is closed to make room. A connection serving a
-//! request is never evicted, so an attacker can only displace other idle connections, and a
-//! scraper that connects and sends its request gets served at once. Only when every slot is busy
-//! with a request does accepting wait.
+//! A plain semaphore would let a slowloris client, a crowd of idle keep-alive connections, or
+//! clients that request `/metrics` and never read, hold every slot: new clients would then wait
+//! in the kernel's backlog until one times out, and `/healthz` would go unanswered. Here a
+//! connection is admitted once it has been accepted, and when all slots are taken the
+//! connection that has been *really idle* the longest is closed to make room: one waiting for a
+//! request head (or its TLS handshake), or one whose response has not moved for
+//! [`STALLED_AFTER`] because its client stopped reading. A connection serving a request (its
+//! handler running, or its response being written to a client that reads it) is never evicted,
+//! and neither is the connection just accepted. Only when every slot is busy like that does a
+//! new connection wait for one to end.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+/// A response whose writes have been blocked this long (the client is not reading) makes its
+/// connection as good as idle: it may be evicted for a new client.
+pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// The table of open connections.
 #[derive(Debug)]
 pub struct Connections {
     max: usize,
     table: Mutex<Table>,
-    /// Signalled when a connection leaves or goes idle, for an `admit` waiting on a full table.
+    /// Signalled when a connection leaves, goes idle or stalls, for an admission waiting on a
+    /// full table.
     freed: Notify,
+    /// Times in [`Entry::write_blocked`] count from here.
+    epoch: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -35,7 +47,26 @@ struct Table {
 struct Entry {
     /// `Some(since)` while waiting for a request; `None` while serving one.
     idle_since: Option<Instant>,
+    /// Milliseconds after `epoch` (plus one) since which a write has been waiting for the
+    /// client to read; 0 while writes go through. Set by the connection's stream without the
+    /// table lock.
+    write_blocked: Arc<AtomicU64>,
     evict: CancellationToken,
+}
+
+impl Entry {
+    /// Since when the connection has been doing nothing for anyone, if it has: waiting for a
+    /// request, or stalled on a client that does not read.
+    fn idle_since(&self, epoch: Instant, now: Instant) -> Option<Instant> {
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        let stalled = (blocked > 0)
+            .then(|| epoch + Duration::from_millis(blocked - 1))
+            .filter(|&since| now.saturating_duration_since(since) >= STALLED_AFTER);
+        match (self.idle_since, stalled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl Connections {
@@ -45,27 +76,35 @@ impl Connections {
             max: max.max(1),
             table: Mutex::new(Table::default()),
             freed: Notify::new(),
+            epoch: Instant::now(),
         })
     }
 
-    /// Takes a slot for a new connection, evicting the longest-idle connection if all are
-    /// taken; waits only while every connection is busy serving a request.
+    /// A slot for a connection just accepted: a free one, or one freed by evicting the
+    /// connection idle the longest; waits only while every connection is busy serving.
     pub async fn admit(self: &Arc<Self>) -> Slot {
         loop {
+            // Registered before trying, so a slot freed in between is not missed.
+            let freed = self.freed.notified();
             if let Some(slot) = self.try_admit() {
                 return slot;
             }
-            self.freed.notified().await;
+            // A stalled writer becomes evictable without telling anyone: look again then.
+            tokio::select! {
+                () = freed => {}
+                () = tokio::time::sleep(STALLED_AFTER / 4) => {}
+            }
         }
     }
 
     fn try_admit(self: &Arc<Self>) -> Option<Slot> {
         let mut t = self.lock();
         if t.open.len() >= self.max {
+            let now = Instant::now();
             let oldest = t
                 .open
                 .iter()
-                .filter_map(|(id, e)| e.idle_since.map(|since| (since, *id)))
+                .filter_map(|(id, e)| e.idle_since(self.epoch, now).map(|since| (since, *id)))
                 .min()
                 .map(|(_, id)| id)?;
             if let Some(e) = t.open.remove(&oldest) {
@@ -76,10 +115,12 @@ impl Connections {
         let id = t.next_id;
         t.next_id += 1;
         let evict = CancellationToken::new();
+        let write_blocked = Arc::new(AtomicU64::new(0));
         t.open.insert(
             id,
             Entry {
                 idle_since: Some(Instant::now()),
+                write_blocked: write_blocked.clone(),
                 evict: evict.clone(),
             },
         );
@@ -87,6 +128,7 @@ impl Connections {
             id,
             connections: self.clone(),
             evict,
+            write_blocked,
         })
     }
 
@@ -121,6 +163,7 @@ pub struct Slot {
     id: u64,
     connections: Arc<Connections>,
     evict: CancellationToken,
+    write_blocked: Arc<AtomicU64>,
 }
 
 impl Slot {
@@ -128,6 +171,14 @@ impl Slot {
     pub fn activity(&self) -> Activity {
         Activity {
             id: self.id,
+            connections: self.connections.clone(),
+        }
+    }
+
+    /// What the connection's stream reports its blocked writes to.
+    pub fn writes(&self) -> Writes {
+        Writes {
+            blocked: self.write_blocked.clone(),
             connections: self.connections.clone(),
         }
     }
@@ -160,7 +211,8 @@ impl Activity {
     }
 }
 
-/// The connection is serving a request while this lives.
+/// The connection is serving a request while this lives (the server keeps it in the response
+/// body, so it lives until the response is written).
 #[derive(Debug)]
 pub struct Busy(Activity);
 
@@ -172,21 +224,49 @@ impl Drop for Busy {
     }
 }
 
+/// Where a connection's stream says whether its writes are blocked on the client.
+#[derive(Debug, Clone)]
+pub struct Writes {
+    blocked: Arc<AtomicU64>,
+    connections: Arc<Connections>,
+}
+
+impl Writes {
+    /// A write could not go out: the client's receive window is full. Keeps the earliest time.
+    pub fn blocked(&self) {
+        if self.blocked.load(Ordering::Relaxed) == 0 {
+            let ms = Instant::now()
+                .saturating_duration_since(self.connections.epoch)
+                .as_millis();
+            let ms = u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1;
+            self.blocked.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes went out.
+    pub fn progressed(&self) {
+        if self.blocked.load(Ordering::Relaxed) != 0 {
+            self.blocked.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_full_table_evicts_the_longest_idle_connection_and_never_a_busy_one() {
         let c = Connections::new(2);
         let first = c.admit().await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let second = c.admit().await;
         let _busy = first.activity().busy();
         // Full: `first` is busy, so the idle `second` gives way.
         let third = c.admit().await;
         assert!(second.evict.is_cancelled());
         assert!(!first.evict.is_cancelled());
+        assert!(!third.evict.is_cancelled(), "never the one just admitted");
         assert_eq!(c.open(), 2);
         assert_eq!(c.evicted_total(), 1);
         drop(second);
@@ -195,7 +275,7 @@ mod tests {
         assert_eq!(c.open(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn when_every_connection_is_busy_admission_waits_for_one_to_leave() {
         let c = Connections::new(1);
         let only = c.admit().await;
@@ -205,13 +285,48 @@ mod tests {
             let c = c.clone();
             async move { c.admit().await }
         });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!waiter.is_finished(), "a busy connection is not evicted");
         drop(busy);
         drop(only);
-        let next = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        let next = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("admitted once the slot is free")
             .expect("task ran");
         assert_eq!(c.open(), 1);
         drop(next);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_whose_client_stopped_reading_gives_way_after_a_while() {
+        let c = Connections::new(1);
+        let stuck = c.admit().await;
+        let _busy = stuck.activity().busy();
+        stuck.writes().blocked();
+        assert!(c.try_admit().is_none(), "blocked only just now");
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.admit().await }
+        });
+        tokio::time::sleep(STALLED_AFTER * 2).await;
+        let admitted = tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("admitted once the writer stalled")
+            .expect("task ran");
+        assert!(stuck.evict.is_cancelled());
+        drop(admitted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_that_makes_progress_is_not_stalled() {
+        let c = Connections::new(1);
+        let slot = c.admit().await;
+        let _busy = slot.activity().busy();
+        let writes = slot.writes();
+        writes.blocked();
+        tokio::time::sleep(STALLED_AFTER / 2).await;
+        writes.progressed();
+        tokio::time::sleep(STALLED_AFTER).await;
+        assert!(c.try_admit().is_none(), "its client reads: still busy");
     }
 }

@@ -401,14 +401,37 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> HttpResponse {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(body).unwrap_or_else(|| panic!("a broken chunked body: {body:?}"))
+    } else {
+        body.to_string()
+    };
     HttpResponse {
         status,
         headers,
-        body: body.to_string(),
+        body,
+    }
+}
+
+/// The data of a chunked body (RFC 9112, 7.1), or `None` if it is not well formed or ends
+/// before its last chunk.
+pub fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
     }
 }
 

@@ -1,0 +1,157 @@
+//! Response bodies of our HTTP server: a whole body, or one rendered piece by piece as the
+//! client reads it.
+//!
+//! A large document (`/metrics`, `/status` of a big fleet) is never built whole per request:
+//! hyper asks for the next piece only once it has written the previous one, so a client that
+//! stops reading holds one piece (tens of KiB) and its snapshot, not megabytes of text. Pieces
+//! are rendered on the async worker that polls the body, in slices small enough (well under a
+//! millisecond) not to delay the checks running beside them.
+//!
+//! A body can carry a guard ([`Body::guarded`]) that lives until the body is done or dropped:
+//! the server's connection table uses one to know a connection is busy until its response has
+//! been written, not only until the handler returned.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+
+/// The pieces of a streamed body, each rendered when asked for.
+pub type Pieces = Box<dyn Iterator<Item = Bytes> + Send>;
+
+/// A response body.
+pub struct Body {
+    kind: Kind,
+    guard: Option<Box<dyn Send>>,
+}
+
+enum Kind {
+    /// Taken on the first poll.
+    Whole(Option<Bytes>),
+    Pieces(Pieces),
+}
+
+impl Body {
+    /// A body sent as it is.
+    pub fn whole(bytes: impl Into<Bytes>) -> Body {
+        Body {
+            kind: Kind::Whole(Some(bytes.into())),
+            guard: None,
+        }
+    }
+
+    /// A body of `pieces`, each rendered when the client has taken the previous one. Empty
+    /// pieces are skipped.
+    pub fn pieces(pieces: Pieces) -> Body {
+        Body {
+            kind: Kind::Pieces(pieces),
+            guard: None,
+        }
+    }
+
+    /// This body, holding `guard` until the body has been sent whole or dropped.
+    pub fn guarded(mut self, guard: impl Send + 'static) -> Body {
+        self.guard = Some(Box::new(guard));
+        self
+    }
+
+    /// The whole body as bytes: for tests, and for callers that need it in memory anyway.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self.kind {
+            Kind::Whole(b) => b.map(|b| b.to_vec()).unwrap_or_default(),
+            Kind::Pieces(p) => p.flat_map(|b| b.to_vec()).collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.kind {
+            Kind::Whole(_) => "Body::whole",
+            Kind::Pieces(_) => "Body::pieces",
+        })
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let next = match &mut this.kind {
+            Kind::Whole(b) => b.take(),
+            Kind::Pieces(p) => p.find(|b| !b.is_empty()),
+        };
+        if next.is_none() {
+            // Done: let the guard go now rather than when hyper drops the body.
+            this.guard = None;
+        }
+        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.kind, Kind::Whole(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Whole(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Whole(None) => SizeHint::with_exact(0),
+            Kind::Pieces(_) => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn pieces_are_rendered_one_at_a_time_and_empty_ones_skipped() {
+        let rendered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = rendered.clone();
+        let pieces = (0..3).map(move |i| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if i == 1 {
+                Bytes::new()
+            } else {
+                Bytes::from(format!("piece{i};"))
+            }
+        });
+        let mut body = Body::pieces(Box::new(pieces));
+        assert_eq!(rendered.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let first = body.frame().await.expect("a frame").expect("ok");
+        assert_eq!(first.into_data().expect("data"), "piece0;");
+        assert_eq!(
+            rendered.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "nothing rendered ahead of the reader"
+        );
+        let rest = body.collect().await.expect("ok").to_bytes();
+        assert_eq!(rest, "piece2;");
+    }
+
+    #[tokio::test]
+    async fn the_guard_lives_until_the_body_is_done() {
+        struct Flag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut body = Body::whole("abc").guarded(Flag(dropped.clone()));
+        let frame = body.frame().await.expect("frame").expect("ok");
+        assert_eq!(frame.into_data().expect("data"), "abc");
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(body.frame().await.is_none());
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}
