@@ -149,9 +149,37 @@ impl ConfigError {
         ConfigError::Parse {
             path: path.to_path_buf(),
             location,
-            message: without_values(err.message().trim()),
+            message: toml_message(source, err),
         }
     }
+}
+
+/// A parser message for people: the key it is about first (when the value's line names it),
+/// and no value it quotes.
+pub(crate) fn toml_message(source: &str, err: &toml::de::Error) -> String {
+    let message = without_values(err.message().trim());
+    match err.span().and_then(|span| key_before(source, span.start)) {
+        Some(key) if message.starts_with("invalid") => format!("{key}: {message}"),
+        _ => message,
+    }
+}
+
+/// The key a value at `offset` is assigned to, when the text before it on its line is
+/// `key =` (also inside an inline table: `labels = { team = `).
+fn key_before(source: &str, offset: usize) -> Option<&str> {
+    let before = source.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let assigned = line.trim_end().strip_suffix('=')?;
+    let key = assigned
+        .rsplit(['{', ','])
+        .next()
+        .unwrap_or(assigned)
+        .trim();
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | '\''));
+    plain.then_some(key)
 }
 
 /// A parser message with every value it quotes taken out, keeping the kinds: serde writes
@@ -176,6 +204,17 @@ pub(crate) fn without_values(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_of_a_value_is_found_on_its_line() {
+        let src = "[defaults]\nheaders = \"x\"\nlabels = { team = 5 }\n";
+        assert_eq!(
+            key_before(src, src.find("\"x").expect("value")),
+            Some("headers")
+        );
+        assert_eq!(key_before(src, src.find('5').expect("value")), Some("team"));
+        assert_eq!(key_before(src, 0), None);
+    }
 
     #[test]
     fn parser_messages_keep_kinds_and_keys_but_no_values() {

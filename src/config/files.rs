@@ -177,7 +177,7 @@ impl Validator<'_> {
                 } else {
                     ""
                 };
-                let message = super::error::without_values(e.message().trim());
+                let message = super::error::toml_message(text, &e);
                 self.report(e.span().as_ref(), format!("{message}{hint}"));
                 return 0;
             }

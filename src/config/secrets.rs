@@ -69,8 +69,8 @@ pub enum HeaderFileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is not a regular file", path.display())]
-    NotAFile { path: PathBuf },
+    #[error("{} is not a regular file (it is {kind})", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("{} is empty", path.display())]
     Empty { path: PathBuf },
     #[error("{} is larger than {MAX_HEADER_FILE_BYTES} bytes", path.display())]
@@ -226,8 +226,9 @@ pub fn read_header_file(path: &Path) -> Result<HeaderValue, HeaderFileError> {
             path: path.to_path_buf(),
             source,
         },
-        ReadError::NotRegular(_) => HeaderFileError::NotAFile {
+        ReadError::NotRegular(kind) => HeaderFileError::NotAFile {
             path: path.to_path_buf(),
+            kind,
         },
         ReadError::TooLarge(_) => HeaderFileError::TooLarge {
             path: path.to_path_buf(),

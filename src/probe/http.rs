@@ -634,4 +634,54 @@ mod tests {
             Reason::BodyMismatch
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_text() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just("null".to_string()),
+                Just("true".to_string()),
+                "-?[0-9]{1,20}(\\.[0-9]{1,5})?(e[+-]?[0-9]{1,4})?",
+                "\"[ -~]{0,10}\"",
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4)
+                        .prop_map(|v| format!("[{}]", v.join(","))),
+                    proptest::collection::vec(("[a-z~/0-9]{0,4}", inner), 0..4).prop_map(|v| {
+                        let fields: Vec<String> =
+                            v.into_iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                        format!("{{{}}}", fields.join(","))
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// JSON pointers of any shape (`~0`, `~1`, indices, empty segments) against bodies
+            /// of any shape, valid JSON or not: a verdict, and every failure a body mismatch.
+            #[test]
+            fn json_expectations_give_a_verdict_for_any_body_and_pointer(
+                body in prop_oneof![json_text(), "[ -~]{0,40}"],
+                pointer in "(/[a-z~01/0-9]{0,4}){0,4}",
+                want in json_text(),
+            ) {
+                let Ok(want) = serde_json::from_str::<serde_json::Value>(&want) else {
+                    return Ok(());
+                };
+                let e = Expect {
+                    json: vec![(pointer, want)],
+                    body_contains: Some("a".into()),
+                    ..Expect::default()
+                };
+                if let Err(f) = check_body(&e, body.as_bytes()) {
+                    prop_assert_eq!(f.reason, Reason::BodyMismatch);
+                }
+            }
+        }
+    }
 }

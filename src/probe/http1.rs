@@ -724,4 +724,176 @@ mod tests {
             Err(Error::HeadTooLarge(64))
         ));
     }
+
+    /// Property tests: whatever a server sends, parsing and decoding end in a head, a body or
+    /// an error (which the probe maps to a reason of the closed set), never a panic or a hang.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn method(i: u8) -> http::Method {
+            match i % 4 {
+                0 => http::Method::GET,
+                1 => http::Method::HEAD,
+                2 => http::Method::CONNECT,
+                _ => http::Method::POST,
+            }
+        }
+
+        /// Heads that get past the parser's first checks: a status line and headers whose
+        /// names and values are drawn from the ones that steer framing.
+        fn plausible_head() -> impl Strategy<Value = Vec<u8>> {
+            let name = prop_oneof![
+                Just("Content-Length".to_string()),
+                Just("Transfer-Encoding".to_string()),
+                Just("Connection".to_string()),
+                "[A-Za-z-]{1,12}",
+            ];
+            let value = prop_oneof![
+                Just("chunked".to_string()),
+                Just("gzip, chunked".to_string()),
+                Just("close".to_string()),
+                Just("keep-alive".to_string()),
+                "[0-9]{0,25}",
+                "-?[0-9a-f]{1,8}",
+                "[ -~]{0,20}",
+            ];
+            (
+                prop_oneof![Just("1.1"), Just("1.0"), Just("2"), Just("1.x")],
+                0u16..1000,
+                proptest::collection::vec((name, value), 0..6),
+            )
+                .prop_map(|(version, status, headers)| {
+                    let mut h = format!("HTTP/{version} {status} X\r\n");
+                    for (n, v) in headers {
+                        h.push_str(&format!("{n}: {v}\r\n"));
+                    }
+                    h.push_str("\r\n");
+                    h.into_bytes()
+                })
+        }
+
+        /// A chunked body, valid or mutated at a few places.
+        fn chunked_body() -> impl Strategy<Value = Vec<u8>> {
+            (
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..5),
+                proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                any::<bool>(),
+            )
+                .prop_map(|(chunks, mutations, trailer)| {
+                    let mut b = Vec::new();
+                    for c in chunks {
+                        b.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                        b.extend_from_slice(&c);
+                        b.extend_from_slice(b"\r\n");
+                    }
+                    b.extend_from_slice(b"0\r\n");
+                    if trailer {
+                        b.extend_from_slice(b"X-T: 1\r\n");
+                    }
+                    b.extend_from_slice(b"\r\n");
+                    for (at, byte) in mutations {
+                        let len = b.len();
+                        b[at % len] = byte;
+                    }
+                    b
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            #[test]
+            fn any_bytes_are_a_head_a_request_for_more_or_an_error(
+                bytes in proptest::collection::vec(any::<u8>(), 0..300),
+                m in any::<u8>(),
+            ) {
+                let _ = parse_head(&bytes, &method(m));
+            }
+
+            #[test]
+            fn plausible_heads_are_parsed_or_refused_and_framing_is_consistent(
+                head in plausible_head(),
+                m in any::<u8>(),
+            ) {
+                if let Ok(Some(p)) = parse_head(&head, &method(m)) {
+                    prop_assert_eq!(p.len, head.len());
+                    if p.framing == Framing::UntilClose {
+                        prop_assert!(!p.keep_alive);
+                    }
+                    if p.status == 101 {
+                        prop_assert!(!p.keep_alive);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn any_body_after_any_head_ends_in_a_body_or_an_error() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let strategy = (
+                prop_oneof![
+                    Just(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()),
+                    Just(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n".to_vec()),
+                    Just(b"HTTP/1.0 200 OK\r\n\r\n".to_vec()),
+                    plausible_head(),
+                ],
+                prop_oneof![
+                    chunked_body(),
+                    proptest::collection::vec(any::<u8>(), 0..200)
+                ],
+                1usize..64,
+                any::<bool>(),
+            );
+            let mut runner =
+                proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(200));
+            runner
+                .run(&strategy, |(head, body, step, read)| {
+                    let mut response = head;
+                    response.extend_from_slice(&body);
+                    rt.block_on(async {
+                        let mut c = against_owned(response, step).await;
+                        let done = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                            let Ok(h) = c.read_head(&http::Method::GET, 8192, true).await else {
+                                return;
+                            };
+                            let _ = h.headers("content-length");
+                            if read {
+                                let _ = c.read_body(&h, 1024).await;
+                            } else {
+                                let _ = c.discard_body(&h, 1024).await;
+                            }
+                        })
+                        .await;
+                        assert!(done.is_ok(), "decoding ends when the peer has closed");
+                    });
+                    Ok(())
+                })
+                .expect("no panic, no hang");
+        }
+
+        /// Like `against`, for a response made at run time.
+        async fn against_owned(response: Vec<u8>, step: usize) -> Connection {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(async move {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                for piece in response.chunks(step) {
+                    if s.write_all(piece).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Connection::new(Stream::Plain(
+                TcpStream::connect(addr).await.expect("connect"),
+            ))
+        }
+    }
 }

@@ -87,6 +87,12 @@ fn classify(server_name: &str, e: &std::io::Error) -> Failure {
                     format!("certificate is not valid for {server_name}"),
                 )
             }
+            CertificateError::Other(o) if is_ca_as_leaf(o) => (
+                Reason::TlsUnknownIssuer,
+                "the server's certificate is a CA certificate (CA:TRUE) not named in ca_file; \
+                 name it there to trust it"
+                    .to_string(),
+            ),
             other => (
                 Reason::TlsHandshake,
                 format!("invalid certificate: {other:?}"),
@@ -108,6 +114,15 @@ fn classify(server_name: &str, e: &std::io::Error) -> Failure {
     Failure::new(reason, format!("TLS handshake with {server_name}: {what}"))
 }
 
+/// Whether webpki refused the server's certificate for being a CA's (what `openssl req -x509`
+/// makes), which is a question of trust: an anchor named in `ca_file` is accepted as a leaf.
+fn is_ca_as_leaf(e: &rustls::OtherError) -> bool {
+    matches!(
+        e.0.downcast_ref::<webpki::Error>(),
+        Some(webpki::Error::CaUsedAsEndEntity)
+    )
+}
+
 /// Expiry of the leaf and the earliest in the chain, from the DER certificates. A certificate
 /// that does not parse is left out (the handshake verified what it needed to).
 pub fn facts(chain: &[rustls::pki_types::CertificateDer<'_>]) -> Option<TlsFacts> {
@@ -122,4 +137,50 @@ pub fn facts(chain: &[rustls::pki_types::CertificateDer<'_>]) -> Option<TlsFacts
 pub fn not_after(der: &[u8]) -> Option<UnixTime> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(UnixTime::from_secs(cert.validity().not_after.timestamp()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn certificate(not_after: (i32, u8, u8)) -> rustls::pki_types::CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["x.test".to_string()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(1950, 1, 1);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().clone()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any notAfter X.509 can hold (UTCTime 1950-2049, GeneralizedTime up to 9999) is read
+        /// and rendered, before 1970 included.
+        #[test]
+        fn any_certificate_date_is_read_and_rendered(
+            year in 1950i32..=9999,
+            month in 1u8..=12,
+            day in 1u8..=28,
+        ) {
+            let der = certificate((year, month, day));
+            let f = facts(&[der]).expect("facts");
+            let text = f.leaf_expiry.rfc3339().to_string();
+            prop_assert!(
+                text.starts_with(&format!("{year:04}-{month:02}-{day:02}T")),
+                "{text}"
+            );
+            let _ = f.leaf_expiry.days_after(UnixTime::from_secs(0));
+            let _ = f.earliest_expiry.as_f64();
+        }
+
+        /// Bytes that are not a certificate are left out, never a panic.
+        #[test]
+        fn bytes_that_are_not_a_certificate_are_skipped(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let der = rustls::pki_types::CertificateDer::from(bytes);
+            prop_assert!(facts(&[der]).is_none());
+        }
+    }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -636,4 +638,64 @@ pub async fn mock(stop: &tokio_util::sync::CancellationToken) -> healthsweep::mo
     )
     .await
     .expect("mock server starts")
+}
+
+/// What a [`plain_server`] answers for a path: status, headers (repeatable), body.
+pub type Answer = (u16, Vec<(&'static str, String)>, String);
+
+/// A plain HTTP/1.1 server (hyper, keep-alive) on a free loopback port answering each path
+/// with `answer`, until `stop`.
+pub async fn plain_server(
+    answer: fn(&str) -> Answer,
+    stop: &tokio_util::sync::CancellationToken,
+) -> SocketAddr {
+    use hyper::service::service_fn;
+    let serve = move |s: tokio::net::TcpStream| async move {
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (status, headers, body) = answer(req.uri().path());
+            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+            *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            for (k, v) in headers {
+                r.headers_mut().append(k, v.parse().expect("header value"));
+            }
+            async move { Ok::<_, std::convert::Infallible>(r) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+            .await;
+    };
+    serve_each(any_loopback_port(), serve, stop).await
+}
+
+/// Runs the binary with `args`, killing it if it has not exited `within`: its exit code (None
+/// if killed or signalled), stdout and stderr.
+pub fn run_cli_within<I, S>(args: I, within: Duration) -> (Option<i32>, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run healthsweep");
+    let end = Instant::now() + within;
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = child.wait_with_output().expect("output");
+    (
+        code,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
