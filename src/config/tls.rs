@@ -40,13 +40,25 @@ pub struct TlsOptions {
 /// fingerprints (and endpoint and server name) are equal, so a connection verified under lax
 /// settings never serves a stricter service, and a reload that changes a CA file's content
 /// changes the fingerprint.
-#[derive(Debug)]
 pub struct TlsClient {
     pub config: Arc<ClientConfig>,
     pub fingerprint: u64,
     pub anonymous: Arc<ClientConfig>,
     pub anonymous_fingerprint: u64,
     pub insecure_skip_verify: bool,
+}
+
+/// Says what kind of client it is, never what it holds (a client key is in there).
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field(
+                "client_identity",
+                &(self.fingerprint != self.anonymous_fingerprint),
+            )
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TlsClient {
@@ -309,5 +321,109 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("healthsweep-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+
+    fn self_signed(name: &str) -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("cert");
+        (c.cert.pem(), c.key_pair.serialize_pem())
+    }
+
+    /// Every input that shapes a connection changes the fingerprint the pool keys on; the same
+    /// inputs give the same one (so connections survive a reload that changes nothing).
+    #[test]
+    fn the_fingerprint_changes_with_every_connection_shaping_input_and_only_then() {
+        let dir = scratch("fingerprint");
+        let ca = dir.join("ca.pem");
+        let (ca_pem, _) = self_signed("ca.test");
+        std::fs::write(&ca, &ca_pem).expect("write");
+        let (cert_pem, key_pem) = self_signed("client.test");
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&cert, &cert_pem).expect("write");
+        std::fs::write(&key, &key_pem).expect("write");
+        let fp = |o: &TlsOptions| build(o).expect("builds").fingerprint;
+        let base = TlsOptions {
+            ca_file: Some(ca.clone()),
+            client_cert: None,
+            insecure_skip_verify: false,
+            alpn_http: true,
+        };
+        assert_eq!(fp(&base), fp(&base.clone()), "deterministic");
+        let variants = [
+            TlsOptions {
+                ca_file: None,
+                ..base.clone()
+            },
+            TlsOptions {
+                insecure_skip_verify: true,
+                ..base.clone()
+            },
+            TlsOptions {
+                alpn_http: false,
+                ..base.clone()
+            },
+            TlsOptions {
+                client_cert: Some((cert.clone(), key.clone())),
+                ..base.clone()
+            },
+        ];
+        let mut seen = std::collections::HashSet::from([fp(&base)]);
+        for v in &variants {
+            assert!(seen.insert(fp(v)), "{v:?} has a fingerprint of its own");
+        }
+        // The same path with other content (a rotated CA file, read again at a reload).
+        let before = fp(&base);
+        let (other_pem, _) = self_signed("other-ca.test");
+        std::fs::write(&ca, other_pem).expect("rewrite");
+        assert_ne!(
+            fp(&base),
+            before,
+            "the CA file's content counts, not its name"
+        );
+        // The identity changes only the identity's fingerprint, never the anonymous one.
+        let with = build(&variants[3]).expect("builds");
+        let without = build(&TlsOptions {
+            client_cert: None,
+            ..variants[3].clone()
+        })
+        .expect("builds");
+        assert_eq!(with.anonymous_fingerprint, without.fingerprint);
+        assert!(with.config.client_auth_cert_resolver.has_certs());
+        assert!(!with.anonymous.client_auth_cert_resolver.has_certs());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_debug_form_never_shows_key_material() {
+        let dir = scratch("debug");
+        let (cert_pem, key_pem) = self_signed("client.test");
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&cert, &cert_pem).expect("write");
+        std::fs::write(&key, &key_pem).expect("write");
+        let client = build(&TlsOptions {
+            client_cert: Some((cert, key)),
+            ..TlsOptions::default()
+        })
+        .expect("builds");
+        let shown = format!("{client:?}");
+        assert!(shown.contains("client_identity: true"), "{shown}");
+        let body: String = key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        assert!(!shown.contains(&body[..20]), "{shown}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -37,6 +37,12 @@ const CACHE_SIZE: usize = 65_536;
 /// only let a hanging DNS server hold more of them.
 pub const SYSTEM_LOOKUP_THREADS: usize = 32;
 
+/// System lookups waiting for a thread at most. While a DNS server hangs, every thread is held
+/// for seconds and each sweep queues its lookups again: unbounded, the queue would grow by a
+/// fleet's worth every sweep. Past this, a lookup fails at once (`dns`, "resolver overloaded"),
+/// which is what it would have done after its timeout anyway.
+pub const SYSTEM_LOOKUP_QUEUE: usize = 4096;
+
 /// A resolver ready to use.
 pub enum Resolver {
     System(std::sync::Arc<SystemLookups>),
@@ -53,7 +59,7 @@ struct Job {
 /// The threads that run system lookups, started on first use (a fleet on the asynchronous
 /// resolver never needs them) up to [`SYSTEM_LOOKUP_THREADS`].
 pub struct SystemLookups {
-    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<Job>>>,
     queue: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>,
     threads: std::sync::atomic::AtomicUsize,
     idle: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -61,17 +67,22 @@ pub struct SystemLookups {
 
 impl Default for SystemLookups {
     fn default() -> Self {
-        let (tx, rx) = std::sync::mpsc::channel();
-        SystemLookups {
-            jobs: std::sync::Mutex::new(Some(tx)),
-            queue: std::sync::Arc::new(std::sync::Mutex::new(rx)),
-            threads: std::sync::atomic::AtomicUsize::new(0),
-            idle: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        }
+        SystemLookups::with_queue(SYSTEM_LOOKUP_QUEUE, 0)
     }
 }
 
 impl SystemLookups {
+    /// Lookups queued at most `queue`, with `threads` counted as started already.
+    fn with_queue(queue: usize, threads: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(queue);
+        SystemLookups {
+            jobs: std::sync::Mutex::new(Some(tx)),
+            queue: std::sync::Arc::new(std::sync::Mutex::new(rx)),
+            threads: std::sync::atomic::AtomicUsize::new(threads),
+            idle: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+
     /// The addresses of `host` by getaddrinfo, on one of the lookup threads.
     pub async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         use std::sync::atomic::Ordering;
@@ -86,8 +97,16 @@ impl SystemLookups {
             let Some(jobs) = jobs.as_ref() else {
                 return Err("the resolver is shutting down".into());
             };
-            if jobs.send(job).is_err() {
-                return Err("the resolver threads are gone".into());
+            match jobs.try_send(job) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                    return Err(format!(
+                        "system resolver overloaded: {SYSTEM_LOOKUP_QUEUE} lookups waiting (is the DNS server answering?)"
+                    ));
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                    return Err("the resolver threads are gone".into());
+                }
             }
         }
         // A thread more while none is idle, up to the bound.
@@ -180,5 +199,36 @@ impl Resolver {
             return Err("no addresses".into());
         }
         Ok(addrs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn system_lookups_answer_from_their_own_threads() {
+        let lookups = SystemLookups::default();
+        let addrs = lookups
+            .lookup("127.0.0.1", 80)
+            .await
+            .expect("a literal resolves");
+        assert_eq!(addrs, vec![SocketAddr::from(([127, 0, 0, 1], 80))]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_fails_new_lookups_at_once_instead_of_growing() {
+        // Every thread "busy" (none will start): queued lookups wait, the one past the bound
+        // fails at once.
+        let lookups = std::sync::Arc::new(SystemLookups::with_queue(3, SYSTEM_LOOKUP_THREADS));
+        let mut waiting = Vec::new();
+        for _ in 0..3 {
+            let l = lookups.clone();
+            waiting.push(tokio::spawn(async move { l.lookup("a.test", 80).await }));
+        }
+        tokio::task::yield_now().await;
+        let refused = lookups.lookup("b.test", 80).await.expect_err("queue full");
+        assert!(refused.contains("overloaded"), "{refused}");
+        assert!(waiting.iter().all(|w| !w.is_finished()));
     }
 }

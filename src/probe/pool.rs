@@ -232,3 +232,48 @@ fn still_open(connection: &Connection) -> bool {
         Ok(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(extra: &str) -> Arc<Service> {
+        let src =
+            format!("[[service]]\nname = \"a\"\nurl = \"https://127.0.0.1:8443/h\"\n{extra}\n");
+        let c = crate::config::parse(std::path::Path::new("t.toml"), &src).expect("valid");
+        c.services[0].clone()
+    }
+
+    fn key(svc: &Service, same_origin: bool) -> Endpoint {
+        Endpoint::of(&Shape::of(
+            svc,
+            &svc.target,
+            same_origin,
+            svc.tls.as_deref(),
+        ))
+    }
+
+    #[test]
+    fn shapes_that_differ_in_any_connection_setting_get_their_own_key() {
+        let base = service("");
+        assert_eq!(
+            key(&base, true),
+            key(&service(""), true),
+            "same settings, same key"
+        );
+        let variants = [
+            service("ip_family = \"ipv4\""),
+            service("resolver = \"system\""),
+            service("server_name = \"other.test\""),
+            service("insecure_skip_verify = true"),
+        ];
+        let mut seen = std::collections::HashSet::from([key(&base, true)]);
+        for v in &variants {
+            assert!(seen.insert(key(v, true)));
+        }
+        // A redirect to the same host from another origin does not use `server_name`.
+        let named = &variants[2];
+        assert_ne!(key(named, true), key(named, false));
+        assert_eq!(key(named, false), key(&base, false));
+    }
+}
