@@ -7,11 +7,15 @@
 //! are rendered on the async worker that polls the body, in slices small enough (well under a
 //! millisecond) not to delay the checks running beside them.
 //!
+//! A streamed body has a deadline ([`RESPONSE_TIMEOUT`]): a client reading a byte every few
+//! seconds would otherwise keep its response (and the snapshot it is rendered from) alive for
+//! as long as it likes. Past it the body fails, hyper closes the connection, and the client
+//! sees an incomplete response, never a complete-looking truncated one.
+//!
 //! A body can carry a guard ([`Body::guarded`]) that lives until the body is done or dropped:
 //! the server's connection table uses one to know a connection is busy until its response has
 //! been written, not only until the handler returned.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -21,11 +25,24 @@ use hyper::body::{Frame, SizeHint};
 /// The pieces of a streamed body, each rendered when asked for.
 pub type Pieces = Box<dyn Iterator<Item = Bytes> + Send>;
 
+/// How long a streamed response may take in all. A scrape of 100,000 services is read in well
+/// under a second on any network a monitoring daemon runs on; a minute is a client that is
+/// hostile or gone. It bounds how many snapshots slow clients can pin at once to about
+/// `RESPONSE_TIMEOUT / interval + 1`.
+pub const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A response body.
 pub struct Body {
     kind: Kind,
     guard: Option<Box<dyn Send>>,
+    /// When a streamed body gives up.
+    deadline: Option<tokio::time::Instant>,
 }
+
+/// A streamed response took longer than [`RESPONSE_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+#[error("the response took longer than {RESPONSE_TIMEOUT:?} to send")]
+pub struct TooSlow;
 
 enum Kind {
     /// Taken on the first poll.
@@ -39,15 +56,17 @@ impl Body {
         Body {
             kind: Kind::Whole(Some(bytes.into())),
             guard: None,
+            deadline: None,
         }
     }
 
-    /// A body of `pieces`, each rendered when the client has taken the previous one. Empty
-    /// pieces are skipped.
+    /// A body of `pieces`, each rendered when the client has taken the previous one, all of
+    /// them within [`RESPONSE_TIMEOUT`]. Empty pieces are skipped.
     pub fn pieces(pieces: Pieces) -> Body {
         Body {
             kind: Kind::Pieces(pieces),
             guard: None,
+            deadline: Some(tokio::time::Instant::now() + RESPONSE_TIMEOUT),
         }
     }
 
@@ -77,13 +96,20 @@ impl std::fmt::Debug for Body {
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = TooSlow;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, TooSlow>>> {
         let this = self.get_mut();
+        if this
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            this.guard = None;
+            return Poll::Ready(Some(Err(TooSlow)));
+        }
         let next = match &mut this.kind {
             Kind::Whole(b) => b.take(),
             Kind::Pieces(p) => p.find(|b| !b.is_empty()),
@@ -136,6 +162,17 @@ mod tests {
         );
         let rest = body.collect().await.expect("ok").to_bytes();
         assert_eq!(rest, "piece2;");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streamed_body_fails_past_its_deadline_instead_of_ending_early() {
+        let mut body = Body::pieces(Box::new(std::iter::repeat_with(|| Bytes::from("x"))));
+        assert!(body.frame().await.expect("a frame").is_ok());
+        tokio::time::advance(RESPONSE_TIMEOUT).await;
+        assert!(
+            body.frame().await.expect("an error, not the end").is_err(),
+            "a reader that slow gets an incomplete response"
+        );
     }
 
     #[tokio::test]

@@ -24,6 +24,10 @@ const INITIAL_BUFFER: usize = 512;
 /// Headers parsed at most in one response head.
 const MAX_HEADERS: usize = 100;
 
+/// Interim (1xx) responses skipped at most before the real one. A server that sends `100
+/// Continue` forever would otherwise keep a check busy parsing until its timeout.
+const MAX_INTERIM_RESPONSES: usize = 16;
+
 /// The byte stream a check talks over: plain TCP or TLS on TCP.
 pub enum Stream {
     Plain(TcpStream),
@@ -194,7 +198,7 @@ impl Connection {
         max_head: usize,
         keep_raw: bool,
     ) -> Result<Head, Error> {
-        loop {
+        for _ in 0..=MAX_INTERIM_RESPONSES {
             let parsed = loop {
                 if let Some(p) = parse_head(&self.buf, method)? {
                     break p;
@@ -229,6 +233,9 @@ impl Connection {
                 raw,
             });
         }
+        Err(Error::Parse(format!(
+            "more than {MAX_INTERIM_RESPONSES} interim (1xx) responses"
+        )))
     }
 
     /// Reads the whole body; more than `cap` bytes fails with [`Error::BodyTooLarge`] as soon as
@@ -650,6 +657,18 @@ mod tests {
             assert_eq!(&body[..], b"hello world", "step {step}");
             assert!(c.is_clean());
         }
+    }
+
+    #[tokio::test]
+    async fn endless_interim_responses_are_an_invalid_response_not_a_busy_loop() {
+        static ENDLESS: std::sync::LazyLock<Vec<u8>> =
+            std::sync::LazyLock::new(|| b"HTTP/1.1 100 Continue\r\n\r\n".repeat(100));
+        let mut c = against(&ENDLESS, 4096).await;
+        let e = c
+            .read_head(&http::Method::GET, 8192, false)
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains("interim"), "{e}");
     }
 
     #[tokio::test]
