@@ -4,8 +4,6 @@
 //! bytes at the real daemon's socket. Seeds are fixed by proptest's defaults per run; a
 //! failure prints the minimal input.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,7 +19,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::*;
+use crate::common::*;
 
 /// Keys of every table, and some that are not keys anywhere.
 const KEYS: &[&str] = &[

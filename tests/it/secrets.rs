@@ -1,12 +1,10 @@
 //! End to end: secrets from the environment (`${NAME}` in header values and URL passwords) and
 //! from files (`header_files`) reach a real loopback service, and a reload re-reads the files.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 
 const PASSWORD: &str = "env-p@ss:w/rd%41";
 const TOKEN: &str = "env-token-4b1d";
@@ -41,7 +39,7 @@ async fn variables_in_headers_and_the_url_password_reach_the_service_and_show_no
         ("HS_TOKEN", TOKEN),
         ("HS_TEAM", TEAM),
     ];
-    let d = Daemon::start_at_with_env(path, dir, &env);
+    let d = Daemon::at(path, dir).envs(&env).start();
 
     let basic = heads_for(&server, "/basic").await;
     let want = base64::engine::general_purpose::STANDARD.encode(format!("probe:{PASSWORD}"));
@@ -126,7 +124,7 @@ async fn a_rotated_header_file_reaches_the_service_after_sighup_and_the_old_valu
         ),
     )
     .expect("write config");
-    let d = Daemon::start_at(path, dir);
+    let d = Daemon::at(path, dir).start();
     let auth = |head: &String| head_header(head, "authorization").map(str::to_string);
 
     let first = heads_for(&server, "/health").await;

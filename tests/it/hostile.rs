@@ -3,12 +3,10 @@
 //! the right reason within its timeout, every sweep must end by its deadline, the healthy
 //! services must not notice, and the daemon's descriptors and memory must stay flat.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use healthsweep::hostile::{Behaviour, HostileServer};
 use healthsweep::mock::MockServer;
 use tokio_util::sync::CancellationToken;

@@ -3,15 +3,13 @@
 //! scrape config and evaluates the shipped alerts; and every metric the Grafana dashboard and
 //! the alerts use must be one the daemon really exposes.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +41,9 @@ fn promtool(args: &[&str], dir: &Path) -> String {
 
 #[test]
 fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    if !needs(&[Tool::Promtool]) {
+        return;
+    }
     let dir = deploy("prometheus");
     let said = promtool(&["check", "rules", "alerts.yml"], &dir);
     assert!(said.contains("SUCCESS: 8 rules found"), "{said}");
@@ -52,6 +53,9 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
 
 #[test]
 fn the_scrape_config_passes_promtool_check() {
+    if !needs(&[Tool::Promtool]) {
+        return;
+    }
     let said = promtool(
         &["check", "config", "prometheus.yml"],
         &deploy("prometheus"),
@@ -410,6 +414,9 @@ fn set(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_probe_success_and_evaluates_the_alerts_for_a_down_service() {
+    if !needs(&[Tool::Prometheus, Tool::Promtool]) {
+        return;
+    }
     let stop = CancellationToken::new();
     let d = Daemon::start(&small_fleet(&stop).await);
     d.status_after_sweeps(1).await;

@@ -13,13 +13,11 @@
 //! daemon's RSS, open descriptors and tokio tasks at the start and end of the soak, and the
 //! load's requests/s and latency percentiles.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use healthsweep::hostile::{Behaviour, HostileServer};
 use healthsweep::mock::MockServer;
 use http_body_util::{BodyExt, Empty};

@@ -1,13 +1,11 @@
 //! Scale-out: several real `healthsweep run --shard I/N` replicas over one config, each checking
 //! its share of a loopback fleet, together checking every service exactly once.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use healthsweep::mock::MockServer;
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +30,11 @@ fn fleet_config(mocks: &[MockServer]) -> String {
 /// each service (a service checked by several appears once per replica).
 async fn owners(config: &str, count: u32) -> BTreeMap<String, Vec<u32>> {
     let replicas: Vec<Daemon> = (0..count)
-        .map(|i| Daemon::start_with(config, &["--shard", &format!("{i}/{count}")], &[]))
+        .map(|i| {
+            Daemon::with_config(config)
+                .run_args(&["--shard", &format!("{i}/{count}")])
+                .start()
+        })
         .collect();
     let mut owners: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for (i, d) in replicas.iter().enumerate() {
@@ -143,7 +145,9 @@ async fn the_command_line_shard_wins_over_the_config_and_bad_shards_are_refused(
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("numbered 0 to 2"), "{said}");
 
-    let d = Daemon::start_with(&config, &["--shard", "0/1"], &[]);
+    let d = Daemon::with_config(&config)
+        .run_args(&["--shard", "0/1"])
+        .start();
     let status = d.json("/status").await;
     assert_eq!(status["shard"]["count"], 1, "{status}");
     assert_eq!(status["summary"]["total"], 2, "0/1 is the whole fleet");

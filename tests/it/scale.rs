@@ -1,13 +1,11 @@
 //! End to end: connection reuse, servers that drop idle connections, and fleets larger than the
 //! open-file limit allows at once, against the real binary on loopback.
 
-mod common;
-
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use healthsweep::mock::MockServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -166,7 +164,7 @@ async fn a_fleet_larger_than_the_open_file_limit_is_checked_within_the_deadline(
         daemon_section("10s", "3s", ""),
         fleet(2000, &servers)
     );
-    let d = Daemon::start_with_nofile(&config, 256);
+    let d = Daemon::with_config(&config).nofile(256).start();
     let status = d.status_after_sweeps(1).await;
     assert_eq!(status["summary"]["up"], 2000, "{}", status["summary"]);
     let sweep = &status["sweep"];
@@ -198,7 +196,7 @@ async fn checks_that_cannot_start_before_the_deadline_are_reported_never_skipped
         daemon_section("10s", "1s", ""),
         fleet(2000, &servers)
     );
-    let d = Daemon::start_with_nofile(&config, 256);
+    let d = Daemon::with_config(&config).nofile(256).start();
     let status = d.status_after_sweeps(1).await;
     let sweep = &status["sweep"];
     assert_eq!(sweep["checks"], 2000);

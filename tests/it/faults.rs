@@ -3,12 +3,10 @@
 //! ConfigMap, or is reloaded 50 times in a second. The running config must survive every bad
 //! state, and a good final state must be picked up.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio_util::sync::CancellationToken;
 
 /// `POST /-/reload` and its answer: the reload is done when it returns.
@@ -29,17 +27,6 @@ async fn assert_refused(d: &Daemon, status: u16, needle: &str, what: &str) {
         has_service(&doc, "a") && has_service(&doc, "b"),
         "{what}: {doc}"
     );
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +117,7 @@ async fn a_configmap_style_symlink_swap_is_followed_and_a_bad_or_dangling_one_is
     swap_symlink(&root, "..data", "..v1");
     std::os::unix::fs::symlink("..data/healthsweep.toml", root.join("healthsweep.toml"))
         .expect("symlink the file");
-    let d = Daemon::start_at(root.join("healthsweep.toml"), dir);
+    let d = Daemon::at(root.join("healthsweep.toml"), dir).start();
     d.status_after_sweeps(1).await;
 
     write_version(&root, "..v2", "[daemon]\ninterval = \"soon\"\n");

@@ -1,12 +1,10 @@
 //! End to end: the real `healthsweep run` binary against real HTTP servers on loopback.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use common::*;
+use crate::common::*;
 use healthsweep::mock::MockServer;
 use tokio_util::sync::CancellationToken;
 
@@ -97,6 +95,9 @@ async fn each_kind_of_service_gets_its_state_and_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_carry_blackbox_names() {
+    if !needs(&[Tool::Promtool]) {
+        return;
+    }
     let stop = CancellationToken::new();
     let m = mock(&stop).await;
     let config = format!(
@@ -330,16 +331,42 @@ async fn the_reload_api_is_off_unless_enabled_and_answers_with_the_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_zero_promptly_even_mid_sweep() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    // A service that reads the request and never answers, counting the requests it saw.
     let stop = CancellationToken::new();
-    let m = mock(&stop).await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let seen = asked.clone();
+    let addr = serve_each(
+        any_loopback_port(),
+        move |mut s: tokio::net::TcpStream| {
+            let seen = seen.clone();
+            async move {
+                let mut buf = [0u8; 1024];
+                if s.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                // Hold the connection open until the daemon goes.
+                let _ = s.read(&mut buf).await;
+            }
+        },
+        &stop,
+    )
+    .await;
     // A sweep that would hang for 10 s is in flight when SIGTERM arrives.
     let config = format!(
         "{}{}",
         daemon_section("10s", "10s", ""),
-        service("hangs", &m.url("/hang"))
+        service("hangs", &format!("http://{addr}/hang"))
     );
     let mut d = Daemon::start(&config);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let in_flight = wait_for(Duration::from_secs(10), || {
+        let n = asked.load(Ordering::SeqCst);
+        async move { n > 0 }
+    })
+    .await;
+    assert!(in_flight, "the check's request arrived");
     let sent = Instant::now();
     d.signal("TERM");
     let status = d

@@ -1,8 +1,6 @@
 //! Test harness: starts the real `healthsweep` binary on loopback, talks HTTP to it, and waits
 //! for conditions with a bound on time. Every wait ends by itself.
 
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
-
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
@@ -99,62 +97,77 @@ pub struct Daemon {
     _dir: TempDir,
 }
 
-impl Daemon {
-    /// Writes `config` to a file and starts the daemon on it, listening on a free loopback port.
-    pub fn start(config: &str) -> Daemon {
-        Daemon::start_with(config, &[], &[])
+/// How to start a daemon: `Daemon::with_config(c).env("K", "v").run_args(&[..]).start()`.
+/// Runs `WRAPPER... healthsweep --log-format json --log-level debug run --listen
+/// 127.0.0.1:0 --config PATH RUN_ARGS...` and waits for the address it reports.
+pub struct Launch {
+    config_path: PathBuf,
+    dir: TempDir,
+    wrapper: Vec<String>,
+    run_args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// An environment variable for the daemon.
+    pub fn env(mut self, key: &str, value: &str) -> Launch {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
-    /// [`Daemon::start`] with more `run` arguments and environment variables.
-    pub fn start_with(config: &str, run_args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        Daemon::start_wrapped(config, &[], run_args, env)
+    /// Environment variables for the daemon.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Launch {
+        self.env
+            .extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
     }
 
-    /// Starts the daemon with an open-file limit (soft and hard) of `nofile`, via prlimit(1).
-    pub fn start_with_nofile(config: &str, nofile: u64) -> Daemon {
+    /// More arguments to `run` (e.g. `--shard 0/3`).
+    pub fn run_args(mut self, args: &[&str]) -> Launch {
+        self.run_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// A program the daemon runs under (e.g. `unshare ... --`).
+    pub fn wrapped(mut self, wrapper: &[&str]) -> Launch {
+        self.wrapper.extend(wrapper.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// `file` mounted over `target` (say `/etc/hosts`) in a mount namespace of the daemon's
+    /// own: the machine's file is untouched (needs root and unshare(1): [`Tool::Root`]).
+    pub fn with_file_over(self, file: &Path, target: &str) -> Launch {
+        let script = format!(r#"mount --bind "$1" {target} && shift && exec "$@""#);
+        let file = file.display().to_string();
+        self.wrapped(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+            &file,
+        ])
+    }
+
+    /// An open-file limit (soft and hard) of `nofile`, via prlimit(1).
+    pub fn nofile(self, nofile: u64) -> Launch {
         let limit = format!("--nofile={nofile}:{nofile}");
-        Daemon::start_wrapped(config, &["prlimit", &limit, "--"], &[], &[])
+        self.wrapped(&["prlimit", &limit, "--"])
     }
 
-    /// Starts the daemon on a config file already in place (a symlink, say) in `dir`, which
-    /// lives as long as the daemon.
-    pub fn start_at(config_path: PathBuf, dir: TempDir) -> Daemon {
-        Daemon::start_with_args(config_path, dir, &[])
-    }
-
-    /// Like [`Daemon::start_at`], with environment variables (for `${NAME}` in the config).
-    pub fn start_at_with_env(config_path: PathBuf, dir: TempDir, env: &[(&str, &str)]) -> Daemon {
-        Daemon::launch(config_path, dir, &[], &[], &[], env)
-    }
-
-    /// Like [`Daemon::start_at`], with extra arguments before `run` (e.g. `--log-level`).
-    pub fn start_with_args(config_path: PathBuf, dir: TempDir, global: &[&str]) -> Daemon {
-        Daemon::launch(config_path, dir, &[], global, &[], &[])
-    }
-
-    /// Writes `config` and starts `wrapper... healthsweep run ...` (e.g. `prlimit`, `unshare`).
-    pub fn start_wrapped(
-        config: &str,
-        wrapper: &[&str],
-        run_args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Daemon {
-        let dir = TempDir::new("daemon");
-        let config_path = dir.path().join("healthsweep.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        Daemon::launch(config_path, dir, wrapper, &[], run_args, env)
-    }
-
-    /// `wrapper... healthsweep --log-format json --log-level debug GLOBAL... run --listen
-    /// 127.0.0.1:0 --config PATH RUN_ARGS...`, with `env`; waits for its address.
-    fn launch(
-        config_path: PathBuf,
-        dir: TempDir,
-        wrapper: &[&str],
-        global: &[&str],
-        run_args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Daemon {
+    /// Starts it and waits (bounded) for the address it listens on.
+    pub fn start(self) -> Daemon {
+        let Launch {
+            config_path,
+            dir,
+            wrapper,
+            run_args,
+            env,
+        } = self;
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -165,11 +178,10 @@ impl Daemon {
         };
         let mut child = command
             .args(["--log-format", "json", "--log-level", "debug"])
-            .args(global)
             .args(["run", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .args(run_args)
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -202,6 +214,33 @@ impl Daemon {
             config_path,
             logs,
             _dir: dir,
+        }
+    }
+}
+
+impl Daemon {
+    /// Writes `config` to a file and starts the daemon on it, listening on a free loopback port.
+    pub fn start(config: &str) -> Daemon {
+        Daemon::with_config(config).start()
+    }
+
+    /// A daemon to start on `config`, written to a file of its own: see [`Launch`].
+    pub fn with_config(config: &str) -> Launch {
+        let dir = TempDir::new("daemon");
+        let config_path = dir.path().join("healthsweep.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Daemon::at(config_path, dir)
+    }
+
+    /// A daemon to start on a config file already in place (a symlink, say) in `dir`, which
+    /// lives as long as the daemon.
+    pub fn at(config_path: PathBuf, dir: TempDir) -> Launch {
+        Launch {
+            config_path,
+            dir,
+            wrapper: Vec::new(),
+            run_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -698,4 +737,87 @@ where
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Something a test needs from outside Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Promtool,
+    Prometheus,
+    SystemdAnalyze,
+    KubernetesValidate,
+    Openssl,
+    /// Root, with `unshare(1)`: a private mount namespace (its own /etc/hosts or
+    /// /etc/resolv.conf) and low ports.
+    Root,
+}
+
+impl Tool {
+    fn program(self) -> &'static str {
+        match self {
+            Tool::Promtool => "promtool",
+            Tool::Prometheus => "prometheus",
+            Tool::SystemdAnalyze => "systemd-analyze",
+            Tool::KubernetesValidate => "kubernetes-validate",
+            Tool::Openssl => "openssl",
+            Tool::Root => "unshare",
+        }
+    }
+
+    fn install(self) -> &'static str {
+        match self {
+            Tool::Promtool | Tool::Prometheus => "apt-get install prometheus",
+            Tool::SystemdAnalyze => "apt-get install systemd",
+            Tool::KubernetesValidate => "pip install kubernetes-validate",
+            Tool::Openssl => "apt-get install openssl",
+            Tool::Root => "run the tests as root (util-linux provides unshare)",
+        }
+    }
+
+    fn present(self) -> bool {
+        let on_path = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|d| d.join(self.program()).is_file())
+        });
+        match self {
+            Tool::Root => on_path && is_root(),
+            _ => on_path,
+        }
+    }
+}
+
+/// Whether every tool in `tools` is there. A test that gets `false` returns at once, saying
+/// what it skipped; with `HEALTHSWEEP_TEST_TOOLS=require` (what `scripts/test` and CI set) a
+/// missing tool fails the test instead, so a run that asked for the tools never skips.
+pub fn needs(tools: &[Tool]) -> bool {
+    let missing: Vec<Tool> = tools.iter().copied().filter(|t| !t.present()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let list: Vec<String> = missing
+        .iter()
+        .map(|t| format!("{} ({})", t.program(), t.install()))
+        .collect();
+    if std::env::var("HEALTHSWEEP_TEST_TOOLS").as_deref() == Ok("require") {
+        panic!(
+            "missing: {}; HEALTHSWEEP_TEST_TOOLS=require",
+            list.join(", ")
+        );
+    }
+    eprintln!(
+        "SKIPPED: needs {}; scripts/test installs it (or set HEALTHSWEEP_TEST_TOOLS=require to fail instead)",
+        list.join(", ")
+    );
+    false
+}
+
+/// Whether the tests run as root (effective uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }

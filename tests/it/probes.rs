@@ -2,8 +2,6 @@
 //! here (valid, expired, wrong host, unknown CA, client certificate required, HTTP/2), tcp://,
 //! redirects, IPv4/IPv6, body and header conditions, latency, thresholds and counters.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -670,6 +668,9 @@ async fn check_counters_survive_a_reload_for_unchanged_services() {
 /// as on the CI machines).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_family_picks_the_addresses_tried_and_any_tries_each_until_one_connects() {
+    if !needs(&[Tool::Root]) {
+        return;
+    }
     let stop = CancellationToken::new();
     let healthy = Arc::new(AtomicBool::new(true));
     let v6 = http_server("[::1]:0".parse().expect("addr"), healthy, &stop).await;
@@ -712,23 +713,9 @@ async fn ip_family_picks_the_addresses_tried_and_any_tries_each_until_one_connec
     ]
     .concat();
     let hosts = hosts.display().to_string();
-    let d = Daemon::start_wrapped(
-        &config,
-        &[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            r#"mount --bind "$1" /etc/hosts && shift && exec "$@""#,
-            "sh",
-            &hosts,
-        ],
-        &[],
-        &[],
-    );
+    let d = Daemon::with_config(&config)
+        .with_file_over(std::path::Path::new(&hosts), "/etc/hosts")
+        .start();
     let status = d.status_after_sweeps(1).await;
     let any = service_status(&status, "any");
     assert_eq!(any["state"], "up", "IPv4 refused, IPv6 tried next: {any}");

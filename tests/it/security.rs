@@ -1,15 +1,13 @@
 //! Who gets in, and what leaks: bearer-token auth, TLS for our own server with certificate
 //! rotation on reload, and a canary secret that must never appear in any output.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use healthsweep::hostile::{Behaviour, HostileServer};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,7 +66,7 @@ fn daemon_with_secrets(
     }
     let path = dir.path().join("healthsweep.toml");
     std::fs::write(&path, config).expect("write config");
-    Daemon::start_at_with_env(path, dir, env)
+    Daemon::at(path, dir).envs(env).start()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +245,7 @@ async fn our_server_speaks_tls_and_a_reload_rotates_its_certificate() {
     )
     .expect("write config");
     let root = dir.path().to_path_buf();
-    let d = Daemon::start_at(path, dir);
+    let d = Daemon::at(path, dir).start();
 
     let (line, cert) = tls_get(d.addr, &first, "/healthz").await.expect("TLS GET");
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");

@@ -2,13 +2,11 @@
 //! beside the main file's; a reload re-reads the directory; a broken file rejects the reload
 //! naming that file and line; `validate` lists problems in several files.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use healthsweep::mock::MockServer;
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +76,7 @@ async fn services_from_every_file_of_services_dir_are_checked() {
         &service("search", &m.url("/health")),
     );
     put(&d_path, "notes.txt", &service("ignored", &m.url("/health")));
-    let d = Daemon::start_at(dir.path().join("healthsweep.toml"), dir);
+    let d = Daemon::at(dir.path().join("healthsweep.toml"), dir).start();
 
     let status = d.status_after_sweeps(1).await;
     assert_eq!(names(&status), ["main", "orders-1", "orders-2", "search"]);
@@ -116,7 +114,7 @@ async fn a_reload_rereads_services_dir_and_a_broken_file_keeps_the_running_confi
     );
     put(&d_path, "a.toml", &service("a", &m.url("/health")));
     put(&d_path, "b.toml", &service("b", &m.url("/health")));
-    let d = Daemon::start_at(root.join("healthsweep.toml"), dir);
+    let d = Daemon::at(root.join("healthsweep.toml"), dir).start();
     let status = d.status_after_sweeps(1).await;
     assert_eq!(names(&status), ["a", "b"]);
 

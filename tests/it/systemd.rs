@@ -2,8 +2,6 @@
 //! spoken by the real binary to a real `NOTIFY_SOCKET` (a unix datagram socket this test binds,
 //! standing in for the service manager, since no systemd runs here).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use healthsweep::mock::MockServer;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +36,9 @@ fn unit_for_verify(dir: &Path) -> PathBuf {
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify_without_a_word() {
+    if !needs(&[Tool::SystemdAnalyze]) {
+        return;
+    }
     let dir = TempDir::new("unit-verify");
     let unit = unit_for_verify(dir.path());
     let (ok, said) = run_tool(
@@ -50,6 +51,9 @@ fn the_unit_passes_systemd_analyze_verify_without_a_word() {
 
 #[test]
 fn the_unit_scores_ok_in_systemd_analyze_security_and_can_still_reach_the_network() {
+    if !needs(&[Tool::SystemdAnalyze]) {
+        return;
+    }
     let unit = unit_path();
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=yes"])
@@ -244,15 +248,11 @@ async fn the_daemon_speaks_the_notify_protocol_in_order() {
     );
     let socket = NotifySocket::bind();
     let socket_path = socket.path.to_str().expect("a UTF-8 temp path").to_string();
-    let mut d = Daemon::start_with(
-        &format!("{}{fleet}", daemon_section("1s", "1s", "")),
-        &[],
-        // 400 ms: the sweeper pings every 200 ms, several times in this test.
-        &[
-            ("NOTIFY_SOCKET", socket_path.as_str()),
-            ("WATCHDOG_USEC", "400000"),
-        ],
-    );
+    // 400 ms: the sweeper pings every 200 ms, several times in this test.
+    let mut d = Daemon::with_config(&format!("{}{fleet}", daemon_section("1s", "1s", "")))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .start();
 
     // READY=1 only once the first sweep is done: /status shows it by the time READY arrives.
     let ready = socket.wait_for(0, "READY=1").await;
@@ -336,15 +336,13 @@ async fn without_watchdog_usec_the_daemon_never_pings_the_watchdog() {
     let m = mock(&stop, Duration::from_millis(10)).await;
     let socket = NotifySocket::bind();
     let socket_path = socket.path.to_str().expect("a UTF-8 temp path").to_string();
-    let d = Daemon::start_with(
-        &format!(
-            "{}{}",
-            daemon_section("300ms", "300ms", ""),
-            service("healthy", &m.url("/health"))
-        ),
-        &[],
-        &[("NOTIFY_SOCKET", socket_path.as_str())],
-    );
+    let d = Daemon::with_config(&format!(
+        "{}{}",
+        daemon_section("300ms", "300ms", ""),
+        service("healthy", &m.url("/health"))
+    ))
+    .env("NOTIFY_SOCKET", &socket_path)
+    .start();
     socket.wait_for(0, "READY=1").await;
     d.status_after_sweeps(3).await;
     let messages = socket.messages();

@@ -1,12 +1,10 @@
 //! Our own HTTP server under abuse: slowloris and idle connections, malformed and oversized
 //! requests. The real daemon on loopback; every connection is closed by the end.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

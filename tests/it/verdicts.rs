@@ -6,13 +6,11 @@
 //! a full connection table, credentials and secrets in output, body search, a hanging resolver,
 //! self-signed CA certificates, repeated headers and URL scheme case.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::tls::*;
-use common::*;
+use crate::common::tls::*;
+use crate::common::*;
 use tokio_util::sync::CancellationToken;
 
 fn table(name: &str, url: &str, extra: &str) -> String {
@@ -348,7 +346,9 @@ async fn a_panic_in_any_task_ends_the_process_with_status_101() {
         service("a", &m.url("/health")),
     ]
     .concat();
-    let mut d = Daemon::start_with(&config, &[], &[("HEALTHSWEEP_FAULT", "sweep-panic")]);
+    let mut d = Daemon::with_config(&config)
+        .env("HEALTHSWEEP_FAULT", "sweep-panic")
+        .start();
     let exit = d.wait_exit(Duration::from_secs(10)).expect("exits");
     assert_eq!(exit.code(), Some(101), "{exit:?}");
     let logged = d.logs_containing("panic");
@@ -359,7 +359,9 @@ async fn a_panic_in_any_task_ends_the_process_with_status_101() {
         "the panic is logged with its task: {logged:?}"
     );
 
-    let mut d = Daemon::start_with(&config, &[], &[("HEALTHSWEEP_FAULT", "request-panic")]);
+    let mut d = Daemon::with_config(&config)
+        .env("HEALTHSWEEP_FAULT", "request-panic")
+        .start();
     // The connection ends with the process: no response to parse.
     let ask = async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -805,6 +807,9 @@ async fn a_worst_case_body_search_ends_with_a_verdict_not_a_stuck_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_dns_server_cannot_delay_metrics() {
+    if !needs(&[Tool::Root]) {
+        return;
+    }
     // A DNS server that reads every query and answers none, on a loopback address of its own:
     // the daemon's private /etc/resolv.conf names it (port 53: resolv.conf cannot name another).
     let dns = std::net::UdpSocket::bind("127.0.0.153:53")
@@ -825,23 +830,9 @@ async fn a_hanging_dns_server_cannot_delay_metrics() {
         ));
     }
     let resolv = resolv.display().to_string();
-    let d = Daemon::start_wrapped(
-        &config,
-        &[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            r#"mount --bind "$1" /etc/resolv.conf && shift && exec "$@""#,
-            "sh",
-            &resolv,
-        ],
-        &[],
-        &[],
-    );
+    let d = Daemon::with_config(&config)
+        .with_file_over(std::path::Path::new(&resolv), "/etc/resolv.conf")
+        .start();
     d.status_after_sweeps(2).await;
     let mut slowest = Duration::ZERO;
     for _ in 0..10 {
@@ -862,6 +853,9 @@ async fn a_hanging_dns_server_cannot_delay_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_signed_ca_certificate_named_as_ca_file_is_accepted_and_still_checked() {
+    if !needs(&[Tool::Openssl]) {
+        return;
+    }
     use rustls::pki_types::pem::PemObject;
     let stop = CancellationToken::new();
     let dir = TempDir::new("openssl-x509");

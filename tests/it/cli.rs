@@ -1,13 +1,11 @@
 //! End to end: the `validate`, `check` and `demo` commands of the real binary.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use healthsweep::mock::MockServer;
 use tokio_util::sync::CancellationToken;
 
