@@ -26,6 +26,9 @@ use crate::snapshot::{ServiceStatus, Snapshot, State};
 /// The response type of every handler.
 pub type HttpResponse = Response<Body>;
 
+/// Longest `POST /-/reload` waits for its reload's outcome before answering without it.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What the handlers read, shared by every connection.
 pub struct Api {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -261,24 +264,42 @@ async fn reload(api: &Api) -> HttpResponse {
         );
     }
     let (tx, rx) = oneshot::channel();
-    if api
+    // Never wait for a place in the queue: a full queue already holds reloads that will read
+    // the file as it is by then, and a client waiting here would hold a connection slot.
+    match api
         .reload_requests
-        .send(ReloadRequest { reply: Some(tx) })
-        .await
-        .is_err()
+        .try_send(ReloadRequest { reply: Some(tx) })
     {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "reloads are already queued; they will read the file as it is then: retry to see the outcome",
+            );
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is shutting down",
+            );
+        }
+    }
+    let Ok(outcome) = tokio::time::timeout(RELOAD_WAIT, rx).await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the daemon is shutting down",
+            "the reload is taking longer than expected; see /status for its outcome",
         );
-    }
-    match rx.await {
+    };
+    match outcome {
         Ok(Ok(r)) => json_response(
             StatusCode::OK,
             &json!({"status": "reloaded", "generation": r.generation, "services": r.services}),
         ),
         Ok(Err(e)) => {
-            let status = match e {
+            let status = match e.as_ref() {
                 ConfigError::Read { .. } => StatusCode::INTERNAL_SERVER_ERROR,
                 ConfigError::Parse { .. } | ConfigError::Invalid { .. } => {
                     StatusCode::UNPROCESSABLE_ENTITY
@@ -410,6 +431,7 @@ struct SweepDoc {
     failed: usize,
     deadline_exceeded: usize,
     not_started: usize,
+    cut_short: usize,
     max_in_flight: usize,
     connections_reused: usize,
     idle_connections: usize,
@@ -433,6 +455,9 @@ struct ServiceDoc<'a> {
     since: Timestamp,
     consecutive_failures: u32,
     consecutive_successes: u32,
+    /// Sweeps in a row that gave no verdict on the service (the fleet did not fit the
+    /// deadline); `state` and `last` are from the latest verdict.
+    missed_sweeps: u32,
     /// Checks since the service was added: `ok`, and each failure reason seen.
     checks: CountsDoc<'a>,
     last: Option<LastDoc<'a>>,
@@ -514,6 +539,7 @@ impl<S: Serialize> StatusDoc<S> {
                 failed: w.failed,
                 deadline_exceeded: w.deadline_exceeded,
                 not_started: w.not_started,
+                cut_short: w.cut_short,
                 max_in_flight: w.max_in_flight,
                 connections_reused: w.reused_connections,
                 idle_connections: w.idle_connections,
@@ -540,6 +566,7 @@ impl<'a> ServiceDoc<'a> {
             since: at(s.since),
             consecutive_failures: s.consecutive_failures,
             consecutive_successes: s.consecutive_successes,
+            missed_sweeps: s.missed,
             checks: CountsDoc(&s.counts),
             last: s.last.as_ref().map(|o| LastDoc {
                 ok: o.ok(),
@@ -664,7 +691,8 @@ mod tests {
             outcomes,
             max_in_flight: 4,
             not_started: 0,
-            began: Vec::new(),
+            cut_short: 0,
+            judged: Vec::new(),
             idle_connections: 0,
         };
         Arc::new(
@@ -726,7 +754,7 @@ mod tests {
             "sweep": {
                 "number": 1, "started_at": "1970-01-01T00:00:00.000Z", "duration_seconds": 0.005,
                 "deadline_seconds": 5.0, "interval_seconds": 15.0, "checks": 2, "failed": 1,
-                "deadline_exceeded": 0, "not_started": 0, "max_in_flight": 4,
+                "deadline_exceeded": 0, "not_started": 0, "cut_short": 0, "max_in_flight": 4,
                 "connections_reused": 0, "idle_connections": 0
             },
             "config": {
@@ -737,7 +765,7 @@ mod tests {
                 {
                     "name": "s0", "group": "g0", "labels": {}, "url": "http://127.0.0.1:9/0",
                     "state": "up", "since": "1970-01-01T00:00:00.003Z",
-                    "consecutive_failures": 0, "consecutive_successes": 1,
+                    "consecutive_failures": 0, "consecutive_successes": 1, "missed_sweeps": 0,
                     "checks": {"ok": 1},
                     "last": {
                         "ok": true, "reason": null, "http_status": null, "duration_seconds": 0.003,
@@ -748,7 +776,7 @@ mod tests {
                 {
                     "name": "s1", "group": "g1", "labels": {}, "url": "http://127.0.0.1:9/1",
                     "state": "down", "since": "1970-01-01T00:00:00.001Z",
-                    "consecutive_failures": 1, "consecutive_successes": 0,
+                    "consecutive_failures": 1, "consecutive_successes": 0, "missed_sweeps": 0,
                     "checks": {"ok": 0, "connect": 1},
                     "last": {
                         "ok": false, "reason": "connect", "http_status": null,

@@ -112,7 +112,11 @@ const LAST_SWEEP_DEADLINE_EXCEEDED: Family = gauge(
 );
 const LAST_SWEEP_NOT_STARTED: Family = gauge(
     "healthsweep_last_sweep_checks_not_started",
-    "Checks of the latest sweep that never started: every slot was busy until the deadline.",
+    "Checks of the latest sweep that never started (every slot was busy until the deadline): no verdict on their service.",
+);
+const LAST_SWEEP_CUT_SHORT: Family = gauge(
+    "healthsweep_last_sweep_checks_cut_short",
+    "Checks of the latest sweep that started too late to have their full time and were cut off: no verdict on their service.",
 );
 const LAST_SWEEP_REUSED: Family = gauge(
     "healthsweep_last_sweep_connections_reused",
@@ -540,6 +544,7 @@ fn daemon_families(snapshot: &Snapshot, reload: &ReloadStatus) -> Vec<MetricFami
             sweep.deadline_exceeded as f64,
         ));
         out.push(one(&LAST_SWEEP_NOT_STARTED, sweep.not_started as f64));
+        out.push(one(&LAST_SWEEP_CUT_SHORT, sweep.cut_short as f64));
         out.push(one(&LAST_SWEEP_REUSED, sweep.reused_connections as f64));
         out.push(one(&MAX_IN_FLIGHT, sweep.max_in_flight as f64));
     }
@@ -594,6 +599,7 @@ mod tests {
             &LAST_SWEEP_TIMESTAMP,
             &LAST_SWEEP_DEADLINE_EXCEEDED,
             &LAST_SWEEP_NOT_STARTED,
+            &LAST_SWEEP_CUT_SHORT,
             &LAST_SWEEP_REUSED,
             &MAX_IN_FLIGHT,
             &SWEEP_INTERVAL,
@@ -603,14 +609,18 @@ mod tests {
             &RELOAD_TIME,
             &GENERATION,
         ]);
-        let readme = include_str!("../README.md");
+        let reference = include_str!("../docs/operating.md");
         for f in names {
             let valid = f
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
             assert!(valid && !f.help.is_empty(), "{}", f.name);
-            assert!(readme.contains(f.name), "{} is not in the README", f.name);
+            assert!(
+                reference.contains(f.name),
+                "{} is not in docs/operating.md",
+                f.name
+            );
             assert_eq!(
                 f.kind == MetricType::COUNTER,
                 f.name.ends_with("_total"),
@@ -665,7 +675,8 @@ mod tests {
             outcomes,
             max_in_flight: 10,
             not_started: 0,
-            began: Vec::new(),
+            cut_short: 0,
+            judged: Vec::new(),
             idle_connections: 0,
         };
         Snapshot::new(&loaded, SystemTime::UNIX_EPOCH)
@@ -812,7 +823,8 @@ mod tests {
                 outcomes,
                 max_in_flight: 10,
                 not_started: 0,
-                began: Vec::new(),
+                cut_short: 0,
+                judged: Vec::new(),
                 idle_connections: 0,
             };
             snapshot = snapshot.swept(report).0;

@@ -274,7 +274,8 @@ mod tests {
             outcomes,
             max_in_flight: 100,
             not_started: 0,
-            began: Vec::new(),
+            cut_short: 0,
+            judged: Vec::new(),
             idle_connections: 0,
         };
         s.swept(report).0

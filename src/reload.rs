@@ -23,7 +23,7 @@ pub const QUEUE: usize = 8;
 /// A request to reload, with where to send the outcome (the HTTP API waits for it).
 #[derive(Debug)]
 pub struct ReloadRequest {
-    pub reply: Option<oneshot::Sender<Result<Reloaded, ConfigError>>>,
+    pub reply: Option<oneshot::Sender<Result<Reloaded, Arc<ConfigError>>>>,
 }
 
 /// A successful reload.
@@ -106,12 +106,18 @@ impl Reloader {
                     None => return,
                 },
             };
+            // Every request waiting now is answered by this one reload: it reads the file as
+            // it is after all of them arrived.
+            let mut replies: Vec<_> = request.reply.into_iter().collect();
+            while let Ok(more) = requests.try_recv() {
+                replies.extend(more.reply);
+            }
             self.notifier.reloading();
-            let outcome = self.reload().await;
+            let outcome = self.reload().await.map_err(Arc::new);
             self.notifier.reloaded();
-            if let Some(reply) = request.reply {
+            for reply in replies {
                 // The requester may have gone away (client disconnected); nothing to do then.
-                let _ = reply.send(outcome);
+                let _ = reply.send(outcome.clone());
             }
         }
     }

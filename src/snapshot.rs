@@ -83,9 +83,13 @@ pub struct ServiceStatus {
     pub counts: Counts,
     /// The latest check, once there is one.
     pub last: Option<Outcome>,
-    /// The number of the sweep in which a check of the service last started (0: never). When
-    /// the fleet does not fit in a sweep, the services that waited longest start first.
-    pub last_started: u64,
+    /// The number of the sweep that last gave a verdict on the service (0: none yet). When the
+    /// fleet does not fit in a sweep, the services judged longest ago go first.
+    pub last_judged: u64,
+    /// Sweeps in a row whose check of the service gave no verdict (it never got a slot, or
+    /// started too late to have its full time): state and last result are those of the latest
+    /// verdict meanwhile.
+    pub missed: u32,
 }
 
 impl ServiceStatus {
@@ -98,7 +102,8 @@ impl ServiceStatus {
             consecutive_successes: 0,
             counts: Counts::default(),
             last: None,
-            last_started: 0,
+            last_judged: 0,
+            missed: 0,
         }
     }
 
@@ -106,7 +111,7 @@ impl ServiceStatus {
     /// `failure_threshold` failures in a row, and back after `success_threshold` passes in a row,
     /// so a flapping service does not flap its state; the first result of a service sets it
     /// directly. Up and degraded follow the latest passing check.
-    fn after(&self, outcome: Outcome, started_in: Option<u64>) -> ServiceStatus {
+    fn after(&self, outcome: Outcome, sweep: u64) -> ServiceStatus {
         let ok = outcome.ok();
         let consecutive_failures = if ok {
             0
@@ -156,7 +161,8 @@ impl ServiceStatus {
             consecutive_successes,
             counts,
             last: Some(outcome),
-            last_started: started_in.unwrap_or(self.last_started),
+            last_judged: sweep,
+            missed: 0,
         }
     }
 }
@@ -172,6 +178,8 @@ pub struct SweepSummary {
     pub deadline_exceeded: usize,
     /// Of those, checks that never started (every slot was busy until the deadline).
     pub not_started: usize,
+    /// Of those, checks cut off before they had their full time (started late).
+    pub cut_short: usize,
     /// Checks that ran on a connection kept from an earlier sweep.
     pub reused_connections: usize,
     /// The in-flight bound the sweep ran with.
@@ -192,8 +200,11 @@ pub struct SweepReport {
     pub max_in_flight: usize,
     /// Services whose check never started.
     pub not_started: usize,
-    /// Whether each service's check started (in `outcomes` order); empty means all did.
-    pub began: Vec<bool>,
+    /// Services whose check started too late to have its full time and was cut off.
+    pub cut_short: usize,
+    /// Whether each outcome is a verdict on its service (in `outcomes` order); empty means all
+    /// are. One that is not (never started, cut short) leaves the service's state as it was.
+    pub judged: Vec<bool>,
     /// Connections kept open for reuse when the sweep ended.
     pub idle_connections: usize,
 }
@@ -214,6 +225,7 @@ impl SweepReport {
             failed,
             deadline_exceeded,
             not_started: self.not_started,
+            cut_short: self.cut_short,
             reused_connections: self.outcomes.iter().filter(|o| o.reused_connection).count(),
             max_in_flight: self.max_in_flight,
             idle_connections: self.idle_connections,
@@ -293,9 +305,10 @@ impl Snapshot {
         }
     }
 
-    /// This snapshot after `report`. Outcomes are matched to services by name (and target), so a
-    /// sweep that started before a reload still lands correctly: results for removed or changed
-    /// services are dropped, services added meanwhile stay `unknown`.
+    /// This snapshot after `report`. Outcomes are matched to services by name, target and how
+    /// they are checked, so a sweep that started before a reload still lands correctly: results
+    /// for removed services, or services whose check changed (a stricter CA, another
+    /// expectation), are dropped; services added meanwhile stay `unknown`.
     pub fn swept(&self, report: SweepReport) -> (Snapshot, Vec<Transition>) {
         let summary = report.summary();
         let same_config = Arc::ptr_eq(&report.config, &self.config);
@@ -312,7 +325,7 @@ impl Snapshot {
                 .collect()
         };
         let number = self.sweeps_total + 1;
-        let began = |j: usize| report.began.get(j).copied().unwrap_or(true);
+        let judged = |j: usize| report.judged.get(j).copied().unwrap_or(true);
         let mut transitions = Vec::new();
         let services = self
             .services
@@ -325,11 +338,15 @@ impl Snapshot {
                     index
                         .get(status.service.name.as_str())
                         .copied()
-                        .filter(|&j| report.config.services[j].same_target(&status.service))
+                        .filter(|&j| report.config.services[j].same_check(&status.service))
                 };
                 match j.and_then(|j| Some((j, outcomes.get_mut(j)?.take()?))) {
-                    Some((j, outcome)) => {
-                        let next = status.after(outcome, began(j).then_some(number));
+                    Some((j, _)) if !judged(j) => ServiceStatus {
+                        missed: status.missed.saturating_add(1),
+                        ..status.clone()
+                    },
+                    Some((_, outcome)) => {
+                        let next = status.after(outcome, number);
                         if next.state != status.state {
                             transitions.push(Transition {
                                 service: status.service.name.clone(),
@@ -427,7 +444,8 @@ mod tests {
             outcomes: oks.iter().map(|&ok| outcome(ok)).collect(),
             max_in_flight: 10,
             not_started: 0,
-            began: Vec::new(),
+            cut_short: 0,
+            judged: Vec::new(),
             idle_connections: 0,
         }
     }
@@ -494,6 +512,59 @@ mod tests {
         assert_eq!(
             s1.reconfigured(&l2, SystemTime::UNIX_EPOCH).services[0].state,
             State::Unknown
+        );
+    }
+
+    #[test]
+    fn a_sweep_that_straddles_a_reload_does_not_land_on_a_service_now_checked_otherwise() {
+        let l1 = loaded(
+            1,
+            &services(&[("a", "http://127.0.0.1/"), ("b", "http://127.0.0.2/")]),
+        );
+        let s1 = Snapshot::new(&l1, SystemTime::UNIX_EPOCH);
+        // `a` gets a stricter expectation; `b` is unchanged.
+        let src = format!(
+            "{}expect_body_contains = \"ok\"\n{}",
+            services(&[("a", "http://127.0.0.1/")]),
+            services(&[("b", "http://127.0.0.2/")])
+        );
+        let l2 = loaded(2, &src);
+        let s2 = s1.reconfigured(&l2, SystemTime::UNIX_EPOCH);
+        let (s3, _) = s2.swept(report(&l1.config, &[true, true]));
+        assert_eq!(
+            s3.service("a").map(|s| s.state),
+            Some(State::Unknown),
+            "checked under the old settings"
+        );
+        assert_eq!(s3.service("b").map(|s| s.state), Some(State::Up));
+    }
+
+    #[test]
+    fn a_check_that_gave_no_verdict_leaves_the_state_and_counts_a_missed_sweep() {
+        let l = loaded(
+            1,
+            &services(&[("a", "http://127.0.0.1/"), ("b", "http://127.0.0.2/")]),
+        );
+        let (s1, _) =
+            Snapshot::new(&l, SystemTime::UNIX_EPOCH).swept(report(&l.config, &[true, true]));
+        let mut r = report(&l.config, &[false, false]);
+        r.judged = vec![false, true];
+        let (s2, t) = s1.swept(r);
+        let a = s2.service("a").expect("a");
+        assert_eq!(
+            (a.state, a.missed, a.consecutive_failures),
+            (State::Up, 1, 0)
+        );
+        assert!(
+            a.last.as_ref().is_some_and(Outcome::ok),
+            "the last verdict stays"
+        );
+        assert_eq!(s2.service("b").map(|s| s.state), Some(State::Down));
+        assert_eq!(t.len(), 1, "only b changed");
+        let (s3, _) = s2.swept(report(&l.config, &[true, true]));
+        assert_eq!(
+            s3.service("a").map(|s| (s.missed, s.last_judged)),
+            Some((0, 3))
         );
     }
 

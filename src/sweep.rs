@@ -16,10 +16,15 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::{Config, Loaded};
+use crate::config::{Config, Loaded, Service};
 use crate::notify::{WATCHDOG_GRACE, Watchdog};
 use crate::probe::{Outcome, Prober, Reason};
 use crate::snapshot::{Snapshot, State, SweepReport, Transition};
+
+/// A check cut off by the sweep deadline is a verdict on its service when it had at least this
+/// share of the time any check of it gets (`min(timeout, deadline)`); with less, it started too
+/// late to say anything.
+pub const JUDGED_SHARE: f64 = 0.9;
 
 /// What one sweep will do: which services, how many at once, in which order.
 #[derive(Debug, Clone)]
@@ -42,16 +47,14 @@ impl Plan {
     }
 
     /// When the fleet does not fit in flight at once, the start order, from `snapshot` (of the
-    /// same config):
+    /// same config): the services whose latest verdict is oldest first (never judged: first of
+    /// all), then among equals the slowest last time first (longest-job-first, so slow checks
+    /// overlap the fast ones instead of trailing behind them at the end of the sweep).
     ///
-    /// 1. the services whose check started longest ago first (never started: first of all), so
-    ///    no service starves: each sweep starts at least `max_in_flight` checks, those at the
-    ///    front, so every service's check starts at least once every
-    ///    ⌈services / max_in_flight⌉ sweeps;
-    /// 2. among equals, those cut off by the deadline last time before those that finished, so
-    ///    a check that started too late to finish gets a full turn next;
-    /// 3. then the slowest last time first (longest-job-first), so slow checks overlap the fast
-    ///    ones instead of trailing behind them at the end of the sweep.
+    /// No service starves: each sweep's first `max_in_flight` checks start at once and have
+    /// their full time, so each gives a verdict (a check cut short by the deadline is none, see
+    /// [`run_sweep`]), and they are those judged longest ago. So every service gets a verdict
+    /// at least once every ⌈services / max_in_flight⌉ sweeps.
     pub fn fair_order(mut self, snapshot: &Snapshot) -> Plan {
         let n = self.config.services.len();
         if n <= self.max_in_flight
@@ -63,11 +66,8 @@ impl Plan {
         let mut order: Vec<u32> = (0..n as u32).collect();
         let key = |i: &u32| {
             let s = &snapshot.services[*i as usize];
-            let (cut, cost) = match &s.last {
-                None => (true, Duration::MAX),
-                Some(o) => (o.reason == Some(Reason::DeadlineExceeded), o.duration),
-            };
-            (s.last_started, !cut, std::cmp::Reverse(cost))
+            let cost = s.last.as_ref().map_or(Duration::MAX, |o| o.duration);
+            (s.last_judged, std::cmp::Reverse(cost))
         };
         order.sort_by_cached_key(key);
         self.order = Some(order.into());
@@ -79,7 +79,9 @@ impl Plan {
 ///
 /// Over by start + the deadline whatever the services do: checks still running then are
 /// cancelled, and every service without a result (cut off, or never started because all slots
-/// were busy) is reported as `deadline_exceeded`, never skipped.
+/// were busy) has a `deadline_exceeded` outcome. Each outcome says whether it is a verdict on
+/// the service ([`SweepReport::judged`]): a check that never started, or was cut off before it
+/// had its full time, is not.
 pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
     let Plan {
         config,
@@ -125,10 +127,15 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
     }
     let duration = started.elapsed();
 
-    let began: Vec<bool> = (0..n)
-        .map(|i| queue.began[i].load(Ordering::Relaxed) != 0)
+    let judged: Vec<bool> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| queue.judged(i, o.as_ref(), &config.services[i]))
         .collect();
-    let not_started = began.iter().filter(|b| !**b).count();
+    let not_started = (0..n)
+        .filter(|&i| queue.began[i].load(Ordering::Relaxed) == 0)
+        .count();
+    let cut_short = judged.iter().filter(|j| !**j).count() - not_started;
     let outcomes = outcomes
         .into_iter()
         .enumerate()
@@ -141,7 +148,8 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
         outcomes,
         max_in_flight,
         not_started,
-        began,
+        cut_short,
+        judged,
         idle_connections: prober.idle_connections(),
     }
 }
@@ -159,6 +167,30 @@ struct Queue {
 }
 
 impl Queue {
+    /// Whether service `i`'s check (with `outcome`, if it finished) is a verdict on the service.
+    /// It is not when the check never started, or started so late that the deadline cut it off
+    /// before it had [`JUDGED_SHARE`] of the time any check of it gets, `min(timeout,
+    /// deadline)`: a healthy service cannot answer in the last 100 ms of a sweep, and saying it
+    /// is down would be the daemon's overload speaking. A check cut off after (nearly) its full
+    /// time is a verdict: it did not answer.
+    fn judged(&self, i: usize, outcome: Option<&Outcome>, svc: &Service) -> bool {
+        let began = self.began[i].load(Ordering::Relaxed);
+        if began == 0 {
+            return false;
+        }
+        let cut = outcome.is_none_or(|o| o.reason == Some(Reason::DeadlineExceeded));
+        if !cut {
+            return true;
+        }
+        let offset = Duration::from_nanos(began - 1);
+        let had = (self.deadline - self.started).saturating_sub(offset);
+        let full = svc.timeout.min(self.deadline - self.started);
+        // Nine tenths: the first checks of a sweep start a few milliseconds in (workers pick
+        // them up one by one), and a service that hangs through almost all of its time has
+        // had its say; one that got a small part of it has not.
+        had >= full.mul_f64(JUDGED_SHARE)
+    }
+
     /// The outcome for a service that has no result at the deadline.
     fn unfinished(&self, i: usize, started_at: SystemTime, max_in_flight: usize) -> Outcome {
         let sweep_len = self.deadline - self.started;
@@ -258,6 +290,7 @@ impl Sweeper {
     /// cancelled, their sockets closed).
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut loaded = self.configs.borrow_and_update().clone();
+        self.prober.use_config(&loaded.config);
         let mut ticker = schedule(loaded.config.daemon.interval, Instant::now());
         let mut number: u64 = 0;
         loop {
@@ -313,6 +346,7 @@ impl Sweeper {
             "sweep finished"
         );
         self.snapshots.send_replace(Arc::new(next));
+        self.prober.tidy();
         if crate::fault::injected(crate::fault::Fault::SweepPanic) {
             panic!("injected fault: sweep-panic");
         }
@@ -329,17 +363,18 @@ impl Sweeper {
         let current = self.snapshots.borrow().clone();
         let snapshot = current.reconfigured(&next, SystemTime::now());
         self.snapshots.send_replace(Arc::new(snapshot));
-        self.prober.forget_unused(&next.config);
+        self.prober.use_config(&next.config);
         *loaded = next;
     }
 
     /// Checks that never got a slot before the deadline mean the fleet does not fit: said once
     /// when it starts and once when it ends, not every sweep.
     fn log_starvation(&mut self, summary: &crate::snapshot::SweepSummary) {
-        let starved = summary.not_started > 0;
+        let starved = summary.not_started + summary.cut_short > 0;
         if starved && !self.starved {
             warn!(
                 not_started = summary.not_started,
+                cut_short = summary.cut_short,
                 max_in_flight = summary.max_in_flight,
                 "checks did not start before the sweep deadline; raise the open-file limit (LimitNOFILE) or max_in_flight, or lengthen the deadline"
             );

@@ -42,7 +42,7 @@ use raw::{
     RawTls,
 };
 use secrets::{Env, process_env};
-pub use tls::{HTTP_ALPN, TlsClient, TlsOptions, build as tls_build};
+pub use tls::{Fingerprint, HTTP_ALPN, TlsClient, TlsOptions, build as tls_build};
 
 use crate::shard::Shard;
 
@@ -250,6 +250,10 @@ pub struct Service {
     pub failure_threshold: u32,
     /// Passed checks in a row before a down service is up.
     pub success_threshold: u32,
+    /// A digest of everything that decides how the service is checked (see
+    /// [`Service::check_key`]): a sweep that straddles a reload lands its results only on
+    /// services still checked the same way.
+    pub check_digest: u64,
 }
 
 /// What a check does.
@@ -354,6 +358,67 @@ impl Service {
     /// A service renamed or pointed elsewhere starts afresh as `unknown`.
     pub fn same_target(&self, other: &Service) -> bool {
         self.name == other.name && self.url == other.url && self.method == other.method
+    }
+
+    /// Whether a result of checking `other` is a result of checking this service: the same
+    /// target, checked the same way (headers, expectations, TLS trust and identity, timeouts,
+    /// ...). A sweep that started before a reload made a service stricter must not land a pass
+    /// made under the old settings.
+    pub fn same_check(&self, other: &Service) -> bool {
+        self.same_target(other) && self.check_digest == other.check_digest
+    }
+
+    /// The digest of how this service is checked, for [`Service::same_check`].
+    fn check_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        let mut put = |bytes: &[u8]| {
+            h.write_usize(bytes.len());
+            h.write(bytes);
+        };
+        put(self.url.as_bytes());
+        put(self.method.as_str().as_bytes());
+        for (n, v) in self.headers.iter() {
+            put(n.as_str().as_bytes());
+            put(v.as_bytes());
+        }
+        let e = &self.expect;
+        put(format!("{:?}", e.status).as_bytes());
+        for (p, v) in &e.json {
+            put(p.as_bytes());
+            put(v.to_string().as_bytes());
+        }
+        put(e.body_contains.as_deref().unwrap_or("\0").as_bytes());
+        put(e
+            .body_regex
+            .as_ref()
+            .map_or("\0", |r| r.as_str())
+            .as_bytes());
+        for (n, m) in &e.headers {
+            put(n.as_str().as_bytes());
+            put(m.to_string().as_bytes());
+        }
+        if let Some(tls) = &self.tls {
+            put(&tls.fingerprint);
+        }
+        put(self.server_name.as_deref().unwrap_or("\0").as_bytes());
+        put(self.body.as_deref().unwrap_or(b"\0"));
+        put(format!(
+            "{:?}{}{}{:?}{:?}{}{:?}{:?}{}{}",
+            self.timeout,
+            self.max_body_bytes,
+            self.connection.as_str(),
+            self.resolver,
+            self.kind,
+            self.follow_redirects,
+            self.ip_family,
+            self.max_latency,
+            self.failure_threshold,
+            self.success_threshold,
+        )
+        .as_bytes());
+        self.target.tls.hash(&mut h);
+        h.finish()
     }
 }
 
@@ -1241,7 +1306,7 @@ impl Validator<'_> {
         let redacted = has_userinfo(&url).then(|| redact(&url).into_boxed_str());
         let name = name.into_inner();
         let group = group.map(Spanned::into_inner);
-        Some(Service {
+        let mut service = Service {
             series_labels: crate::labels::series_labels(&name, group.as_deref(), &labels),
             name,
             group,
@@ -1265,7 +1330,10 @@ impl Validator<'_> {
             body: o.body,
             failure_threshold: o.failure_threshold,
             success_threshold: o.success_threshold,
-        })
+            check_digest: 0,
+        };
+        service.check_digest = service.check_key();
+        Some(service)
     }
 
     /// The TLS client for `settings` (the system's roots unless `ca_file` says otherwise). Built

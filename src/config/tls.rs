@@ -42,9 +42,9 @@ pub struct TlsOptions {
 /// changes the fingerprint.
 pub struct TlsClient {
     pub config: Arc<ClientConfig>,
-    pub fingerprint: u64,
+    pub fingerprint: Fingerprint,
     pub anonymous: Arc<ClientConfig>,
-    pub anonymous_fingerprint: u64,
+    pub anonymous_fingerprint: Fingerprint,
     pub insecure_skip_verify: bool,
 }
 
@@ -64,13 +64,23 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// The config and its fingerprint for a connection to the service's own origin
     /// (`same_origin`), or to another one.
-    pub fn for_origin(&self, same_origin: bool) -> (&Arc<ClientConfig>, u64) {
+    pub fn for_origin(&self, same_origin: bool) -> (&Arc<ClientConfig>, Fingerprint) {
         if same_origin {
             (&self.config, self.fingerprint)
         } else {
             (&self.anonymous, self.anonymous_fingerprint)
         }
     }
+}
+
+/// What a TLS client config is made of, as a SHA-256 digest: collision-resistant, so a crafted
+/// CA file cannot pass for another's and share its connections.
+pub type Fingerprint = [u8; 32];
+
+fn fingerprint(context: ring::digest::Context) -> Fingerprint {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -80,7 +90,7 @@ fn provider() -> Arc<CryptoProvider> {
 /// Builds the client for `options`. Errors name the file and the problem, never key material.
 pub fn build(options: &TlsOptions) -> Result<TlsClient, String> {
     let provider = provider();
-    let mut trust = xxhash_rust::xxh64::Xxh64::new(0);
+    let mut trust = ring::digest::Context::new(&ring::digest::SHA256);
     let verifier: Arc<dyn ServerCertVerifier> = if options.insecure_skip_verify {
         trust.update(b"insecure");
         Arc::new(AcceptAnyCertificate(provider.clone()))
@@ -103,19 +113,27 @@ pub fn build(options: &TlsOptions) -> Result<TlsClient, String> {
                     path.display()
                 ));
             }
-            None if added == 0 => tracing::warn!(
-                ignored,
-                "no system CA certificates found; verified https checks will fail"
-            ),
+            None if added == 0 => {
+                tracing::warn!(
+                    ignored,
+                    "no system CA certificates found; verified https checks will fail with tls_unknown_issuer"
+                );
+            }
             _ => {}
         }
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| format!("TLS setup: {e}"))?;
-        if options.ca_file.is_some() {
-            Arc::new(AnchorAsLeaf { webpki, anchors })
+        if added == 0 {
+            // webpki refuses to build a verifier without anchors; with none, nothing verifies.
+            Arc::new(NoTrustAnchors(provider.clone()))
         } else {
-            webpki
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| format!("TLS setup: {e}"))?;
+            if options.ca_file.is_some() {
+                Arc::new(AnchorAsLeaf { webpki, anchors })
+            } else {
+                webpki
+            }
         }
     };
     let alpn: Vec<Vec<u8>> = if options.alpn_http {
@@ -127,7 +145,7 @@ pub fn build(options: &TlsOptions) -> Result<TlsClient, String> {
         trust.update(b"alpn");
         trust.update(p);
     }
-    let anonymous_fingerprint = trust.clone().digest();
+    let anonymous_fingerprint = fingerprint(trust.clone());
     let builder = || {
         ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -165,7 +183,7 @@ pub fn build(options: &TlsOptions) -> Result<TlsClient, String> {
                         cert.display()
                     )
                 })?;
-            (config, identity.digest())
+            (config, fingerprint(identity))
         }
     };
     config.alpn_protocols = alpn.clone();
@@ -272,6 +290,58 @@ fn anchor_valid_at(der: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls
         return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
     }
     Ok(())
+}
+
+/// No trust anchors at all (a host without system CA certificates): every certificate is of
+/// an unknown issuer, which is what a check then says.
+#[derive(Debug)]
+struct NoTrustAnchors(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoTrustAnchors {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// `insecure_skip_verify = true`: any certificate chain and name is accepted. Handshake

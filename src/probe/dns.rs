@@ -62,6 +62,9 @@ pub struct SystemLookups {
     jobs: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<Job>>>,
     queue: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>,
     threads: std::sync::atomic::AtomicUsize,
+    /// Jobs queued and not yet taken by a thread; a thread is started while they outnumber
+    /// the idle threads, so one idle thread is never left to serve a burst alone.
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     idle: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -79,6 +82,7 @@ impl SystemLookups {
             jobs: std::sync::Mutex::new(Some(tx)),
             queue: std::sync::Arc::new(std::sync::Mutex::new(rx)),
             threads: std::sync::atomic::AtomicUsize::new(threads),
+            pending: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             idle: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
@@ -98,7 +102,9 @@ impl SystemLookups {
                 return Err("the resolver is shutting down".into());
             };
             match jobs.try_send(job) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.pending.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(std::sync::mpsc::TrySendError::Full(_)) => {
                     return Err(format!(
                         "system resolver overloaded: {SYSTEM_LOOKUP_QUEUE} lookups waiting (is the DNS server answering?)"
@@ -109,8 +115,8 @@ impl SystemLookups {
                 }
             }
         }
-        // A thread more while none is idle, up to the bound.
-        if self.idle.load(Ordering::Relaxed) == 0 {
+        // A thread more while queued jobs outnumber idle threads, up to the bound.
+        if self.pending.load(Ordering::Relaxed) > self.idle.load(Ordering::Relaxed) {
             let n = self.threads.fetch_add(1, Ordering::Relaxed);
             if n < SYSTEM_LOOKUP_THREADS {
                 self.spawn_thread();
@@ -125,10 +131,10 @@ impl SystemLookups {
 
     fn spawn_thread(&self) {
         let queue = self.queue.clone();
-        let idle = self.idle.clone();
+        let (idle, pending) = (self.idle.clone(), self.pending.clone());
         let spawned = std::thread::Builder::new()
             .name("getaddrinfo".into())
-            .spawn(move || serve(&queue, &idle));
+            .spawn(move || serve(&queue, &idle, &pending));
         if let Err(e) = spawned {
             self.threads
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -141,6 +147,7 @@ impl SystemLookups {
 fn serve(
     queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>,
     idle: &std::sync::atomic::AtomicUsize,
+    pending: &std::sync::atomic::AtomicUsize,
 ) {
     use std::net::ToSocketAddrs as _;
     use std::sync::atomic::Ordering;
@@ -149,6 +156,7 @@ fn serve(
         let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
         idle.fetch_sub(1, Ordering::Relaxed);
         let Ok(job) = job else { return };
+        pending.fetch_sub(1, Ordering::Relaxed);
         if job.reply.is_closed() {
             continue;
         }
@@ -214,6 +222,29 @@ mod tests {
             .await
             .expect("a literal resolves");
         assert_eq!(addrs, vec![SocketAddr::from(([127, 0, 0, 1], 80))]);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_lookups_gets_threads_even_while_one_is_idle() {
+        use std::sync::atomic::Ordering;
+        // A thread counted idle that will take nothing (as one about to block in a hanging
+        // getaddrinfo would): a burst must start threads of its own, not wait for it.
+        let lookups = std::sync::Arc::new(SystemLookups::with_queue(64, 0));
+        lookups.idle.store(1, Ordering::Relaxed);
+        let burst: Vec<_> = (0..8)
+            .map(|i| {
+                let l = lookups.clone();
+                tokio::spawn(async move { l.lookup("127.0.0.1", i).await })
+            })
+            .collect();
+        for b in burst {
+            tokio::time::timeout(std::time::Duration::from_secs(10), b)
+                .await
+                .expect("answered: threads were started")
+                .expect("task")
+                .expect("resolves");
+        }
+        assert!(lookups.threads.load(Ordering::Relaxed) >= 1);
     }
 
     #[tokio::test(start_paused = true)]

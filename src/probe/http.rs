@@ -29,16 +29,45 @@ const MAX_DISCARD_BYTES: usize = 64 * 1024;
 
 pub(super) const USER_AGENT_VALUE: &str = concat!("healthsweep/", env!("CARGO_PKG_VERSION"));
 
+/// Longest a check's connection is kept busy after its verdict, reading what is left of a body
+/// so the connection can be reused. The verdict and the duration are taken before: a slow rest
+/// of a body never turns a pass into a timeout, it only costs the connection.
+const DRAIN_BUDGET: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Checks `svc` once; over by `sweep_deadline` or by its own timeout, whichever is first.
 pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instant) -> Outcome {
     let progress = Progress::default();
     let clock = Clock::start(svc, sweep_deadline);
-    let result = tokio::time::timeout_at(clock.cutoff(), attempt(prober, svc, &progress)).await;
-    clock.outcome(svc, &progress, result)
+    let mut rest = None;
+    let result =
+        tokio::time::timeout_at(clock.cutoff(), attempt(prober, svc, &progress, &mut rest)).await;
+    let outcome = clock.outcome(svc, &progress, result);
+    if let Some(Rest {
+        response,
+        body_read,
+    }) = rest
+    {
+        let until = (Instant::now() + DRAIN_BUDGET).min(sweep_deadline);
+        let _ = tokio::time::timeout_at(until, response.finish(prober, body_read)).await;
+    }
+    outcome
 }
 
-/// The check proper: the request, any redirects, the final response's expectations.
-async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<(), Failure> {
+/// The final response of a check once its verdict is in, to be kept for reuse or closed.
+struct Rest {
+    response: Response,
+    /// Its body has been read whole already.
+    body_read: bool,
+}
+
+/// The check proper: the request, any redirects, the final response's expectations. The final
+/// response goes to `rest`, for [`check`] to finish after the verdict.
+async fn attempt(
+    prober: &Prober,
+    svc: &Service,
+    progress: &Progress,
+    rest: &mut Option<Rest>,
+) -> Result<(), Failure> {
     let first = Hop {
         target: &svc.target,
         method: &svc.method,
@@ -50,9 +79,9 @@ async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<
     // these states come after the response has arrived, while the wait for it is where
     // thousands of checks spend their time.
     if svc.follow_redirects > 0 && is_redirect(response.status()) {
-        return Box::pin(follow(prober, svc, response, progress)).await;
+        return Box::pin(follow(prober, svc, response, progress, rest)).await;
     }
-    Box::pin(evaluate(prober, svc, response, progress)).await
+    Box::pin(evaluate(svc, response, progress, rest)).await
 }
 
 /// Follows redirects from `response`, up to the service's `follow_redirects`.
@@ -61,13 +90,14 @@ async fn follow(
     svc: &Service,
     mut response: Response,
     progress: &Progress,
+    rest: &mut Option<Rest>,
 ) -> Result<(), Failure> {
     let mut current: Option<Redirect> = None;
     let mut followed = 0;
     loop {
         let location = match response.header("location") {
             Some(l) if is_redirect(response.status()) => l,
-            _ => return evaluate(prober, svc, response, progress).await,
+            _ => return evaluate(svc, response, progress, rest).await,
         };
         if followed == svc.follow_redirects {
             return Err(Failure::new(
@@ -91,22 +121,44 @@ fn is_redirect(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
 }
 
-/// Checks the final response against the expectations, then keeps or closes its connection.
+/// Checks the final response against the expectations, then hands it to `rest` (to be kept
+/// or closed after the verdict).
 async fn evaluate(
-    prober: &Prober,
     svc: &Service,
     mut response: Response,
     progress: &Progress,
+    rest: &mut Option<Rest>,
 ) -> Result<(), Failure> {
     let expect = &svc.expect;
     let status = response.status();
-    if !expect.status_ok_code(status) {
-        response.finish(prober, false).await;
-        return Err(Failure::new(
+    let verdict = if !expect.status_ok_code(status) {
+        Err(Failure::new(
             Reason::HttpStatus,
             format!("status {status}, expected {}", expected(expect)),
-        ));
-    }
+        ))
+    } else if let Some(failure) = header_failure(&response, expect) {
+        Err(failure)
+    } else if expect.needs_body() {
+        progress.enter(Phase::Body);
+        // A body that cannot be read whole leaves the connection unusable: it is dropped.
+        let body = response.read_body(svc.max_body_bytes).await?;
+        *rest = Some(Rest {
+            response,
+            body_read: true,
+        });
+        return check_body(expect, &body);
+    } else {
+        Ok(())
+    };
+    *rest = Some(Rest {
+        response,
+        body_read: false,
+    });
+    verdict
+}
+
+/// The first `expect_header` entry the response does not satisfy, as a failure.
+fn header_failure(response: &Response, expect: &Expect) -> Option<Failure> {
     for (name, want) in &expect.headers {
         let values = response.headers(name.as_str());
         if want.holds(&values) {
@@ -114,26 +166,42 @@ async fn evaluate(
         }
         let message = match values.as_slice() {
             [] => format!("response has no {name} header, expected {want}"),
-            [one] => format!("header {name} is {:?}, expected {want}", shorten(one)),
+            [one] => format!("header {name} is {}, expected {want}", shown(name, one)),
             [first, ..] => format!(
-                "header {name} has {} values (first {:?}), expected {want}{}",
+                "header {name} has {} values (first {}), expected {want}{}",
                 values.len(),
-                shorten(first),
+                shown(name, first),
                 if want.all { "" } else { " in one of them" }
             ),
         };
-        response.finish(prober, false).await;
-        return Err(Failure::new(Reason::HeaderMismatch, message));
+        return Some(Failure::new(Reason::HeaderMismatch, message));
     }
-    if expect.needs_body() {
-        progress.enter(Phase::Body);
-        let body = response.read_body(svc.max_body_bytes).await?;
-        check_body(expect, &body)?;
-        response.finish(prober, true).await;
+    None
+}
+
+/// A response header's value as a failure message may show it: headers that carry
+/// credentials or sessions (`Set-Cookie`, `WWW-Authenticate`, anything named like a token or
+/// key) are shown by length only, since `/status` and the logs may be read by more people than
+/// the service's own clients.
+fn shown(name: &http::HeaderName, value: &str) -> String {
+    const SECRET_HEADERS: [&str; 6] = [
+        "set-cookie",
+        "cookie",
+        "authorization",
+        "proxy-authorization",
+        "www-authenticate",
+        "proxy-authenticate",
+    ];
+    let n = name.as_str();
+    let secret = SECRET_HEADERS.contains(&n)
+        || ["token", "secret", "key", "session", "auth", "password"]
+            .iter()
+            .any(|w| n.contains(w));
+    if secret {
+        format!("({} bytes, not shown)", value.len())
     } else {
-        response.finish(prober, false).await;
+        format!("{:?}", shorten(value))
     }
-    Ok(())
 }
 
 /// One request of a check: where it goes and what it sends. Borrowed (from the service, or a
@@ -295,7 +363,7 @@ async fn send(
 ) -> Result<Response, Failure> {
     let reuse = svc.connection == ConnectionPolicy::Reuse;
     let client = if hop.target.tls {
-        Some(prober.tls(svc).await)
+        Some(prober.tls(svc).await?)
     } else {
         None
     };
@@ -303,7 +371,7 @@ async fn send(
     let endpoint = Endpoint::of(&shape);
     let keep_raw = svc.follow_redirects > 0 || !svc.expect.headers.is_empty();
     let mut kept = if reuse {
-        prober.pool.take(endpoint)
+        prober.pool.take(endpoint, &shape)
     } else {
         None
     };
@@ -406,6 +474,7 @@ async fn open(
         opened: Instant::now(),
         _slot: slot,
         tls: facts,
+        shape: Box::new(shape.key()),
     }))
 }
 

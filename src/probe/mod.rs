@@ -246,6 +246,8 @@ pub struct Prober {
     system_resolver: dns::Resolver,
     /// Bounds lookups in flight (see [`dns::MAX_CONCURRENT_LOOKUPS`]).
     lookups: tokio::sync::Semaphore,
+    /// The endpoints of the config in use, for [`Prober::tidy`].
+    used: std::sync::Mutex<Option<Arc<std::collections::HashSet<pool::Endpoint>>>>,
 }
 
 impl Prober {
@@ -258,11 +260,13 @@ impl Prober {
             async_resolver: OnceLock::new(),
             system_resolver: dns::Resolver::new(crate::config::ResolverKind::System),
             lookups: tokio::sync::Semaphore::new(dns::MAX_CONCURRENT_LOOKUPS),
+            used: std::sync::Mutex::new(None),
         }
     }
 
-    /// Closes idle connections to endpoints no service of `config` uses (after a reload).
-    pub fn forget_unused(&self, config: &crate::config::Config) {
+    /// Takes note of the endpoints (and connection shapes) the services of `config` use, and
+    /// closes idle connections of any other (after a reload).
+    pub fn use_config(&self, config: &crate::config::Config) {
         let used: std::collections::HashSet<pool::Endpoint> = config
             .services
             .iter()
@@ -271,7 +275,19 @@ impl Prober {
                 pool::Endpoint::of(&shape)
             })
             .collect();
-        self.pool.retain(|e| used.contains(&e));
+        *self.used.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(used));
+        self.tidy();
+    }
+
+    /// Closes idle connections no service will take again: of shapes the config in use has
+    /// none of (put back by a sweep that straddled a reload, or to a redirect's target), and
+    /// those past the pool's age limit. The sweeper calls it after every sweep.
+    pub fn tidy(&self) {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match used {
+            Some(used) => self.pool.retain(|e| used.contains(&e)),
+            None => self.pool.retain(|_| true),
+        }
     }
 
     /// Idle connections kept for reuse right now.
@@ -324,28 +340,26 @@ impl Prober {
     /// The TLS client for a TLS connection of `service`: its own, or (for an `http://` service
     /// redirected to `https://`) the default one, built on first use off the async threads:
     /// reading the system's CA roots takes milliseconds of CPU.
-    async fn tls(&self, service: &Service) -> Arc<TlsClient> {
+    async fn tls(&self, service: &Service) -> Result<Arc<TlsClient>, progress::Failure> {
         if let Some(own) = &service.tls {
-            return own.clone();
+            return Ok(own.clone());
         }
         let build = || {
             let options = TlsOptions {
                 alpn_http: true,
                 ..TlsOptions::default()
             };
-            Arc::new(
-                crate::config::tls_build(&options)
-                    .expect("the default TLS client reads no files and cannot fail"),
-            )
+            crate::config::tls_build(&options).map(Arc::new)
         };
         self.tls_default
-            .get_or_init(|| async move {
+            .get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(build)
                     .await
                     .unwrap_or_else(|_| build())
             })
             .await
-            .clone()
+            .cloned()
+            .map_err(|e| progress::Failure::new(Reason::TlsHandshake, e))
     }
 }
 

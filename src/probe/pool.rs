@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::http1::Connection;
-use crate::config::{IpFamily, ResolverKind, Service, Target, TlsClient};
+use crate::config::{Fingerprint, IpFamily, ResolverKind, Service, Target, TlsClient};
 
 /// Oldest connection reused. Bounds how long checks keep talking to an address that DNS or a
 /// load balancer has since moved away from.
@@ -42,6 +42,9 @@ pub struct Leased {
     pub _slot: Slot,
     /// What the TLS handshake showed, reported again by every check on the connection.
     pub tls: Option<std::sync::Arc<super::TlsFacts>>,
+    /// The shape it was opened with, compared in full before it is handed out again (the map
+    /// key is only a hash of it).
+    pub shape: Box<ShapeKey>,
 }
 
 /// The key idle connections are pooled under: two checks share a connection only when a new
@@ -52,9 +55,40 @@ pub struct Leased {
 /// client identity, ALPN; see [`crate::config::TlsClient`]). A connection verified under
 /// `insecure_skip_verify`, another CA, another name or another client certificate is never
 /// handed to a service that would not have accepted it, and a reload that changes any of these
-/// changes the key.
+/// changes the key. The key is a hash for the map; a connection's whole [`ShapeKey`] is
+/// compared before it is reused, so a hash collision can never share a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Endpoint(u64);
+
+/// A [`Shape`], owned: what a pooled connection remembers about how it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeKey {
+    tls: bool,
+    host: Box<str>,
+    port: u16,
+    ip: Option<std::net::IpAddr>,
+    ip_family: IpFamily,
+    resolver: ResolverKind,
+    server: Option<(Box<str>, Fingerprint)>,
+}
+
+impl ShapeKey {
+    /// Whether a connection made with this would be the one `shape` makes.
+    pub fn matches(&self, shape: &Shape<'_>) -> bool {
+        let t = shape.target;
+        self.tls == t.tls
+            && *self.host == *t.host
+            && self.port == t.port
+            && self.ip == t.ip
+            && self.ip_family == shape.ip_family
+            && self.resolver == shape.resolver
+            && match (&self.server, &shape.tls) {
+                (None, None) => true,
+                (Some((n, f)), Some((m, g))) => **n == **m && f == g,
+                _ => false,
+            }
+    }
+}
 
 /// What a connection for one request of a check is made with: see [`Endpoint`].
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +100,7 @@ pub struct Shape<'a> {
     pub same_origin: bool,
     /// For TLS: the name sent as SNI and checked in the certificate, and the fingerprint of the
     /// TLS client config used.
-    pub tls: Option<(&'a str, u64)>,
+    pub tls: Option<(&'a str, Fingerprint)>,
 }
 
 impl<'a> Shape<'a> {
@@ -93,6 +127,20 @@ impl<'a> Shape<'a> {
             resolver: svc.resolver,
             same_origin,
             tls,
+        }
+    }
+
+    /// This shape, owned, for the connection to carry.
+    pub fn key(&self) -> ShapeKey {
+        let t = self.target;
+        ShapeKey {
+            tls: t.tls,
+            host: t.host.as_str().into(),
+            port: t.port,
+            ip: t.ip,
+            ip_family: self.ip_family,
+            resolver: self.resolver,
+            server: self.tls.map(|(n, f)| (n.into(), f)),
         }
     }
 
@@ -154,11 +202,12 @@ impl Pool {
 
     /// An idle connection to `endpoint` that is still usable: the most recently used first,
     /// as it is the likeliest to be alive. Dead ones found on the way are closed.
-    pub fn take(&self, endpoint: Endpoint) -> Option<Leased> {
+    pub fn take(&self, endpoint: Endpoint, shape: &Shape<'_>) -> Option<Leased> {
         let mut idle = self.lock();
         let stack = idle.get_mut(&endpoint)?;
         let mut found = None;
-        while let Some(leased) = stack.pop() {
+        while let Some(at) = stack.iter().rposition(|l| l.shape.matches(shape)) {
+            let leased = stack.remove(at);
             self.idle_count.fetch_sub(1, Ordering::Relaxed);
             if leased.opened.elapsed() < MAX_AGE
                 && leased.connection.is_clean()
@@ -181,10 +230,15 @@ impl Pool {
         self.idle_count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Closes every idle connection to endpoints `keep` says no to (after a reload).
+    /// Closes every idle connection to endpoints `keep` says no to, and every one older than
+    /// [`MAX_AGE`]: after each sweep, so connections no service will take again (a reload
+    /// changed their shape, a redirect target stopped being one) do not hold descriptors.
     pub fn retain(&self, mut keep: impl FnMut(Endpoint) -> bool) {
         let mut idle = self.lock();
-        idle.retain(|e, _| keep(*e));
+        idle.retain(|e, stack| {
+            stack.retain(|l| l.opened.elapsed() < MAX_AGE);
+            !stack.is_empty() && keep(*e)
+        });
         self.idle_count
             .store(idle.values().map(Vec::len).sum(), Ordering::Relaxed);
     }

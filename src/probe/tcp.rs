@@ -21,7 +21,7 @@ async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<
     if svc.target.tls {
         progress.enter(Phase::Tls);
         let name = svc.server_name.as_deref().unwrap_or(&svc.target.host);
-        let client = prober.tls(svc).await;
+        let client = prober.tls(svc).await?;
         let (_stream, facts) = Box::pin(tls::handshake(&client.config, name, tcp)).await?;
         progress.tls(facts);
     }
