@@ -18,7 +18,7 @@ use healthsweep::config::{self, Config, Overrides};
 use healthsweep::shard::Shard;
 use healthsweep::{bench, check, demo, limits, mock, signals};
 
-/// Exit statuses, documented in the README.
+/// Exit statuses, documented in docs/operating.md.
 mod exit {
     /// `check`: at least one service is down.
     pub const SERVICES_DOWN: u8 = 1;
@@ -106,7 +106,7 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         exit_after: Option<Duration>,
     },
-    /// Measure sweeps of 100 to 100,000 mock services (see the README's Benchmark section).
+    /// Measure sweeps of 100 to 100,000 mock services (see docs/performance.md).
     Bench {
         /// Fleet sizes, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "100,1000,10000,100000")]

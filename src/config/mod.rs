@@ -55,9 +55,9 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 /// How much of a response body is read at most. Health bodies are small; a service that streams
 /// more must not cost memory or time.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-/// Connection policy unless configured (chosen by the benchmark; see the README).
+/// Connection policy unless configured (chosen by the benchmark; see docs/performance.md).
 pub const DEFAULT_CONNECTION: ConnectionPolicy = ConnectionPolicy::Reuse;
-/// Resolver unless configured (chosen by the benchmark; see the README).
+/// Resolver unless configured (chosen by the benchmark; see docs/performance.md).
 pub const DEFAULT_RESOLVER: ResolverKind = ResolverKind::Async;
 /// Most redirects a check may follow.
 const MAX_REDIRECTS: u8 = 20;

@@ -8,7 +8,7 @@
 //! lookups, and a lookup whose check has gone is skipped, not run. The
 //! asynchronous resolver (hickory) reads the same /etc/resolv.conf and /etc/hosts, is cancelled
 //! with the check, and caches answers for their TTL. The benchmark compares the two
-//! (`healthsweep bench --hostnames`); see the README for the numbers behind the default.
+//! (`healthsweep bench --hostnames`); see docs/performance.md for the numbers behind the default.
 
 use std::net::SocketAddr;
 
