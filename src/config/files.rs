@@ -226,3 +226,293 @@ impl Validator<'_> {
         service
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::test_support::*;
+    use crate::config::*;
+    use crate::shard::Shard;
+
+    fn services_dir_testdata() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/config/testdata/services_dir")
+    }
+
+    /// Every directory in `testdata/services_dir/invalid` is one error of a services directory. The
+    /// header of its `healthsweep.toml` says what must be reported: `# error:` a substring of the
+    /// message (`{dir}` stands for the case's directory), `# file:` the file the problem is in
+    /// relative to it (none: the main file), `# line:` and `# service:`.
+    #[test]
+    fn every_invalid_services_dir_fixture_is_rejected_naming_its_file_line_and_service() {
+        let root = services_dir_testdata().join("invalid");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&root).expect("testdata/services_dir/invalid exists") {
+            let dir = entry.expect("readable dir entry").path();
+            let main = dir.join("healthsweep.toml");
+            let src = std::fs::read_to_string(&main).expect("fixture readable");
+            let header = |key: &str| {
+                src.lines()
+                    .find_map(|l| l.strip_prefix(&format!("# {key}:")))
+                    .map(str::trim)
+                    .map(|v| v.replace("{dir}", &dir.display().to_string()))
+            };
+            let want_error = header("error").expect("fixture has '# error:'");
+            let want_file = header("file").map(|f| dir.join(f));
+            let want_line = header("line").map(|l| l.parse::<usize>().expect("line is a number"));
+            let want_service = header("service");
+            let case = dir.display();
+
+            let err = load(&main).expect_err(&format!("{case} must be rejected"));
+            let ConfigError::Invalid { problems, path } = &err else {
+                panic!("{case}: expected validation problems, got {err}")
+            };
+            assert_eq!(path, &main);
+            assert_eq!(problems.len(), 1, "{case}: {problems:#?}");
+            let p = &problems[0];
+            assert!(
+                p.message.contains(&want_error),
+                "{case}: {:?} does not contain {want_error:?}",
+                p.message
+            );
+            assert_eq!(p.file, want_file, "{case}");
+            assert_eq!(p.location.map(|l| l.line), want_line, "{case}");
+            if want_line.is_some() {
+                assert!(p.location.is_some_and(|l| l.column >= 1), "{case}");
+            }
+            assert_eq!(p.service, want_service, "{case}");
+            // Every way the error is shown names the file it is in.
+            let shown = want_file.as_deref().unwrap_or(&main).display().to_string();
+            let line = &err.lines()[0];
+            assert!(line.starts_with(&format!("{shown}: ")), "{case}: {line}");
+            assert!(err.to_string().contains(&shown), "{case}: {err}");
+            seen += 1;
+        }
+        assert!(seen >= 10, "expected the fixture table, found {seen} cases");
+    }
+
+    #[test]
+    fn services_come_from_the_main_file_and_every_toml_file_of_services_dir_in_name_order() {
+        let root = services_dir_testdata().join("valid");
+        let c = load(&root.join("healthsweep.toml")).expect("valid");
+        let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["main-1", "orders-1", "search-1", "search-2"]);
+        assert_eq!(c.fleet_size, 4);
+        let dir = root.join("services.d");
+        assert_eq!(c.sources.services_dir.as_deref(), Some(dir.as_path()));
+        assert_eq!(
+            c.sources.files,
+            vec![
+                SourceFile {
+                    path: root.join("healthsweep.toml"),
+                    services: 1
+                },
+                SourceFile {
+                    path: dir.join("a-orders.toml"),
+                    services: 1
+                },
+                SourceFile {
+                    path: dir.join("b-search.toml"),
+                    services: 2
+                },
+            ]
+        );
+        // [defaults] of the main file apply to services of the directory.
+        let search_1 = &c.services[2];
+        assert_eq!(search_1.timeout, Duration::from_secs(1));
+        assert_eq!(c.services[1].timeout, Duration::from_secs(2));
+        assert_eq!(search_1.header("x-probe").expect("default"), "healthsweep");
+        assert_eq!(
+            search_1.header("x-token").expect("default"),
+            "a-long-enough-test-token-0123456789"
+        );
+        // A services file's relative header_files are relative to it.
+        assert_eq!(
+            c.services[3].header("x-token").expect("own"),
+            "search-team-token"
+        );
+    }
+
+    #[test]
+    fn an_empty_services_dir_adds_no_services() {
+        let s = Scratch::new(
+            "empty-dir",
+            &[(
+                "healthsweep.toml",
+                "[daemon]\nservices_dir = \"services.d\"\n[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\n",
+            )],
+        );
+        std::fs::create_dir_all(s.0.join("services.d")).expect("mkdir");
+        // Not a regular file: skipped rather than opened (opening a FIFO blocks).
+        let made = std::process::Command::new("mkfifo")
+            .arg(s.0.join("services.d/fifo.toml"))
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+        let c = s.load().expect("valid");
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(c.sources.files.len(), 1);
+        assert_eq!(c.sources.services_dir, Some(s.0.join("services.d")));
+    }
+
+    #[test]
+    fn problems_in_several_services_files_are_all_reported_each_with_its_file() {
+        let s = Scratch::new(
+            "several",
+            &[
+                (
+                    "healthsweep.toml",
+                    "[daemon]\ninterval = \"nope\"\nservices_dir = \"d\"\n",
+                ),
+                (
+                    "d/a.toml",
+                    "[[service]]\nname = \"a\"\nurl = \"ftp://x/\"\n",
+                ),
+                ("d/b.toml", "[[service]\n"),
+                (
+                    "d/c.toml",
+                    "[[service]]\nname = \"c\"\nurl = \"http://127.0.0.1/\"\ntimeout = \"0s\"\n",
+                ),
+            ],
+        );
+        let err = s.load().expect_err("invalid");
+        let lines = err.lines();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        let main = s.config().display().to_string();
+        let d = s.0.join("d").display().to_string();
+        assert!(
+            lines[0].starts_with(&format!("{main}: line 2, column 12: interval")),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with(&format!(
+                "{d}/a.toml: line 3, column 7: service \"a\": url scheme"
+            )),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(
+            lines[2],
+            format!("{d}/b.toml: line 1, column 11: unclosed array table, expected `]`")
+        );
+        assert!(
+            lines[3].starts_with(&format!(
+                "{d}/c.toml: line 4, column 11: service \"c\": timeout"
+            )),
+            "{}",
+            lines[3]
+        );
+    }
+
+    #[test]
+    fn a_shard_counts_and_splits_the_services_of_every_file() {
+        let s = Scratch::new(
+            "shard",
+            &[
+                (
+                    "healthsweep.toml",
+                    &format!(
+                        "[daemon]\nshard = \"1/3\"\nservices_dir = \"d\"\n{}",
+                        fleet(20)
+                    ),
+                ),
+                (
+                    "d/more.toml",
+                    &(20..60)
+                        .map(|i| {
+                            format!(
+                                "[[service]]\nname = \"svc-{i}\"\nurl = \"http://127.0.0.1/\"\n"
+                            )
+                        })
+                        .collect::<String>(),
+                ),
+            ],
+        );
+        let c = s.load().expect("valid");
+        let shard = Shard::new(1, 3).expect("valid shard");
+        assert_eq!(c.fleet_size, 60);
+        let whole = parse_str(&fleet(60)).expect("valid");
+        let want: Vec<&str> = whole
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| shard.owns(n))
+            .collect();
+        let got: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(got, want, "the same services as from one file");
+        assert!(
+            got.iter()
+                .any(|n| n[4..].parse::<u32>().expect("numbered") >= 20)
+        );
+    }
+
+    #[test]
+    fn a_reload_sees_services_files_added_changed_and_removed() {
+        let s = Scratch::new(
+            "reread",
+            &[
+                ("healthsweep.toml", "[daemon]\nservices_dir = \"d\"\n"),
+                (
+                    "d/a.toml",
+                    "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\n",
+                ),
+            ],
+        );
+        let names = |c: &Config| {
+            c.services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&s.load().expect("valid")), ["a"]);
+        s.write(
+            "d/b.toml",
+            "[[service]]\nname = \"b\"\nurl = \"http://127.0.0.1/\"\n",
+        );
+        s.write(
+            "d/a.toml",
+            "[[service]]\nname = \"a2\"\nurl = \"http://127.0.0.1/\"\n",
+        );
+        assert_eq!(names(&s.load().expect("valid")), ["a2", "b"]);
+        std::fs::remove_file(s.0.join("d/a.toml")).expect("remove");
+        assert_eq!(names(&s.load().expect("valid")), ["b"]);
+    }
+
+    #[test]
+    fn a_problem_in_a_services_file_is_shown_with_that_file() {
+        let err = ConfigError::Invalid {
+            path: PathBuf::from("/etc/hs.toml"),
+            problems: vec![
+                Problem {
+                    file: None,
+                    location: Some(Location { line: 2, column: 1 }),
+                    service: None,
+                    message: "main".into(),
+                },
+                Problem {
+                    file: Some(PathBuf::from("/etc/d/a.toml")),
+                    location: Some(Location { line: 3, column: 5 }),
+                    service: Some("x".into()),
+                    message: "other".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            err.lines(),
+            [
+                "/etc/hs.toml: line 2, column 1: main",
+                "/etc/d/a.toml: line 3, column 5: service \"x\": other"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("  - line 2, column 1: main"), "{text}");
+        assert!(
+            text.contains("  - /etc/d/a.toml: line 3, column 5: service \"x\": other"),
+            "{text}"
+        );
+    }
+}

@@ -350,7 +350,11 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
+    use crate::config::ConfigError;
+    use crate::config::test_support::*;
 
     fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
         let vars: Vec<(String, OsString)> = vars
@@ -577,5 +581,221 @@ mod tests {
         let err = read_header_file(&fifo).expect_err("a FIFO");
         assert!(matches!(err, HeaderFileError::NotAFile { .. }), "{err:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // Through the whole config.
+
+    #[test]
+    fn header_values_and_url_passwords_take_variables_from_the_environment() {
+        let c = parse_env(
+            r#"
+            [defaults]
+            headers = { "X-Team" = "team-${TEAM}", "X-Literal" = "cost: $$5 or $5" }
+            [[service]]
+            name = "a"
+            url = "http://probe:${PROBE_PASSWORD}@127.0.0.1:8000/health"
+            headers = { Authorization = "Bearer ${API_TOKEN}" }
+            "#,
+            &[
+                ("TEAM", "blue"),
+                ("API_TOKEN", "tok-123"),
+                ("PROBE_PASSWORD", "p@ss:word/%"),
+            ],
+        )
+        .expect("valid");
+        let s = &c.services[0];
+        assert_eq!(s.header("x-team").expect("set"), "team-blue");
+        assert_eq!(s.header("x-literal").expect("set"), "cost: $5 or $5");
+        let auth = s.header("authorization").expect("set");
+        assert_eq!(auth, "Bearer tok-123", "a header wins over URL credentials");
+        assert!(auth.is_sensitive());
+        assert!(s.header("x-team").expect("set").is_sensitive());
+        assert_eq!(s.redacted_url(), "http://REDACTED@127.0.0.1:8000/health");
+        assert!(!format!("{:?}", s.headers).contains("tok-123"));
+
+        let c = parse_env(
+            "[[service]]\nname = \"a\"\nurl = \"http://probe:${PROBE_PASSWORD}@127.0.0.1:8000/health\"\n",
+            &[("PROBE_PASSWORD", "p@ss:word/%")],
+        )
+        .expect("valid");
+        let s = &c.services[0];
+        let basic = base64::engine::general_purpose::STANDARD.encode("probe:p@ss:word/%");
+        let auth = s.header("authorization").expect("basic auth");
+        assert_eq!(auth, format!("Basic {basic}").as_str());
+        assert!(auth.is_sensitive());
+        assert_eq!(s.redacted_url(), "http://REDACTED@127.0.0.1:8000/health");
+        assert_eq!(s.target.port, 8000);
+        assert_eq!(s.target.path_and_query, "/health");
+    }
+
+    #[test]
+    fn a_missing_variable_is_a_problem_naming_it_the_service_and_the_line() {
+        let p = problems_env(
+            "[defaults]\nheaders = { \"X-Team\" = \"${TEAM}\" }\n\n[[service]]\nname = \"a\"\nurl = \"http://u:${PROBE_PASSWORD}@127.0.0.1/\"\n[[service]]\nname = \"b\"\nurl = \"http://127.0.0.1/\"\nheaders = { Authorization = \"Bearer ${API_TOKEN}\" }\n",
+            &[("API_TOKEN", "")],
+        );
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert_eq!(p[0].service, None);
+        assert_eq!(p[0].location.map(|l| l.line), Some(2));
+        assert_eq!(
+            p[0].message,
+            "header \"X-Team\": environment variable TEAM is not set"
+        );
+        assert_eq!(p[1].service.as_deref(), Some("a"));
+        assert_eq!(p[1].location.map(|l| l.line), Some(6));
+        assert_eq!(
+            p[1].message,
+            "url password: environment variable PROBE_PASSWORD is not set"
+        );
+        assert_eq!(p[2].service.as_deref(), Some("b"));
+        assert_eq!(p[2].location.map(|l| l.line), Some(10));
+        assert_eq!(
+            p[2].message,
+            "header \"Authorization\": environment variable API_TOKEN is empty"
+        );
+    }
+
+    #[test]
+    fn a_reference_outside_header_values_and_url_passwords_is_an_error_or_plain_text() {
+        let p = problems_env(
+            "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1/${HEALTH_PATH}\"\n[[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:${PORT}/\"\n",
+            &[("HEALTH_PATH", "health"), ("PORT", "80")],
+        );
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p[0].message.contains("only expanded in the password") && p[0].message.contains("path"),
+            "{}",
+            p[0].message
+        );
+        assert!(
+            p[1].message.starts_with("url is not a valid URL")
+                && p[1].message.contains("only expanded in the password"),
+            "{}",
+            p[1].message
+        );
+        // Elsewhere in the file `${...}` is just text.
+        let c = parse_env(
+            "[[service]]\nname = \"a-${X}\"\nurl = \"http://127.0.0.1/\"\nexpect_body_contains = \"${X}\"\n",
+            &[("X", "v")],
+        )
+        .expect("valid");
+        assert_eq!(c.services[0].name, "a-${X}");
+        assert_eq!(c.services[0].expect.body_contains.as_deref(), Some("${X}"));
+    }
+
+    #[test]
+    fn an_expanded_value_that_is_not_valid_in_a_header_is_reported_without_it() {
+        let p = problems_env(
+            "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\nheaders = { \"X-Key\" = \"${KEY}\" }\n",
+            &[("KEY", "CANARY\r\nInjected: yes")],
+        );
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].message.contains("\"X-Key\""), "{}", p[0].message);
+        assert!(!p[0].message.contains("CANARY"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn header_files_are_read_relative_to_the_config_and_merged_like_headers() {
+        let s = Scratch::new(
+            "header-files",
+            &[
+                (
+                    "healthsweep.toml",
+                    r#"
+                    [defaults]
+                    headers = { "X-Probe" = "healthsweep" }
+                    header_files = { Authorization = "secrets/default-token", "X-Key" = "/ABS/key" }
+                    [[service]]
+                    name = "defaults-only"
+                    url = "http://127.0.0.1/"
+                    [[service]]
+                    name = "own-file"
+                    url = "http://127.0.0.1/"
+                    header_files = { Authorization = "secrets/own-token" }
+                    [[service]]
+                    name = "own-inline"
+                    url = "http://127.0.0.1/"
+                    headers = { Authorization = "Bearer inline", "X-Probe" = "own" }
+                    "#,
+                ),
+                ("secrets/default-token", "Bearer default\n"),
+                ("secrets/own-token", "Bearer own\r\n"),
+                ("abs/key", "key-1"),
+            ],
+        );
+        let abs = s.0.join("abs/key");
+        let config = std::fs::read_to_string(s.config())
+            .expect("read")
+            .replace("/ABS/key", abs.to_str().expect("utf-8 path"));
+        s.write("healthsweep.toml", &config);
+        let c = s.load().expect("valid");
+        let [a, b, d] = &c.services[..] else {
+            panic!("three services")
+        };
+        assert_eq!(a.header("authorization").expect("set"), "Bearer default");
+        assert_eq!(a.header("x-key").expect("set"), "key-1");
+        assert_eq!(a.header("x-probe").expect("set"), "healthsweep");
+        assert!(a.header("authorization").expect("set").is_sensitive());
+        assert_eq!(b.header("authorization").expect("set"), "Bearer own");
+        assert!(b.header("authorization").expect("set").is_sensitive());
+        assert_eq!(d.header("authorization").expect("set"), "Bearer inline");
+        assert_eq!(d.header("x-probe").expect("set"), "own");
+        assert_eq!(d.header("x-key").expect("set"), "key-1");
+
+        // A reload reads the file again.
+        s.write("secrets/default-token", "Bearer rotated\n");
+        let c = s.load().expect("valid");
+        assert_eq!(
+            c.services[0].header("authorization").expect("set"),
+            "Bearer rotated"
+        );
+    }
+
+    #[test]
+    fn header_file_problems_name_the_header_and_file_never_the_content() {
+        let s = Scratch::new(
+            "header-file-errors",
+            &[
+                (
+                    "healthsweep.toml",
+                    "[defaults]\nheader_files = { \"X-Empty\" = \"empty\" }\n\n[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\nheader_files = { \"X-Bad\" = \"bad\", \"X-Gone\" = \"gone\" }\n[[service]]\nname = \"b\"\nurl = \"http://127.0.0.1/\"\nheaders = { authorization = \"x\" }\nheader_files = { Authorization = \"bad\" }\n",
+                ),
+                ("empty", "\n"),
+                ("bad", "CANARY-secret\u{1}\n"),
+            ],
+        );
+        let err = s.load().expect_err("invalid");
+        let ConfigError::Invalid { problems: p, .. } = &err else {
+            panic!("validation problems: {err}")
+        };
+        assert_eq!(p.len(), 4, "{p:#?}");
+        let dir = s.0.display().to_string();
+        assert_eq!(p[0].service, None);
+        assert_eq!(p[0].location.map(|l| l.line), Some(2));
+        assert_eq!(
+            p[0].message,
+            format!("header_files \"X-Empty\": {dir}/empty is empty")
+        );
+        assert_eq!(p[1].service.as_deref(), Some("a"));
+        assert!(
+            p[1].message.starts_with(&format!(
+                "header_files \"X-Bad\": {dir}/bad holds characters not valid"
+            )),
+            "{}",
+            p[1].message
+        );
+        assert!(
+            p[2].message
+                .starts_with(&format!("header_files \"X-Gone\": {dir}/gone: cannot read")),
+            "{}",
+            p[2].message
+        );
+        assert_eq!(p[3].service.as_deref(), Some("b"));
+        assert_eq!(p[3].location.map(|l| l.line), Some(12));
+        assert_eq!(
+            p[3].message,
+            "header \"Authorization\" is set in both headers and header_files; keep one"
+        );
+        assert!(!err.to_string().contains("CANARY"), "{err}");
     }
 }

@@ -1,0 +1,472 @@
+//! The validated configuration: what a [`Config`] holds once loaded. Plain data; a `Config`
+//! that exists is valid (see [`super::load`]).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::header::{HeaderName, HeaderValue};
+
+use super::{Auth, Protected, ServerTls, Sources, TlsClient};
+use crate::shard::Shard;
+
+/// Where the daemon listens unless told otherwise: loopback, so exposing it is a choice.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9915";
+/// How often a sweep starts.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+/// How long a sweep may take: the budget the whole fleet must be checked in.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+/// How much of a response body is read at most. Health bodies are small; a service that streams
+/// more must not cost memory or time.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Connection policy unless configured (chosen by the benchmark; see docs/performance.md).
+pub const DEFAULT_CONNECTION: ConnectionPolicy = ConnectionPolicy::Reuse;
+/// Resolver unless configured (chosen by the benchmark; see docs/performance.md).
+pub const DEFAULT_RESOLVER: ResolverKind = ResolverKind::Async;
+/// A validated configuration. Immutable once built; a reload builds a new one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub daemon: Daemon,
+    /// This replica's services (all of them unless sharded), in file order. Names are unique.
+    pub services: Vec<Arc<Service>>,
+    /// How many services the file lists, across all shards.
+    pub fleet_size: usize,
+    /// The files the services came from (the main file, and those of `services_dir`).
+    pub sources: Sources,
+}
+
+/// What the command line overrides in the file; applied at start-up and at every reload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `run --shard`: wins over `[daemon] shard`.
+    pub shard: Option<Shard>,
+}
+
+/// A config as published to the rest of the daemon: the config and its generation, which
+/// counts successful loads (1 for the config read at start-up).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub generation: u64,
+    pub config: Arc<Config>,
+}
+
+/// `[daemon]`: how the process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Daemon {
+    /// Address of the HTTP server (`/metrics`, `/status`, ...). Changes need a restart.
+    pub listen: SocketAddr,
+    /// A sweep starts every `interval`, on a fixed schedule.
+    pub interval: Duration,
+    /// Every sweep is over by its start + `deadline`. Never more than `interval`.
+    pub deadline: Duration,
+    /// Checks in flight at once; `None` derives it from the open-file limit.
+    pub max_in_flight: Option<NonZeroUsize>,
+    /// Whether `POST /-/reload` is served without a token (see [`Daemon::reload_enabled`]).
+    pub reload_api: bool,
+    /// Which share of the services this replica checks ([`Shard::WHOLE`] unless sharded).
+    pub shard: Shard,
+    /// `[daemon.auth]`: the bearer token and what it protects.
+    pub auth: Option<Auth>,
+    /// `[daemon.tls]`: serve over TLS with this certificate. Turning TLS on or off needs a
+    /// restart; a new certificate is picked up by a reload.
+    pub tls: Option<ServerTls>,
+}
+
+impl Daemon {
+    /// Whether `POST /-/reload` is served: when the operator turned it on (`reload_api`), or
+    /// when a token guards it. Never by default: an open reload endpoint lets anyone who can
+    /// reach the port make the daemon re-read its files.
+    pub fn reload_enabled(&self) -> bool {
+        self.reload_api
+            || self
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.protects(Protected::Reload))
+    }
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is a valid address"),
+            interval: DEFAULT_INTERVAL,
+            deadline: DEFAULT_DEADLINE,
+            max_in_flight: None,
+            reload_api: false,
+            shard: Shard::WHOLE,
+            auth: None,
+            tls: None,
+        }
+    }
+}
+
+/// One downstream service and how to check it.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Unique name; the `target` label and the key in `/status/{name}`.
+    pub name: String,
+    pub group: Option<String>,
+    /// Extra metric labels (names validated, reserved ones rejected).
+    pub labels: BTreeMap<String, String>,
+    /// `target`, `group` and `labels` as exposition text (see [`crate::labels::series_labels`]).
+    pub series_labels: Box<str>,
+    /// The URL (normalized). May hold credentials: display [`Service::redacted_url`] instead.
+    pub url: Box<str>,
+    /// The URL with its user info replaced, when it has any.
+    pub(super) redacted: Option<Box<str>>,
+    /// The connection target derived from `url`.
+    pub target: Target,
+    pub method: Method,
+    /// Request headers, including `Authorization` when the URL carries credentials. A slice,
+    /// not a `HeaderMap`: most services set none, and a fleet has many services.
+    pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// The check's own time limit; the sweep deadline may cut it shorter.
+    pub timeout: Duration,
+    /// Body bytes read at most.
+    pub max_body_bytes: usize,
+    /// Keep the connection for the next sweep, or open a new one every check.
+    pub connection: ConnectionPolicy,
+    /// How the host name is resolved.
+    pub resolver: ResolverKind,
+    /// Shared by every service that takes its expectations from `[defaults]`.
+    pub expect: Arc<Expect>,
+    /// What kind of check: an HTTP request, or only a TCP (or TLS) connection.
+    pub kind: ProbeKind,
+    /// The TLS client for `https://` and `tcp://` with `tls = true` (system roots unless
+    /// `ca_file`, client certificate, `insecure_skip_verify` say otherwise); `None` without TLS.
+    pub tls: Option<Arc<TlsClient>>,
+    /// The TLS server name (SNI, and the name the certificate must carry) when it differs from
+    /// the URL's host.
+    pub server_name: Option<Box<str>>,
+    /// Redirects followed at most; 0 evaluates the redirect response itself.
+    pub follow_redirects: u8,
+    /// Which addresses of the host are tried.
+    pub ip_family: IpFamily,
+    /// A passing check slower than this is `degraded`.
+    pub max_latency: Option<Duration>,
+    /// The request body (sent with `Content-Length`).
+    pub body: Option<bytes::Bytes>,
+    /// Failed checks in a row before an up service is down.
+    pub failure_threshold: u32,
+    /// Passed checks in a row before a down service is up.
+    pub success_threshold: u32,
+    /// A digest of everything that decides how the service is checked (see
+    /// `Service::check_key`): a sweep that straddles a reload lands its results only on
+    /// services still checked the same way.
+    pub check_digest: u64,
+}
+
+/// What a check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `http://` and `https://`: a request, and the response checked against the expectations.
+    Http,
+    /// `tcp://host:port`: a connection (and a TLS handshake with `tls = true`), nothing sent.
+    Tcp,
+}
+
+/// Which of a host's addresses a check may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpFamily {
+    /// Every address, each tried in turn until one connects.
+    Any,
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    /// Whether `addr` is of this family.
+    pub fn allows(self, addr: &IpAddr) -> bool {
+        match self {
+            IpFamily::Any => true,
+            IpFamily::V4 => addr.is_ipv4(),
+            IpFamily::V6 => addr.is_ipv6(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::Any => "any",
+            IpFamily::V4 => "ipv4",
+            IpFamily::V6 => "ipv6",
+        }
+    }
+}
+
+/// Which resolver a check uses for its host name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolverKind {
+    /// hickory: asynchronous, cancelled with the check, answers cached for their TTL.
+    Async,
+    /// getaddrinfo on a blocking thread: honours nsswitch (LDAP, mDNS, ...), but a hanging DNS
+    /// server holds a thread after the check is gone.
+    System,
+}
+
+impl ResolverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolverKind::Async => "async",
+            ResolverKind::System => "system",
+        }
+    }
+}
+
+/// Whether a check reuses the connection of the previous check of the same service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionPolicy {
+    /// Keep the connection open between sweeps (HTTP keep-alive) and use it again: cheaper for
+    /// both sides, and it measures the service rather than the TCP handshake.
+    Reuse,
+    /// A new connection for every check, closed after it (blackbox_exporter's way): each check
+    /// also proves the service still accepts connections.
+    Fresh,
+}
+
+impl ConnectionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionPolicy::Reuse => "reuse",
+            ConnectionPolicy::Fresh => "fresh",
+        }
+    }
+}
+
+impl Service {
+    /// The URL with its user info (user name and password) replaced, safe for `/status`, logs
+    /// and errors.
+    pub fn redacted_url(&self) -> &str {
+        self.redacted.as_deref().unwrap_or(&self.url)
+    }
+
+    /// The configured value of request header `name` (case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether request header `name` is configured.
+    pub fn has_header(&self, name: &HeaderName) -> bool {
+        self.headers.iter().any(|(n, _)| n == name)
+    }
+
+    /// Whether `other` checks the same endpoint, so state and counters may carry over a reload.
+    /// A service renamed or pointed elsewhere starts afresh as `unknown`.
+    pub fn same_target(&self, other: &Service) -> bool {
+        self.name == other.name && self.url == other.url && self.method == other.method
+    }
+
+    /// Whether a result of checking `other` is a result of checking this service: the same
+    /// target, checked the same way (headers, expectations, TLS trust and identity, timeouts,
+    /// ...). A sweep that started before a reload made a service stricter must not land a pass
+    /// made under the old settings.
+    pub fn same_check(&self, other: &Service) -> bool {
+        self.same_target(other) && self.check_digest == other.check_digest
+    }
+
+    /// The digest of how this service is checked, for [`Service::same_check`].
+    pub(super) fn check_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        let mut put = |bytes: &[u8]| {
+            h.write_usize(bytes.len());
+            h.write(bytes);
+        };
+        put(self.url.as_bytes());
+        put(self.method.as_str().as_bytes());
+        for (n, v) in self.headers.iter() {
+            put(n.as_str().as_bytes());
+            put(v.as_bytes());
+        }
+        let e = &self.expect;
+        put(format!("{:?}", e.status).as_bytes());
+        for (p, v) in &e.json {
+            put(p.as_bytes());
+            put(v.to_string().as_bytes());
+        }
+        put(e.body_contains.as_deref().unwrap_or("\0").as_bytes());
+        put(e
+            .body_regex
+            .as_ref()
+            .map_or("\0", |r| r.as_str())
+            .as_bytes());
+        for (n, m) in &e.headers {
+            put(n.as_str().as_bytes());
+            put(m.to_string().as_bytes());
+        }
+        if let Some(tls) = &self.tls {
+            put(&tls.fingerprint);
+        }
+        put(self.server_name.as_deref().unwrap_or("\0").as_bytes());
+        put(self.body.as_deref().unwrap_or(b"\0"));
+        put(format!(
+            "{:?}{}{}{:?}{:?}{}{:?}{:?}{}{}",
+            self.timeout,
+            self.max_body_bytes,
+            self.connection.as_str(),
+            self.resolver,
+            self.kind,
+            self.follow_redirects,
+            self.ip_family,
+            self.max_latency,
+            self.failure_threshold,
+            self.success_threshold,
+        )
+        .as_bytes());
+        self.target.tls.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Where a check connects to, worked out once at load time instead of on every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `https`: wrap the connection in TLS.
+    pub tls: bool,
+    /// Host name or IP literal as written (IPv6 without brackets); also the TLS server name.
+    pub host: String,
+    /// Set when the host is an IP literal, so no name resolution is needed.
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// The `Host` header value (`host[:port]`).
+    pub authority: HeaderValue,
+    /// Path and query, as sent on the request line.
+    pub path_and_query: http::uri::PathAndQuery,
+}
+
+/// What a response must satisfy for the check to pass.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// Accepted status codes; the check passes if any matcher accepts.
+    pub status: Vec<StatusMatcher>,
+    /// JSON pointer -> expected value; all must hold.
+    pub json: Vec<(String, serde_json::Value)>,
+    /// A substring the body must contain.
+    pub body_contains: Option<String>,
+    /// A pattern the body must match.
+    pub body_regex: Option<regex::bytes::Regex>,
+    /// Response headers that must be present with a matching value; all must hold.
+    pub headers: Vec<(HeaderName, HeaderMatch)>,
+}
+
+/// What an expected response header's values must be. A header may come several times
+/// (`Set-Cookie`): with `all` false (the default) one of its values must match, whatever order
+/// the server sends them in; with `all` every one must.
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    pub value: ValueMatch,
+    pub all: bool,
+}
+
+/// One value's condition: equal to a text, or matching a pattern.
+#[derive(Debug, Clone)]
+pub enum ValueMatch {
+    Exact(String),
+    Regex(regex::Regex),
+}
+
+impl ValueMatch {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            ValueMatch::Exact(want) => value == want,
+            ValueMatch::Regex(re) => re.is_match(value),
+        }
+    }
+}
+
+impl HeaderMatch {
+    /// Whether the header's `values` (every occurrence, in order) satisfy the condition; a
+    /// header that is absent never does.
+    pub fn holds(&self, values: &[String]) -> bool {
+        if self.all {
+            !values.is_empty() && values.iter().all(|v| self.value.matches(v))
+        } else {
+            values.iter().any(|v| self.value.matches(v))
+        }
+    }
+}
+
+impl std::fmt::Display for HeaderMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.all {
+            f.write_str("every value ")?;
+        }
+        match &self.value {
+            ValueMatch::Exact(v) => write!(f, "{v:?}"),
+            ValueMatch::Regex(re) => write!(f, "/{}/", re.as_str()),
+        }
+    }
+}
+
+impl Expect {
+    /// Whether the body has to be read at all; when not, it is never read.
+    pub fn needs_body(&self) -> bool {
+        !self.json.is_empty() || self.body_contains.is_some() || self.body_regex.is_some()
+    }
+
+    /// Whether status code `status` is accepted.
+    pub fn status_ok_code(&self, status: u16) -> bool {
+        self.status.iter().any(|m| m.matches(status))
+    }
+}
+
+/// One accepted status: an exact code or a whole class (`2xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatcher {
+    Code(u16),
+    /// The hundreds digit: `2` for `2xx`.
+    Class(u8),
+}
+
+impl StatusMatcher {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatcher::Code(c) => status == c,
+            StatusMatcher::Class(c) => status / 100 == u16::from(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use crate::config::test_support::*;
+
+    #[test]
+    fn same_target_means_same_name_url_and_method() {
+        let c = parse_str(
+            r#"
+            [[service]]
+            name = "a"
+            url = "http://127.0.0.1/"
+            [[service]]
+            name = "b"
+            url = "http://127.0.0.1/"
+            "#,
+        )
+        .expect("valid");
+        let d = parse_str(
+            r#"
+            [[service]]
+            name = "a"
+            url = "http://127.0.0.1/"
+            timeout = "1s"
+            [[service]]
+            name = "b"
+            url = "http://127.0.0.2/"
+            "#,
+        )
+        .expect("valid");
+        assert!(c.services[0].same_target(&d.services[0]));
+        assert!(!c.services[1].same_target(&d.services[1]));
+    }
+}
