@@ -1,19 +1,45 @@
 //! Bearer-token auth for the daemon's own endpoints (`[daemon.auth]`).
 //!
 //! The token comes from a file named in the config (re-read at every reload) and is compared
-//! in constant time. A failure is a JSON 401 with `WWW-Authenticate: Bearer`, and says nothing
-//! about what was presented; the presented value is never logged.
+//! in constant time. A failure is a [`Refusal`], which the API renders as a JSON 401 with
+//! `WWW-Authenticate: Bearer`; it says nothing about what was presented, and the presented
+//! value is never logged.
 
-use http::StatusCode;
-use http::header::{AUTHORIZATION, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, HeaderMap};
 use tracing::debug;
 
-use crate::api::{HttpResponse, error};
 use crate::config::{Auth, Protected};
 
-/// The 401 to answer with, if `what` is protected and the request lacks the token; `None`
-/// lets the request through.
-pub fn refusal(auth: Option<&Auth>, what: Protected, headers: &HeaderMap) -> Option<HttpResponse> {
+/// A request refused for want of the token: what the 401 says. The API renders it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// Whether a token was presented (a wrong one), or none at all.
+    pub presented: bool,
+}
+
+impl Refusal {
+    /// The error message of the 401.
+    pub fn message(self) -> &'static str {
+        if self.presented {
+            "the bearer token is not valid"
+        } else {
+            "this endpoint needs a bearer token: send Authorization: Bearer <token>"
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750).
+    pub fn challenge(self) -> &'static str {
+        if self.presented {
+            "Bearer realm=\"healthsweep\", error=\"invalid_token\""
+        } else {
+            "Bearer realm=\"healthsweep\""
+        }
+    }
+}
+
+/// Why the request must be refused, if `what` is protected and the request lacks the token;
+/// `None` lets the request through.
+pub fn refusal(auth: Option<&Auth>, what: Protected, headers: &HeaderMap) -> Option<Refusal> {
     let auth = auth.filter(|a| a.protects(what))?;
     match bearer(headers) {
         Some(presented) if auth.token.matches(presented) => None,
@@ -23,7 +49,9 @@ pub fn refusal(auth: Option<&Auth>, what: Protected, headers: &HeaderMap) -> Opt
                 token_presented = presented.is_some(),
                 "request refused: missing or wrong bearer token"
             );
-            Some(unauthorized(presented.is_some()))
+            Some(Refusal {
+                presented: presented.is_some(),
+            })
         }
     }
 }
@@ -38,32 +66,16 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     Some(rest.trim_ascii())
 }
 
-fn unauthorized(presented: bool) -> HttpResponse {
-    let mut r = error(
-        StatusCode::UNAUTHORIZED,
-        if presented {
-            "the bearer token is not valid"
-        } else {
-            "this endpoint needs a bearer token: send Authorization: Bearer <token>"
-        },
-    );
-    let challenge = if presented {
-        "Bearer realm=\"healthsweep\", error=\"invalid_token\""
-    } else {
-        "Bearer realm=\"healthsweep\""
-    };
-    r.headers_mut()
-        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn headers(auth: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_str(auth).expect("valid"));
+        h.insert(
+            AUTHORIZATION,
+            http::HeaderValue::from_str(auth).expect("valid"),
+        );
         h
     }
 
@@ -77,14 +89,11 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_is_a_401_with_a_bearer_challenge() {
-        let r = unauthorized(false);
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert!(
-            r.headers()[WWW_AUTHENTICATE]
-                .to_str()
-                .expect("ascii")
-                .starts_with("Bearer")
-        );
+    fn a_refusal_challenges_with_bearer_and_says_whether_a_token_came() {
+        for presented in [false, true] {
+            let r = Refusal { presented };
+            assert!(r.challenge().starts_with("Bearer realm="));
+            assert_eq!(r.challenge().contains("invalid_token"), presented);
+        }
     }
 }

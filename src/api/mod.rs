@@ -1,0 +1,348 @@
+//! The HTTP API: routes and handlers, as functions of a request and the daemon's state. The
+//! `/status` document itself is [`status`].
+//!
+//! Handlers read the latest snapshot (clone the `Arc`, let go) and never talk back to the
+//! sweeper. Every error is JSON (`{"error": "..."}`) with the right status: 404 for unknown
+//! paths and services, 405 (with `Allow`) for wrong methods, 400 for bad query strings.
+
+mod status;
+
+use std::sync::Arc;
+
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::auth::{self, Refusal};
+use crate::body::Body;
+use crate::config::{ConfigError, Protected};
+use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
+use crate::reload::{ReloadRequest, ReloadStatus};
+use crate::snapshot::Snapshot;
+use status::{ServiceDoc, StatusQuery, status_pieces};
+pub use status::{rfc3339, status_document};
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Body>;
+
+/// Longest `POST /-/reload` waits for its reload's outcome before answering without it.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the handlers read, shared by every connection.
+pub struct Api {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub reload_status: watch::Receiver<ReloadStatus>,
+    pub reload_requests: mpsc::Sender<ReloadRequest>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Api {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+}
+
+/// The endpoints, and the methods each accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Index,
+    Metrics,
+    Status,
+    Service,
+    Healthz,
+    Readyz,
+    Reload,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        Some(match path {
+            "/" => Route::Index,
+            "/metrics" => Route::Metrics,
+            "/status" => Route::Status,
+            "/healthz" => Route::Healthz,
+            "/readyz" => Route::Readyz,
+            "/-/reload" => Route::Reload,
+            p if p.starts_with("/status/") && p.len() > "/status/".len() => Route::Service,
+            _ => return None,
+        })
+    }
+
+    /// The endpoint group `[daemon.auth] protect` names this route by, if it can be protected.
+    fn protected_as(self) -> Option<Protected> {
+        match self {
+            Route::Metrics => Some(Protected::Metrics),
+            Route::Status | Route::Service => Some(Protected::Status),
+            Route::Reload => Some(Protected::Reload),
+            Route::Index | Route::Healthz | Route::Readyz => None,
+        }
+    }
+
+    fn methods(self) -> &'static [Method] {
+        const GET: &[Method] = &[Method::GET, Method::HEAD];
+        const POST: &[Method] = &[Method::POST];
+        match self {
+            Route::Reload => POST,
+            _ => GET,
+        }
+    }
+}
+
+/// Routes one request.
+pub async fn handle<B>(api: &Api, req: Request<B>) -> HttpResponse {
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    let Some(route) = Route::of(path) else {
+        return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
+    };
+    if !route.methods().contains(req.method()) {
+        return method_not_allowed(req.method(), route.methods());
+    }
+    if let Some(what) = route.protected_as() {
+        let config = api.snapshot().config.clone();
+        if let Some(refused) = auth::refusal(config.daemon.auth.as_ref(), what, req.headers()) {
+            return unauthorized(refused);
+        }
+    }
+    match route {
+        Route::Index => index(),
+        Route::Metrics => metrics(api),
+        Route::Status => status(api, query),
+        Route::Service => one_service(api, &path["/status/".len()..], query),
+        Route::Healthz => {
+            if crate::fault::injected(crate::fault::Fault::RequestPanic) {
+                panic!("injected fault: request-panic");
+            }
+            json_response(StatusCode::OK, &json!({"status": "ok"}))
+        }
+        Route::Readyz => readyz(api),
+        Route::Reload => reload(api).await,
+    }
+}
+
+fn method_not_allowed(method: &Method, allow: &[Method]) -> HttpResponse {
+    let list = allow
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} not allowed; use {list}"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&list) {
+        r.headers_mut().insert(ALLOW, v);
+    }
+    r
+}
+
+fn index() -> HttpResponse {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "name": "healthsweep",
+            "version": env!("CARGO_PKG_VERSION"),
+            "endpoints": {
+                "/metrics": "Prometheus metrics",
+                "/status": "JSON status of every service (?state=up|degraded|down|unknown, ?group=NAME, ?pretty)",
+                "/status/{name}": "JSON status of one service",
+                "/healthz": "200 while the process runs",
+                "/readyz": "200 once the first sweep has finished",
+                "/-/reload": "POST: reload the config (with the token of [daemon.auth], or when reload_api = true)",
+            }
+        }),
+    )
+}
+
+fn metrics(api: &Api) -> HttpResponse {
+    // Streamed: each piece is rendered when the client has taken the previous one.
+    let mut r = Response::new(Body::pieces(api.metrics.pieces()));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+    r
+}
+
+fn status(api: &Api, query: &str) -> HttpResponse {
+    let q = match StatusQuery::parse(query) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let snapshot = api.snapshot();
+    let reload = api.reload_status.borrow().clone();
+    let mut r = Response::new(Body::pieces(status_pieces(snapshot, reload, q)));
+    json_headers(&mut r);
+    r
+}
+
+fn one_service(api: &Api, raw_name: &str, query: &str) -> HttpResponse {
+    let pretty = match StatusQuery::parse(query) {
+        Ok(StatusQuery {
+            state: None,
+            group: None,
+            pretty,
+        }) => pretty,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "state and group filters apply to /status, not /status/{name}",
+            );
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let name = percent_encoding::percent_decode_str(raw_name).decode_utf8_lossy();
+    let snapshot = api.snapshot();
+    match snapshot.service(&name) {
+        Some(s) => json_bytes(StatusCode::OK, to_json(&ServiceDoc::new(s), pretty)),
+        None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
+    }
+}
+
+fn readyz(api: &Api) -> HttpResponse {
+    if api.snapshot().ready() {
+        json_response(StatusCode::OK, &json!({"status": "ready"}))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "not ready", "reason": "the first sweep has not finished"}),
+        )
+    }
+}
+
+async fn reload(api: &Api) -> HttpResponse {
+    if !api.snapshot().config.daemon.reload_enabled() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the reload API is off; protect it with a token ([daemon.auth]) or set reload_api = true under [daemon], or send SIGHUP",
+        );
+    }
+    let (tx, rx) = oneshot::channel();
+    // Never wait for a place in the queue: a full queue already holds reloads that will read
+    // the file as it is by then, and a client waiting here would hold a connection slot.
+    match api
+        .reload_requests
+        .try_send(ReloadRequest { reply: Some(tx) })
+    {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "reloads are already queued; they will read the file as it is then: retry to see the outcome",
+            );
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is shutting down",
+            );
+        }
+    }
+    let Ok(outcome) = tokio::time::timeout(RELOAD_WAIT, rx).await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reload is taking longer than expected; see /status for its outcome",
+        );
+    };
+    match outcome {
+        Ok(Ok(r)) => json_response(
+            StatusCode::OK,
+            &json!({"status": "reloaded", "generation": r.generation, "services": r.services}),
+        ),
+        Ok(Err(e)) => {
+            let status = match e.as_ref() {
+                ConfigError::Read { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                ConfigError::Parse { .. } | ConfigError::Invalid { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+            };
+            json_response(
+                status,
+                &json!({
+                    "error": "config rejected; the running config is unchanged",
+                    "problems": e.lines(),
+                }),
+            )
+        }
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        ),
+    }
+}
+
+fn to_json(value: &impl Serialize, pretty: bool) -> Vec<u8> {
+    let mut out = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    }
+    .expect("status documents serialize: string keys, finite numbers");
+    out.push(b'\n');
+    out
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    let mut r = Response::new(Body::whole(body));
+    *r.status_mut() = status;
+    json_headers(&mut r);
+    r
+}
+
+fn json_headers(r: &mut HttpResponse) {
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+    json_bytes(status, to_json(value, false))
+}
+
+/// The 401 for a request [`auth`] refused, with its `WWW-Authenticate` challenge.
+fn unauthorized(refused: Refusal) -> HttpResponse {
+    let mut r = error(StatusCode::UNAUTHORIZED, refused.message());
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(refused.challenge()),
+    );
+    r
+}
+
+/// A JSON error response: `{"error": message}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    json_response(status, &json!({"error": message.into()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_json_with_the_status_given() {
+        let r = error(StatusCode::NOT_FOUND, "nope");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn routes_match_exact_paths_only() {
+        assert_eq!(Route::of("/status"), Some(Route::Status));
+        assert_eq!(Route::of("/status/"), None);
+        assert_eq!(Route::of("/status/a"), Some(Route::Service));
+        assert_eq!(Route::of("/metrics/"), None);
+        assert_eq!(Route::of("/-/reload"), Some(Route::Reload));
+        assert_eq!(Route::of(""), None);
+    }
+
+    #[test]
+    fn wrong_methods_get_405_with_allow() {
+        let r = method_not_allowed(&Method::DELETE, Route::Status.methods());
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+    }
+}
