@@ -1,5 +1,5 @@
 //! The HTTP API: routes and handlers, as functions of a request and the daemon's state. The
-//! `/status` document itself is [`status`].
+//! `/status` document itself is in `api/status.rs`.
 //!
 //! Handlers read the latest snapshot (clone the `Arc`, let go) and never talk back to the
 //! sweeper. Every error is JSON (`{"error": "..."}`) with the right status: 404 for unknown
