@@ -5,11 +5,16 @@
 //! bound on checks in flight) comes from the limit, after raising the soft limit as far as the
 //! hard limit allows.
 
-/// Descriptors kept back from checks: the HTTP server's connections (see
-/// [`crate::server::MAX_CONNECTIONS`]), the listener, stdio, log and config files, the runtime's
-/// own (epoll, eventfd), with room to spare. Under a small limit a quarter of it is kept back
-/// instead, so checks still get most of what there is.
-pub const RESERVED_FDS: u64 = crate::server::MAX_CONNECTIONS as u64 + 64;
+/// Connections our HTTP server serves at once. Scrapers and on-call engineers need a handful;
+/// the bound keeps a flood of idle connections from taking the descriptors the checks need (the
+/// server decides who gives way when it is reached).
+pub const SERVER_CONNECTIONS: usize = 256;
+
+/// Descriptors kept back from checks: the HTTP server's connections ([`SERVER_CONNECTIONS`]),
+/// the listener, stdio, log and config files, the runtime's own (epoll, eventfd), with room to
+/// spare. Under a small limit a quarter of it is kept back instead, so checks still get most of
+/// what there is.
+pub const RESERVED_FDS: u64 = SERVER_CONNECTIONS as u64 + 64;
 
 /// Raises the soft open-file limit to the hard limit and returns the soft limit now in force.
 ///

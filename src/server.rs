@@ -36,9 +36,9 @@ use limit::{Connections, Slot};
 pub use watched::WRITE_TIMEOUT;
 use watched::Watched;
 
-/// Connections served at once. Scrapers and on-call engineers need a handful; the bound keeps a
-/// flood of idle connections from taking the descriptors the checks need.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once (see [`crate::limits::SERVER_CONNECTIONS`], which the descriptor
+/// budget accounts for).
+pub const MAX_CONNECTIONS: usize = crate::limits::SERVER_CONNECTIONS;
 
 /// Time a client has to send a request's head (and to finish a TLS handshake), counted from
 /// when the server starts waiting for it: after accepting, and after each response on a

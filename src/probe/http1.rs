@@ -17,6 +17,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use http::header::{ACCEPT, CONNECTION, CONTENT_LENGTH, HOST, USER_AGENT};
+
+use super::request::{Hop, USER_AGENT_VALUE};
+use crate::config::Service;
+
 /// Read buffer to start with: a typical health response (status line, a few headers, a small
 /// JSON body) fits; a larger one grows it by doubling.
 const INITIAL_BUFFER: usize = 512;
@@ -428,6 +433,52 @@ impl Connection {
         }
         Ok(tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.buf).await?)
     }
+}
+
+/// The request as bytes on the wire. Configured headers come last and replace the defaults
+/// (`Host`, `User-Agent`, `Accept`, `Connection`) they name. They are sent only to the service's
+/// own origin: any of them may be a secret (from the environment or a file), so a redirect to
+/// another origin gets the defaults alone.
+pub fn render_request(svc: &Service, hop: Hop<'_>, keep_alive: bool) -> Vec<u8> {
+    let body: &[u8] = hop.body.map_or(&[], |b| b);
+    let mut r = Vec::with_capacity(256 + body.len());
+    r.extend_from_slice(hop.method.as_str().as_bytes());
+    r.push(b' ');
+    r.extend_from_slice(hop.target.path_and_query.as_str().as_bytes());
+    r.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut line = |name: &[u8], value: &[u8]| {
+        r.extend_from_slice(name);
+        r.extend_from_slice(b": ");
+        r.extend_from_slice(value);
+        r.extend_from_slice(b"\r\n");
+    };
+    let own = |name: &http::HeaderName| hop.same_origin && svc.has_header(name);
+    if !own(&HOST) {
+        line(b"Host", hop.target.authority.as_bytes());
+    }
+    if !own(&USER_AGENT) {
+        line(b"User-Agent", USER_AGENT_VALUE.as_bytes());
+    }
+    if !own(&ACCEPT) {
+        line(b"Accept", b"*/*");
+    }
+    if !own(&CONNECTION) {
+        line(
+            b"Connection",
+            if keep_alive { b"keep-alive" } else { b"close" },
+        );
+    }
+    if hop.body.is_some() && !own(&CONTENT_LENGTH) {
+        line(b"Content-Length", body.len().to_string().as_bytes());
+    }
+    if hop.same_origin {
+        for (name, value) in svc.headers.iter() {
+            line(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    r.extend_from_slice(b"\r\n");
+    r.extend_from_slice(body);
+    r
 }
 
 struct Parsed {

@@ -14,6 +14,7 @@ use super::Reason;
 use super::http1::Stream;
 use super::pool::Slot;
 use super::progress::Failure;
+use super::request::Hop;
 use crate::config::Service;
 
 /// A response, with the connection kept alive (and its descriptor counted) until dropped.
@@ -32,22 +33,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// What one HTTP/2 request carries.
-pub struct H2Request<'a> {
-    pub authority: &'a HeaderValue,
-    pub path_and_query: &'a str,
-    pub method: &'a http::Method,
-    pub body: Option<Bytes>,
-    /// Send the service's configured headers (only to its own origin: any may be a secret).
-    pub with_credentials: bool,
-}
-
-/// Sends `req` over a new HTTP/2 connection on `stream`.
+/// Sends `hop` over a new HTTP/2 connection on `stream`.
 pub async fn send(
     stream: Stream,
     slot: Slot,
     svc: &Service,
-    req: H2Request<'_>,
+    hop: Hop<'_>,
 ) -> Result<H2Response, Failure> {
     let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
@@ -56,12 +47,12 @@ pub async fn send(
     let connection = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
     }));
-    let authority = req.authority.to_str().unwrap_or_default();
-    let uri = format!("https://{authority}{}", req.path_and_query);
+    let authority = hop.target.authority.to_str().unwrap_or_default();
+    let uri = format!("https://{authority}{}", hop.target.path_and_query);
     let mut request = Request::builder()
-        .method(req.method.clone())
+        .method(hop.method.clone())
         .uri(uri)
-        .body(Full::new(req.body.unwrap_or_default()))
+        .body(Full::new(hop.body.cloned().unwrap_or_default()))
         .map_err(|e| {
             Failure::new(
                 Reason::InvalidResponse,
@@ -71,10 +62,11 @@ pub async fn send(
     let headers = request.headers_mut();
     headers.insert(
         USER_AGENT,
-        HeaderValue::from_static(super::http::USER_AGENT_VALUE),
+        HeaderValue::from_static(super::request::USER_AGENT_VALUE),
     );
     headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
-    let configured = if req.with_credentials {
+    // The service's configured headers go to its own origin only: any may be a secret.
+    let configured = if hop.same_origin {
         &svc.headers[..]
     } else {
         &[]

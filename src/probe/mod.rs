@@ -6,12 +6,15 @@
 //! (`check(prober, service, deadline) -> Outcome`).
 
 mod dns;
+mod expect;
 mod http;
 mod http1;
 mod http2;
 mod net;
 mod pool;
 mod progress;
+mod redirect;
+mod request;
 mod tcp;
 mod tls;
 
