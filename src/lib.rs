@@ -23,11 +23,10 @@
 //! blocks the sweep and the sweep never waits on a reader. A failing service is data (an
 //! [`probe::Outcome`] with a [`probe::Reason`]); an `Err` means the daemon itself is broken.
 //!
-//! Modules, in dependency order: [`config`] → [`probe`] → [`snapshot`] → [`sweep`] →
-//! [`metrics`], [`auth`], [`api`], [`server`] → [`reload`], [`signals`], [`notify`] → [`app`];
-//! [`shard`] decides which services a replica keeps when the config is loaded; the commands
-//! beside the daemon are [`check`], [`demo`] and [`bench`](mod@bench) (with [`mock`]); [`hostile`] holds
-//! the misbehaving services the robustness tests and the soak sweep.
+//! ARCHITECTURE.md lists the modules, what each owns and which it may use (a test holds the
+//! code to it): [`config`] → [`probe`] → [`snapshot`] → [`sweep`] → [`metrics`], [`api`],
+//! [`server`] → [`app`]; the commands beside the daemon are [`check`], [`demo`] and
+//! [`bench`](mod@bench) (with [`mock`] and [`hostile`]).
 
 #![forbid(unsafe_code)]
 

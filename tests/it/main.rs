@@ -8,6 +8,7 @@
 
 mod common;
 
+mod architecture;
 mod cli;
 mod daemon;
 mod faults;
