@@ -184,3 +184,87 @@ impl Reloader {
         reloaded
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\n";
+
+    fn scratch(tag: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("healthsweep-reload-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("healthsweep.toml");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    fn reloader(path: &std::path::Path) -> Reloader {
+        let config = config::load(path).expect("a good first config");
+        Reloader::new(path.to_path_buf(), config, Overrides::default())
+    }
+
+    async fn ask(
+        tx: &mpsc::Sender<ReloadRequest>,
+    ) -> oneshot::Receiver<Result<Reloaded, Arc<ConfigError>>> {
+        let (reply, answer) = oneshot::channel();
+        tx.send(ReloadRequest { reply: Some(reply) })
+            .await
+            .expect("queued");
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_good_file_is_published_and_a_bad_one_keeps_the_running_config() {
+        let path = scratch("good-bad", GOOD);
+        let r = reloader(&path);
+        let (configs, status) = (r.configs(), r.status());
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.run(rx, stop.clone()));
+
+        std::fs::write(
+            &path,
+            format!("{GOOD}[[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:2/\"\n"),
+        )
+        .expect("write");
+        let done = ask(&tx).await.await.expect("answered").expect("good");
+        assert_eq!((done.generation, done.services), (2, 2));
+        assert_eq!(configs.borrow().generation, 2);
+        assert!(status.borrow().successful);
+
+        std::fs::write(&path, "[daemon]\ninterval = \"soon\"\n").expect("write");
+        let refused = ask(&tx).await.await.expect("answered").expect_err("bad");
+        assert!(refused.to_string().contains("interval"), "{refused}");
+        assert_eq!(configs.borrow().generation, 2, "the running config stays");
+        assert_eq!(configs.borrow().config.services.len(), 2);
+        let s = status.borrow().clone();
+        assert!(!s.successful && s.last_error.is_some_and(|e| e.contains("interval")));
+        stop.cancel();
+        task.await.expect("ends");
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_together_are_answered_by_one_reload() {
+        let path = scratch("coalesce", GOOD);
+        let r = reloader(&path);
+        let configs = r.configs();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        // Queued before the reloader runs: all of them wait together.
+        let answers = [ask(&tx).await, ask(&tx).await, ask(&tx).await];
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.run(rx, stop.clone()));
+        for a in answers {
+            assert_eq!(a.await.expect("answered").expect("good").generation, 2);
+        }
+        assert_eq!(
+            configs.borrow().generation,
+            2,
+            "one reload for three requests"
+        );
+        stop.cancel();
+        task.await.expect("ends");
+    }
+}

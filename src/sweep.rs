@@ -424,3 +424,154 @@ fn log_transitions(transitions: &[Transition]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! One sweep against servers in this process, in paused time: the servers' delays and the
+    //! deadline are virtual, so the figures below are exact, not "about".
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every request after `delay` (or never, with `None`).
+    async fn server(delay: Option<Duration>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let Some(delay) = delay else {
+                            std::future::pending::<()>().await;
+                            return;
+                        };
+                        tokio::time::sleep(delay).await;
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn config(deadline: &str, services: &[(&str, std::net::SocketAddr)]) -> Arc<Config> {
+        let mut src = format!("[daemon]\ninterval = \"{deadline}\"\ndeadline = \"{deadline}\"\n");
+        for (name, addr) in services {
+            src.push_str(&format!(
+                "[[service]]\nname = \"{name}\"\nurl = \"http://{addr}/health\"\n"
+            ));
+        }
+        Arc::new(crate::config::parse(std::path::Path::new("t.toml"), &src).expect("valid"))
+    }
+
+    fn outcome<'a>(report: &'a SweepReport, name: &str) -> (&'a Outcome, bool) {
+        let i = report
+            .config
+            .services
+            .iter()
+            .position(|s| s.name == name)
+            .expect("service");
+        (&report.outcomes[i], report.judged[i])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_service_is_cut_at_the_deadline_and_the_others_take_their_own_time() {
+        let fast = server(Some(Duration::from_millis(200))).await;
+        let hang = server(None).await;
+        let c = config("1s", &[("fast", fast), ("hang", hang)]);
+        let report = run_sweep(Arc::new(Prober::new(64)), Plan::new(c, 10)).await;
+        assert_eq!(
+            report.duration,
+            Duration::from_secs(1),
+            "over at the deadline exactly"
+        );
+        let (o, judged) = outcome(&report, "fast");
+        assert!(o.ok() && judged, "{o:?}");
+        assert!(
+            o.duration >= Duration::from_millis(200) && o.duration < Duration::from_millis(210),
+            "{:?}",
+            o.duration
+        );
+        let (o, judged) = outcome(&report, "hang");
+        assert_eq!(o.reason, Some(Reason::DeadlineExceeded));
+        assert!(judged, "it had the whole sweep: a verdict");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_services_than_slots_run_in_waves_and_the_rest_are_no_verdict() {
+        let addr = server(Some(Duration::from_millis(300))).await;
+        let names: Vec<String> = (0..7).map(|i| format!("s{i}")).collect();
+        let services: Vec<(&str, std::net::SocketAddr)> =
+            names.iter().map(|n| (n.as_str(), addr)).collect();
+        let c = config("1s", &services);
+        // Two slots, 300 ms each, 1 s: three waves finish (6 checks), the seventh starts at
+        // 0.9 s and is cut short.
+        let report = run_sweep(Arc::new(Prober::new(64)), Plan::new(c.clone(), 2)).await;
+        let done = report.outcomes.iter().filter(|o| o.ok()).count();
+        assert_eq!(done, 6, "{:?}", report.outcomes);
+        assert_eq!(report.cut_short + report.not_started, 1);
+        assert_eq!(report.judged.iter().filter(|j| !**j).count(), 1);
+        // The next sweep starts with the one that got no verdict.
+        let loaded = Loaded {
+            generation: 1,
+            config: c.clone(),
+        };
+        let (snapshot, _) = Snapshot::new(&loaded, SystemTime::UNIX_EPOCH).swept(report);
+        let missed = snapshot
+            .services
+            .iter()
+            .position(|s| s.missed == 1)
+            .expect("one missed");
+        let plan = Plan::new(c, 2).fair_order(&snapshot);
+        assert_eq!(
+            plan.order.as_deref().and_then(|o| o.first()),
+            Some(&(missed as u32))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_never_started_is_no_verdict_and_says_why() {
+        let hang = server(None).await;
+        let c = config("500ms", &[("a", hang), ("b", hang), ("c", hang)]);
+        let report = run_sweep(Arc::new(Prober::new(64)), Plan::new(c, 1)).await;
+        assert_eq!(report.not_started, 2);
+        let (o, judged) = outcome(&report, "c");
+        assert!(!judged);
+        assert!(
+            o.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not started")),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn the_schedule_skips_ticks_missed_while_stopped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let start = Instant::now();
+            let mut t = schedule(Duration::from_secs(1), start);
+            t.tick().await;
+            tokio::time::advance(Duration::from_millis(3500)).await;
+            t.tick().await;
+            let next = t.tick().await;
+            assert_eq!(
+                next - start,
+                Duration::from_secs(4),
+                "no burst of missed ticks"
+            );
+        });
+    }
+}

@@ -290,6 +290,7 @@ fn still_open(connection: &Connection) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Service;
 
     fn service(extra: &str) -> Arc<Service> {
         let src =
@@ -329,5 +330,117 @@ mod tests {
         let named = &variants[2];
         assert_ne!(key(named, true), key(named, false));
         assert_eq!(key(named, false), key(&base, false));
+    }
+
+    /// A connected pair on loopback: the pool's side as a plain connection, and the peer.
+    async fn pair() -> (Connection, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = tokio::net::TcpStream::connect(l.local_addr().expect("addr"));
+        let (client, accepted) = tokio::join!(client, l.accept());
+        let client = client.expect("connect");
+        let (peer, _) = accepted.expect("accept");
+        (
+            Connection::new(super::super::http1::Stream::Plain(client)),
+            peer,
+        )
+    }
+
+    async fn leased(pool: &Pool, svc: &Service) -> (Leased, tokio::net::TcpStream) {
+        let (connection, peer) = pair().await;
+        let shape = Shape::of(svc, &svc.target, true, svc.tls.as_deref());
+        let leased = Leased {
+            connection,
+            opened: Instant::now(),
+            _slot: pool.slot().await,
+            tls: None,
+            shape: Box::new(shape.key()),
+        };
+        (leased, peer)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_connection_is_reused_by_the_same_shape_only_and_not_past_its_age() {
+        let pool = Pool::new(8);
+        let svc = service("");
+        let other = service("ip_family = \"ipv4\"");
+        let (l, _peer) = leased(&pool, &svc).await;
+        let shape = Shape::of(&svc, &svc.target, true, svc.tls.as_deref());
+        let key = Endpoint::of(&shape);
+        pool.put(key, l);
+        assert_eq!(pool.idle(), 1);
+        // Another shape under the same map key (as a hash collision would be) is never given it.
+        let other_shape = Shape::of(&other, &other.target, true, other.tls.as_deref());
+        assert!(pool.take(key, &other_shape).is_none());
+        assert!(pool.take(key, &shape).is_some(), "the same shape gets it");
+        let (l, _peer) = leased(&pool, &svc).await;
+        pool.put(key, l);
+        tokio::time::advance(MAX_AGE).await;
+        assert!(pool.take(key, &shape).is_none(), "too old to trust");
+        assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_not_handed_out() {
+        let pool = Pool::new(8);
+        let svc = service("");
+        let shape = Shape::of(&svc, &svc.target, true, svc.tls.as_deref());
+        let key = Endpoint::of(&shape);
+        let (l, peer) = leased(&pool, &svc).await;
+        pool.put(key, l);
+        drop(peer);
+        // The FIN arrives asynchronously; give it a moment on loopback.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(pool.take(key, &shape).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_budget_closes_an_idle_connection_for_a_new_one_and_waits_only_when_all_are_busy()
+     {
+        let pool = Pool::new(2);
+        let svc = service("");
+        let shape = Shape::of(&svc, &svc.target, true, svc.tls.as_deref());
+        let key = Endpoint::of(&shape);
+        let (idle, _p1) = leased(&pool, &svc).await;
+        let (busy, _p2) = leased(&pool, &svc).await;
+        pool.put(key, idle);
+        // Both slots taken (one idle, one in use): a new slot closes the idle connection.
+        let third = tokio::time::timeout(std::time::Duration::from_secs(1), pool.slot())
+            .await
+            .expect("an idle connection gives way");
+        assert_eq!(pool.idle(), 0);
+        // Now both are in use: the next waits until one is given back.
+        let waiting = pool.slot();
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(60), &mut waiting)
+                .await
+                .is_err()
+        );
+        drop(busy);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("a slot given back is taken");
+        drop(third);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retain_closes_shapes_no_service_uses_and_old_connections() {
+        let pool = Pool::new(8);
+        let svc = service("");
+        let shape = Shape::of(&svc, &svc.target, true, svc.tls.as_deref());
+        let key = Endpoint::of(&shape);
+        let (l, _p) = leased(&pool, &svc).await;
+        pool.put(key, l);
+        pool.retain(|e| e == key);
+        assert_eq!(pool.idle(), 1, "still used");
+        pool.retain(|_| false);
+        assert_eq!(pool.idle(), 0, "no longer used");
+        let (l, _p) = leased(&pool, &svc).await;
+        pool.put(key, l);
+        tokio::time::advance(MAX_AGE).await;
+        pool.retain(|_| true);
+        assert_eq!(pool.idle(), 0, "past its age");
     }
 }

@@ -191,3 +191,67 @@ impl Clock {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The deadline clock, in paused time: which limit cuts a check, and what its outcome says.
+    use super::*;
+    use std::time::Duration;
+
+    fn service(extra: &str) -> Service {
+        let src = format!("[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\n{extra}\n");
+        let c = crate::config::parse(std::path::Path::new("t.toml"), &src).expect("valid");
+        (*c.services[0]).clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cutoff_is_the_earlier_of_the_own_timeout_and_the_sweep_deadline() {
+        let svc = service("timeout = \"2s\"");
+        let now = Instant::now();
+        let clock = Clock::start(&svc, now + Duration::from_secs(5));
+        assert_eq!(clock.cutoff(), now + Duration::from_secs(2));
+        let clock = Clock::start(&svc, now + Duration::from_secs(1));
+        assert_eq!(clock.cutoff(), now + Duration::from_secs(1));
+    }
+
+    async fn cut_off(svc: &Service, sweep_in: Duration) -> Outcome {
+        let clock = Clock::start(svc, Instant::now() + sweep_in);
+        let progress = Progress::default();
+        progress.enter(Phase::Request);
+        let result = tokio::time::timeout_at(clock.cutoff(), std::future::pending()).await;
+        clock.outcome(svc, &progress, result)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cut_off_by_its_own_timeout_is_timeout_and_by_the_sweep_deadline_exceeded() {
+        let svc = service("timeout = \"2s\"");
+        let own = cut_off(&svc, Duration::from_secs(5)).await;
+        assert_eq!(own.reason, Some(Reason::Timeout));
+        assert_eq!(own.duration, Duration::from_secs(2));
+        assert!(
+            own.error
+                .as_deref()
+                .is_some_and(|e| e.contains("waiting for the response"))
+        );
+        let sweep = cut_off(&svc, Duration::from_millis(700)).await;
+        assert_eq!(sweep.reason, Some(Reason::DeadlineExceeded));
+        assert_eq!(sweep.duration, Duration::from_millis(700));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_slower_than_max_latency_is_degraded_and_what_it_reported_is_kept() {
+        let svc = service("max_latency = \"100ms\"");
+        let clock = Clock::start(&svc, Instant::now() + Duration::from_secs(5));
+        let progress = Progress::default();
+        progress.response(204, HttpVersion::Http11);
+        progress.reused(true);
+        progress.redirected();
+        tokio::time::advance(Duration::from_millis(150)).await;
+        let o = clock.outcome(&svc, &progress, Ok(Ok(())));
+        assert!(o.ok() && o.degraded);
+        assert_eq!(o.http_status, Some(204));
+        assert_eq!(o.http_version, Some(HttpVersion::Http11));
+        assert!(o.reused_connection);
+        assert_eq!(o.redirects, 1);
+    }
+}
