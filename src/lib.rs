@@ -28,8 +28,6 @@
 //! [`server`] → [`app`]; the commands beside the daemon are [`check`], [`demo`] and
 //! [`bench`](mod@bench) (with [`mock`] and [`hostile`]).
 
-#![forbid(unsafe_code)]
-
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -1,8 +1,6 @@
 //! The `healthsweep` command: arguments, logging, exit codes. Only wiring; the work is in the
 //! library.
 
-#![forbid(unsafe_code)]
-
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

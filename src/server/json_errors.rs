@@ -87,10 +87,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.pending.is_none() {
-            if let Some(message) = automatic_error(buf) {
-                this.pending = Some((with_json_body(buf, message), 0, buf.len()));
-            }
+        if this.pending.is_none()
+            && let Some(message) = automatic_error(buf)
+        {
+            this.pending = Some((with_json_body(buf, message), 0, buf.len()));
         }
         let Some((bytes, written, report)) = &mut this.pending else {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
