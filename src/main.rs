@@ -183,7 +183,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
     exit_on_panic();
-    match cli.command {
+    let code = dispatch(cli.command);
+    flush_logs();
+    code
+}
+
+fn dispatch(command: Command) -> ExitCode {
+    match command {
         Command::Validate { config } => validate(&config),
         Command::Run {
             config,
@@ -250,18 +256,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// The log writer's thread: dropped (which flushes what is queued) before the process exits.
+static LOG_WRITER: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
+/// Lines the log queue holds before new ones are dropped (and counted in the next line that
+/// gets through): a burst of 100,000 state changes fits, and a stderr that does not drain (a
+/// full pipe, journald under load) costs log lines, never a stalled sweep.
+const LOG_QUEUE_LINES: usize = 256 * 1024;
+
 fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     // Colours only on a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Writes out the log lines still queued.
+fn flush_logs() {
+    drop(LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
 /// Any panic, on any thread or task, is logged (with the span it happened in: the task, the
@@ -285,6 +311,7 @@ fn exit_on_panic() {
             panic = %message,
             "panic: this is a bug; exiting"
         );
+        flush_logs();
         print(info);
         std::process::exit(exit::PANIC);
     }));

@@ -1228,3 +1228,54 @@ async fn a_flood_of_reload_requests_is_coalesced_and_never_locks_out_healthz() {
         "coalesced: generation {generation}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_never_stalls_the_sweeps() {
+    // 3,000 services that fail at once log 3,000 warnings a sweep: far more than a pipe holds.
+    let dir = TempDir::new("stderr-full");
+    let config = dir.path().join("healthsweep.toml");
+    std::fs::write(&config, closed_fleet(3000, "1s")).expect("write");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "--log-level",
+            "debug",
+            "run",
+            "--listen",
+            &listen,
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped()) // and never read
+        .spawn()
+        .expect("start");
+    let addr: std::net::SocketAddr = listen.parse().expect("addr");
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(r) = tokio::time::timeout(Duration::from_secs(2), async {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => Some(http(addr, "GET", "/status").await),
+                Err(_) => None,
+            }
+        })
+        .await
+            && let Some(r) = r
+            && r.status == 200
+        {
+            seen = r.json()["sweep"]["number"].as_u64().unwrap_or(0);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen >= 4,
+        "sweeps went on with stderr full: got to sweep {seen}"
+    );
+}
