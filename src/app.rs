@@ -2,7 +2,8 @@
 //! channels and stopped by one shutdown token.
 //!
 //! ```text
-//! SIGHUP / POST /-/reload ─▶ Reloader ─watch<Loaded>─▶ Sweeper ─watch<Arc<Snapshot>>─▶ /metrics, /status
+//! SIGHUP / POST /-/reload ─▶ Reloader ─watch<Loaded>─▶ Fleet ─watch<Loaded>─▶ Sweeper ─watch<Arc<Snapshot>>─▶ /metrics, /status
+//!                             discovery sources ─Update─┘
 //! ```
 //! Each channel has one writer. The outside world (listener, shutdown, reload trigger) comes in
 //! as parameters, so the same wiring serves `run`, `demo` and tests.
@@ -20,6 +21,7 @@ use tracing::{Instrument, error, info_span, warn};
 
 use crate::api::Api;
 use crate::config::{Config, Overrides};
+use crate::discovery::Fleet;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, Watchdog};
 use crate::probe::Prober;
@@ -66,21 +68,27 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
     let notifier = Notifier::from_env();
     let reloader = Reloader::new(settings.config_path, settings.config, settings.overrides)
         .with_notifier(notifier.clone());
-    let configs = reloader.configs();
     let reload_status = reloader.status();
+    let prober = Arc::new(Prober::new(settings.connection_budget));
+    // The fleet composes the config file's services with every discovery source's: the
+    // sweeper sees its config, not the reloader's.
+    let fleet = Fleet::new(prober.clone(), reloader.configs());
+    let configs = fleet.configs();
+    let discovery = fleet.status();
     let first = configs.borrow().clone();
     let (snapshot_tx, snapshots) =
         watch::channel(Arc::new(Snapshot::new(&first, SystemTime::now())));
     let (reload_requests, reload_rx) = mpsc::channel(reload::QUEUE);
 
-    let prober = Arc::new(Prober::new(settings.connection_budget));
     let metrics = Metrics::new(snapshots.clone(), reload_status.clone())
-        .with_idle_connections(prober.idle_gauge());
+        .with_idle_connections(prober.idle_gauge())
+        .with_discovery(discovery.clone());
     let api = Arc::new(Api {
         snapshots: snapshots.clone(),
         reload_status,
         reload_requests: reload_requests.clone(),
         metrics: Arc::new(metrics),
+        discovery,
     });
     let sweeper = Sweeper::new(prober, configs, snapshot_tx, settings.connection_budget)
         .with_watchdog(Watchdog::from_env());
@@ -94,6 +102,14 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
             "reloader"
         }
         .instrument(info_span!("task", name = "reloader")),
+    );
+    let s = shutdown.clone();
+    tasks.spawn(
+        async move {
+            fleet.run(s).await;
+            "fleet"
+        }
+        .instrument(info_span!("task", name = "fleet")),
     );
     let s = shutdown.clone();
     tasks.spawn(

@@ -5,18 +5,62 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::discovery::{SourceStatus, compose_once, fetch_once};
 use crate::probe::Prober;
 use crate::snapshot::{SweepReport, SweepSummary};
 use crate::sweep::{Plan, run_sweep};
 
-/// Runs one sweep of `config` within `connection_budget` connections.
+/// Runs one sweep of `config` within `connection_budget` connections, after asking every
+/// discovery source once for its targets.
 pub async fn sweep_once(config: Config, connection_budget: usize) -> SweepReport {
+    let prober = Arc::new(Prober::new(connection_budget));
+    let (config, _, _) = discover_once(config, &prober).await;
     let max_in_flight = crate::limits::max_in_flight(&config, connection_budget);
-    run_sweep(
-        Arc::new(Prober::new(connection_budget)),
-        Plan::new(Arc::new(config), max_in_flight),
-    )
-    .await
+    run_sweep(prober, Plan::new(Arc::new(config), max_in_flight)).await
+}
+
+/// `config` with what every `[[discover]]` source answers now added (each asked once, all at
+/// once), every source's status, and the targets left out (duplicates, rejected).
+pub async fn discover_once(
+    config: Config,
+    prober: &Prober,
+) -> (Config, Vec<SourceStatus>, Vec<String>) {
+    if config.discover.is_empty() {
+        return (config, Vec::new(), Vec::new());
+    }
+    let updates =
+        futures_util::future::join_all(config.discover.iter().map(|d| fetch_once(d, prober))).await;
+    compose_once(&config, &updates)
+}
+
+/// What `validate --discover` prints: each source, how its fetch went, and every service
+/// that would be checked.
+pub fn discovered(config: &Config, statuses: &[SourceStatus], skipped: &[String]) -> String {
+    let mut out = String::new();
+    for s in statuses {
+        let outcome = match &s.error {
+            None => "ok".to_string(),
+            Some(e) => format!("error: {e}"),
+        };
+        out.push_str(&format!(
+            "source {} ({}): {} service{} ({outcome})\n",
+            s.name,
+            s.kind,
+            s.targets,
+            if s.targets == 1 { "" } else { "s" }
+        ));
+        for svc in config
+            .services
+            .iter()
+            .filter(|svc| svc.source.as_deref() == Some(&*s.name))
+        {
+            out.push_str(&format!("  {}  {}\n", svc.name, svc.redacted_url()));
+        }
+    }
+    for s in skipped {
+        out.push_str(&format!("left out: {s}\n"));
+    }
+    out
 }
 
 /// The report as an aligned table: name, state, status, latency, reason, error.

@@ -36,6 +36,7 @@ pub mod body;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod fault;
 pub mod hostile;
 pub mod labels;

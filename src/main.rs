@@ -82,6 +82,10 @@ enum Command {
             default_value = "/etc/healthsweep/healthsweep.toml"
         )]
         config: PathBuf,
+        /// Also ask every [[discover]] source once and list the services it would add (exit 1
+        /// if a source fails).
+        #[arg(long)]
+        discover: bool,
     },
     /// Sweep once and print a table; exit 1 if any service is down.
     Check {
@@ -190,7 +194,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> ExitCode {
     match command {
-        Command::Validate { config } => validate(&config),
+        Command::Validate { config, discover } => validate(&config, discover),
         Command::Run {
             config,
             listen,
@@ -326,8 +330,21 @@ fn load(path: &Path, overrides: Overrides) -> Result<Config, ExitCode> {
     })
 }
 
-fn validate(path: &Path) -> ExitCode {
+fn validate(path: &Path, discover: bool) -> ExitCode {
     match load(path, Overrides::default()) {
+        Ok(c) if discover => {
+            let nofile = limits::raise_open_file_limit();
+            let rt = runtime();
+            let prober = healthsweep::probe::Prober::new(limits::connection_budget(nofile));
+            let (composed, statuses, skipped) = rt.block_on(check::discover_once(c, &prober));
+            rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+            check::print(&check::discovered(&composed, &statuses, &skipped));
+            if statuses.iter().any(|s| s.error.is_some()) {
+                ExitCode::from(exit::SERVICES_DOWN)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Ok(c) => {
             let shard = c.daemon.shard;
             let share = if shard.count() > 1 {
@@ -343,8 +360,12 @@ fn validate(path: &Path) -> ExitCode {
             } else {
                 String::new()
             };
+            let sources = match c.discover.len() {
+                0 => String::new(),
+                n => format!(", {n} discovery source{}", plural(n)),
+            };
             println!(
-                "{}: valid ({} service{}{from}{share})",
+                "{}: valid ({} service{}{from}{share}{sources})",
                 path.display(),
                 c.fleet_size,
                 plural(c.fleet_size)

@@ -155,6 +155,26 @@ const SHARD_INFO: Family = gauge(
     "healthsweep_shard_info",
     "Always 1; index and count say which shard of the fleet this replica checks (0 of 1: all).",
 );
+const DISCOVERY_TARGETS: Family = gauge(
+    "healthsweep_discovery_targets",
+    "Services a discovery source adds now (after keep/drop, duplicates and rejected targets).",
+);
+const DISCOVERY_OK: Family = gauge(
+    "healthsweep_discovery_last_refresh_successful",
+    "Whether the source's latest refresh succeeded (1) or failed and kept its last good targets (0).",
+);
+const DISCOVERY_TIME: Family = gauge(
+    "healthsweep_discovery_last_refresh_timestamp_seconds",
+    "When the source last refreshed, successfully or not, in seconds since the Unix epoch.",
+);
+const DISCOVERY_FAILURES: Family = counter(
+    "healthsweep_discovery_refresh_failures_total",
+    "Refreshes of the source that failed (the last good targets were kept).",
+);
+const DISCOVERY_SKIPPED: Family = gauge(
+    "healthsweep_discovery_skipped_targets",
+    "Targets of the source left out now, by reason: duplicate (a service of that name exists), rejected (the template could not make a service of it).",
+);
 
 /// One per-service value: the number, and the `reason` label for the failure-reason family.
 struct Sample {
@@ -227,6 +247,8 @@ pub struct Metrics {
     reloads: watch::Receiver<ReloadStatus>,
     /// The prober's idle connections, read live (not a property of a sweep).
     idle_connections: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    /// The discovery sources' status.
+    discovery: Option<watch::Receiver<crate::discovery::Statuses>>,
 }
 
 impl Metrics {
@@ -255,7 +277,14 @@ impl Metrics {
             snapshots,
             reloads,
             idle_connections: None,
+            discovery: None,
         }
+    }
+
+    /// Also report the discovery sources (`healthsweep_discovery_*{source}`).
+    pub fn with_discovery(mut self, status: watch::Receiver<crate::discovery::Statuses>) -> Self {
+        self.discovery = Some(status);
+        self
     }
 
     /// Also report the prober's idle connections (`healthsweep_idle_connections`).
@@ -300,11 +329,50 @@ impl Metrics {
                 vec![metric(&IDLE_CONNECTIONS, Vec::new(), value)],
             ));
         }
+        if let Some(d) = &self.discovery {
+            let statuses = d.borrow().clone();
+            daemon.extend(discovery_families(&statuses));
+        }
         let mut out = Vec::new();
         encode(&encoder, &daemon, &mut out);
         encode(&encoder, &self.registry.gather(), &mut out);
         out
     }
+}
+
+/// `healthsweep_discovery_*{source}`: one series per source each (none without sources).
+fn discovery_families(statuses: &[crate::discovery::SourceStatus]) -> Vec<MetricFamily> {
+    if statuses.is_empty() {
+        return Vec::new();
+    }
+    let per = |f: &Family, value: &dyn Fn(&crate::discovery::SourceStatus) -> f64| {
+        family(
+            f,
+            statuses
+                .iter()
+                .map(|s| metric(f, vec![label("source", &s.name)], value(s)))
+                .collect(),
+        )
+    };
+    let mut skipped = Vec::new();
+    for s in statuses {
+        for (reason, n) in [("duplicate", s.duplicates), ("rejected", s.rejected)] {
+            skipped.push(metric(
+                &DISCOVERY_SKIPPED,
+                vec![label("source", &s.name), label("reason", reason)],
+                n as f64,
+            ));
+        }
+    }
+    vec![
+        per(&DISCOVERY_TARGETS, &|s| s.targets as f64),
+        per(&DISCOVERY_OK, &|s| if s.successful { 1.0 } else { 0.0 }),
+        per(&DISCOVERY_TIME, &|s| {
+            s.last_refresh.map_or(0.0, unix_seconds)
+        }),
+        per(&DISCOVERY_FAILURES, &|s| s.failures_total as f64),
+        family(&DISCOVERY_SKIPPED, skipped),
+    ]
 }
 
 /// Text a piece of `/metrics` holds, roughly: small enough that a client that stops reading
@@ -608,6 +676,11 @@ mod tests {
             &RELOAD_OK,
             &RELOAD_TIME,
             &GENERATION,
+            &DISCOVERY_TARGETS,
+            &DISCOVERY_OK,
+            &DISCOVERY_TIME,
+            &DISCOVERY_FAILURES,
+            &DISCOVERY_SKIPPED,
         ]);
         let reference = include_str!("../docs/operating.md");
         for f in names {

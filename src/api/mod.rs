@@ -36,6 +36,8 @@ pub struct Api {
     pub reload_status: watch::Receiver<ReloadStatus>,
     pub reload_requests: mpsc::Sender<ReloadRequest>,
     pub metrics: Arc<Metrics>,
+    /// Every discovery source's status.
+    pub discovery: watch::Receiver<crate::discovery::Statuses>,
 }
 
 impl Api {
@@ -171,7 +173,8 @@ fn status(api: &Api, query: &str) -> HttpResponse {
     };
     let snapshot = api.snapshot();
     let reload = api.reload_status.borrow().clone();
-    let mut r = Response::new(Body::pieces(status_pieces(snapshot, reload, q)));
+    let discovery = api.discovery.borrow().clone();
+    let mut r = Response::new(Body::pieces(status_pieces(snapshot, reload, discovery, q)));
     json_headers(&mut r);
     r
 }

@@ -71,7 +71,43 @@ struct StatusDoc<S> {
     summary: SummaryDoc,
     sweep: Option<SweepDoc>,
     config: ConfigDoc,
+    /// Every `[[discover]]` source: what it found and how its latest refresh went.
+    discovery: Vec<DiscoveryDoc>,
     services: S,
+}
+
+/// A discovery source in `/status`.
+#[derive(Serialize)]
+struct DiscoveryDoc {
+    name: String,
+    kind: &'static str,
+    targets: usize,
+    last_refresh_at: Option<Timestamp>,
+    last_success_at: Option<Timestamp>,
+    last_refresh_successful: bool,
+    error: Option<String>,
+    refresh_failures: u64,
+    duplicates_skipped: usize,
+    targets_rejected: usize,
+    labels_dropped: usize,
+}
+
+impl DiscoveryDoc {
+    fn new(s: &crate::discovery::SourceStatus) -> Self {
+        DiscoveryDoc {
+            name: s.name.to_string(),
+            kind: s.kind,
+            targets: s.targets,
+            last_refresh_at: s.last_refresh.map(at),
+            last_success_at: s.last_success.map(at),
+            last_refresh_successful: s.successful,
+            error: s.error.clone(),
+            refresh_failures: s.failures_total,
+            duplicates_skipped: s.duplicates,
+            targets_rejected: s.rejected,
+            labels_dropped: s.dropped_labels,
+        }
+    }
 }
 
 /// Services of `/status` per piece of the streamed document.
@@ -82,10 +118,14 @@ const STATUS_PIECE_SERVICES: usize = 64;
 pub(super) fn status_pieces(
     snapshot: Arc<Snapshot>,
     reload: ReloadStatus,
+    discovery: crate::discovery::Statuses,
     query: StatusQuery,
 ) -> Pieces {
     let pretty = query.pretty;
-    let head = to_json(&StatusDoc::new(&snapshot, &reload, [(); 0]), pretty);
+    let head = to_json(
+        &StatusDoc::new(&snapshot, &reload, &discovery, [(); 0]),
+        pretty,
+    );
     // The head ends with `[]}` (compact) or `[]\n}` (pretty), newline after: split between
     // the brackets.
     let open = head
@@ -197,6 +237,8 @@ pub(super) struct ServiceDoc<'a> {
     group: Option<&'a str>,
     labels: &'a BTreeMap<String, String>,
     url: &'a str,
+    /// The `[[discover]]` source that found it; `null` for a service of the config files.
+    source: Option<&'a str>,
     state: State,
     since: Timestamp,
     consecutive_failures: u32,
@@ -260,7 +302,12 @@ struct LastDoc<'a> {
 }
 
 impl<S: Serialize> StatusDoc<S> {
-    fn new(s: &Snapshot, reload: &ReloadStatus, services: S) -> Self {
+    fn new(
+        s: &Snapshot,
+        reload: &ReloadStatus,
+        discovery: &[crate::discovery::SourceStatus],
+        services: S,
+    ) -> Self {
         StatusDoc {
             generation: s.generation,
             shard: ShardDoc {
@@ -296,6 +343,7 @@ impl<S: Serialize> StatusDoc<S> {
                 last_reload_success_at: rfc3339(reload.last_success),
                 last_reload_error: reload.last_error.clone(),
             },
+            discovery: discovery.iter().map(DiscoveryDoc::new).collect(),
             services,
         }
     }
@@ -308,6 +356,7 @@ impl<'a> ServiceDoc<'a> {
             group: s.service.group.as_deref(),
             labels: &s.service.labels,
             url: s.service.redacted_url(),
+            source: s.service.source.as_deref(),
             state: s.state,
             since: at(s.since),
             consecutive_failures: s.consecutive_failures,
@@ -333,9 +382,14 @@ impl<'a> ServiceDoc<'a> {
 
 /// `/status` for the whole fleet, unfiltered and compact, as served (the benchmark times this).
 pub fn status_document(snapshot: &Arc<Snapshot>, reload: &ReloadStatus) -> Vec<u8> {
-    status_pieces(snapshot.clone(), reload.clone(), StatusQuery::default())
-        .flat_map(|b| b.to_vec())
-        .collect()
+    status_pieces(
+        snapshot.clone(),
+        reload.clone(),
+        Arc::new(Vec::new()),
+        StatusQuery::default(),
+    )
+    .flat_map(|b| b.to_vec())
+    .collect()
 }
 
 /// RFC 3339, UTC, millisecond precision: `2026-11-24T16:20:15.123Z`.
@@ -434,12 +488,13 @@ mod tests {
             ] {
                 let q = StatusQuery::parse(query).expect("valid query");
                 let whole = to_json(
-                    &StatusDoc::new(&snapshot, &reload, AllServices(&snapshot, &q)),
+                    &StatusDoc::new(&snapshot, &reload, &[], AllServices(&snapshot, &q)),
                     q.pretty,
                 );
-                let streamed: Vec<u8> = status_pieces(snapshot.clone(), reload.clone(), q)
-                    .flat_map(|b| b.to_vec())
-                    .collect();
+                let streamed: Vec<u8> =
+                    status_pieces(snapshot.clone(), reload.clone(), Arc::new(Vec::new()), q)
+                        .flat_map(|b| b.to_vec())
+                        .collect();
                 assert_eq!(
                     String::from_utf8(streamed).expect("UTF-8"),
                     String::from_utf8(whole).expect("UTF-8"),
@@ -474,9 +529,10 @@ mod tests {
                 "generation": 1, "last_reload_successful": true,
                 "last_reload_success_at": "1970-01-01T00:00:00.000Z", "last_reload_error": null
             },
+            "discovery": [],
             "services": [
                 {
-                    "name": "s0", "group": "g0", "labels": {}, "url": "http://127.0.0.1:9/0",
+                    "name": "s0", "group": "g0", "labels": {}, "url": "http://127.0.0.1:9/0", "source": null,
                     "state": "up", "since": "1970-01-01T00:00:00.003Z",
                     "consecutive_failures": 0, "consecutive_successes": 1, "missed_sweeps": 0,
                     "checks": {"ok": 1},
@@ -487,7 +543,7 @@ mod tests {
                     }
                 },
                 {
-                    "name": "s1", "group": "g1", "labels": {}, "url": "http://127.0.0.1:9/1",
+                    "name": "s1", "group": "g1", "labels": {}, "url": "http://127.0.0.1:9/1", "source": null,
                     "state": "down", "since": "1970-01-01T00:00:00.001Z",
                     "consecutive_failures": 1, "consecutive_successes": 0, "missed_sweeps": 0,
                     "checks": {"ok": 0, "connect": 1},

@@ -200,7 +200,14 @@ impl Validator<'_> {
         seen: &mut Seen,
     ) -> Option<Service> {
         let table_span = table.span();
-        let (identity, check) = table.into_inner().into_parts();
+        let (naming, check) = table.into_inner().into_parts();
+        let identity = match naming.complete() {
+            Ok(identity) => identity,
+            Err(key) => {
+                self.report(Some(&table_span), format!("missing field `{key}`"));
+                return None;
+            }
+        };
         let name_span = identity.name.span();
         let name = identity.name.get_ref().clone();
         self.service = Some(name.clone());

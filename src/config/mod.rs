@@ -14,6 +14,7 @@
 mod access;
 mod check;
 mod daemon;
+mod discover;
 mod error;
 mod files;
 mod model;
@@ -21,6 +22,7 @@ mod raw;
 pub(crate) mod read;
 mod secrets;
 mod service;
+mod template;
 mod tls;
 mod urls;
 mod validator;
@@ -30,12 +32,18 @@ use std::path::Path;
 
 pub use access::{Auth, MIN_TOKEN_LEN, Protected, ServerTls, Token};
 use check::{CheckOptions, TlsSettings};
+pub use discover::{
+    DEFAULT_DNS_REFRESH, DEFAULT_FILE_REFRESH, DEFAULT_HTTP_REFRESH, Discover, DnsRecord, DnsSpec,
+    FilePattern, SourceSpec,
+};
 use error::LineIndex;
 pub use error::{ConfigError, Location, Problem};
 pub use files::{SourceFile, Sources};
 pub use model::*;
 use raw::RawConfig;
 use secrets::{Env, process_env};
+pub use service::is_label_name;
+pub use template::{Discovered, Pattern, Template};
 pub use tls::{Fingerprint, HTTP_ALPN, TlsClient, TlsOptions, build as tls_build};
 use urls::{basic_auth, has_userinfo, scheme_of};
 pub use urls::{redact, target_of};

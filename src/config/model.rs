@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::Method;
 use http::header::{HeaderName, HeaderValue};
 
-use super::{Auth, Protected, ServerTls, Sources, TlsClient};
+use super::{Auth, Discover, Protected, ServerTls, Sources, TlsClient};
 use crate::shard::Shard;
 
 /// Where the daemon listens unless told otherwise: loopback, so exposing it is a choice.
@@ -36,6 +36,8 @@ pub struct Config {
     pub fleet_size: usize,
     /// The files the services came from (the main file, and those of `services_dir`).
     pub sources: Sources,
+    /// `[[discover]]` blocks: where more services come from while the daemon runs.
+    pub discover: Vec<Arc<Discover>>,
 }
 
 /// What the command line overrides in the file; applied at start-up and at every reload.
@@ -115,6 +117,8 @@ pub struct Service {
     pub labels: BTreeMap<String, String>,
     /// `target`, `group` and `labels` as exposition text (see [`crate::labels::series_labels`]).
     pub series_labels: Box<str>,
+    /// The `[[discover]]` block that found it; `None` for a service of the config files.
+    pub source: Option<Arc<str>>,
     /// The URL (normalized). May hold credentials: display [`Service::redacted_url`] instead.
     pub url: Box<str>,
     /// The URL with its user info replaced, when it has any.

@@ -18,6 +18,62 @@ pub struct RawConfig {
     pub defaults: RawCheck,
     #[serde(default, rename = "service")]
     pub services: Vec<Spanned<RawService>>,
+    #[serde(default, rename = "discover")]
+    pub discover: Vec<Spanned<RawDiscover>>,
+}
+
+/// A `[[discover]]` block: where targets come from, and the template that makes services of
+/// them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscover {
+    pub name: Spanned<String>,
+    pub refresh: Option<Spanned<String>>,
+    pub file: Option<Spanned<RawFileSd>>,
+    pub http: Option<Spanned<RawHttpSd>>,
+    pub dns: Option<Spanned<RawDnsSd>>,
+    /// Label name -> regex: a target group is kept only if every one matches.
+    pub keep: Option<Spanned<BTreeMap<String, String>>>,
+    /// Label name -> regex: a target group is dropped if any one matches.
+    pub drop: Option<Spanned<BTreeMap<String, String>>>,
+    /// The template: any `[[service]]` key; `name` and `url` have defaults.
+    pub service: Option<Spanned<RawService>>,
+}
+
+/// `file = { paths = [...] }`: Prometheus file_sd files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileSd {
+    pub paths: Spanned<Vec<String>>,
+}
+
+/// `http = { url = ..., ... }`: a Prometheus http_sd endpoint, and how to ask it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpSd {
+    pub url: Spanned<String>,
+    pub timeout: Option<Spanned<String>>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub header_files: Option<Spanned<BTreeMap<String, String>>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub insecure_skip_verify: Option<Spanned<bool>>,
+    pub ip_family: Option<Spanned<String>>,
+    pub resolver: Option<Spanned<String>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+}
+
+/// `dns = { names = [...], type = "SRV", server = "...", port = ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnsSd {
+    pub names: Spanned<Vec<String>>,
+    #[serde(rename = "type")]
+    pub record: Option<Spanned<String>>,
+    pub server: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
 }
 
 /// `[daemon]`: how the process itself runs.
@@ -98,11 +154,12 @@ fn unbox<T>(rare: Rare<T>) -> Option<Spanned<T>> {
 ///
 /// The check options are repeated from [`RawCheck`] rather than flattened because serde's
 /// `flatten` cannot be combined with `deny_unknown_fields`, and unknown keys must be errors.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawService {
-    pub name: Spanned<String>,
-    pub url: Spanned<String>,
+    /// Required in a `[[service]]`; a discovery template may leave both out.
+    pub name: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
     pub group: Rare<String>,
     pub labels: Rare<BTreeMap<String, String>>,
     pub method: Rare<String>,
@@ -133,10 +190,15 @@ pub struct RawService {
 }
 
 impl RawService {
+    /// A template that sets nothing: every key from `[defaults]`, name and url their defaults.
+    pub fn template_default() -> RawService {
+        RawService::default()
+    }
+
     /// Splits off the check options, so they can be resolved against `[defaults]` like any
     /// other [`RawCheck`] (moving the few set keys out of their boxes).
-    pub fn into_parts(self) -> (RawIdentity, RawCheck) {
-        let identity = RawIdentity {
+    pub fn into_parts(self) -> (RawNaming, RawCheck) {
+        let identity = RawNaming {
             name: self.name,
             url: self.url,
             group: unbox(self.group),
@@ -169,6 +231,28 @@ impl RawService {
             tls: unbox(self.tls),
         };
         (identity, check)
+    }
+}
+
+/// What a service is called and where it is, as written (a template may leave name and url
+/// out: they then come from the discovered target).
+#[derive(Debug)]
+pub struct RawNaming {
+    pub name: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub labels: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+impl RawNaming {
+    /// The identity of a `[[service]]`, or the first required key it lacks.
+    pub fn complete(self) -> Result<RawIdentity, &'static str> {
+        Ok(RawIdentity {
+            name: self.name.ok_or("name")?,
+            url: self.url.ok_or("url")?,
+            group: self.group,
+            labels: self.labels,
+        })
     }
 }
 

@@ -15,6 +15,70 @@ use super::{
     basic_auth, has_userinfo, redact, scheme_of, secrets, target_of, tls,
 };
 
+/// What a service is called and labelled, and (for a discovered one) which source found it.
+pub(super) struct Naming {
+    pub(super) name: String,
+    pub(super) group: Option<String>,
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) source: Option<Arc<str>>,
+}
+
+/// The [`Service`] checked at `url` with options `o`: what a `[[service]]` table and a
+/// discovered target both come to.
+pub(super) fn assemble(
+    naming: Naming,
+    url: Url,
+    target: Target,
+    kind: ProbeKind,
+    o: &CheckOptions,
+    tls: Option<Arc<TlsClient>>,
+) -> Service {
+    let Naming {
+        name,
+        group,
+        labels,
+        source,
+    } = naming;
+    let mut headers = o.headers.clone();
+    if let Some(auth) = basic_auth(&url) {
+        headers.entry(AUTHORIZATION).or_insert(auth);
+    }
+    let headers = headers
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let redacted = has_userinfo(&url).then(|| redact(&url).into_boxed_str());
+    let mut service = Service {
+        series_labels: crate::labels::series_labels(&name, group.as_deref(), &labels),
+        name,
+        group,
+        labels,
+        source,
+        url: String::from(url).into_boxed_str(),
+        redacted,
+        target,
+        method: o.method.clone(),
+        headers,
+        timeout: o.timeout,
+        max_body_bytes: o.max_body_bytes,
+        connection: o.connection,
+        resolver: o.resolver,
+        expect: o.expect.clone(),
+        kind,
+        tls,
+        server_name: o.tls.server_name.clone().map(String::into_boxed_str),
+        follow_redirects: o.follow_redirects,
+        ip_family: o.ip_family,
+        max_latency: o.max_latency,
+        body: o.body.clone(),
+        failure_threshold: o.failure_threshold,
+        success_threshold: o.success_threshold,
+        check_digest: 0,
+    };
+    service.check_digest = service.check_key();
+    service
+}
+
 /// Service names end up in URLs, label values and log lines; keep them reasonable.
 pub(super) const MAX_NAME_LEN: usize = 200;
 
@@ -28,9 +92,14 @@ impl Validator<'_> {
         check: &RawCheck,
         table: &Range<usize>,
     ) {
-        let scheme = scheme_of(identity.url.get_ref());
-        let is_tcp = scheme.as_deref() == Some("tcp");
-        let is_https = scheme.as_deref() == Some("https");
+        let scheme = scheme_of(identity.url.get_ref()).unwrap_or_default();
+        self.keys_for_scheme(&scheme, check, table);
+    }
+
+    /// [`Validator::keys_for_kind`] for a URL of `scheme` (lowercase).
+    pub(super) fn keys_for_scheme(&mut self, scheme: &str, check: &RawCheck, table: &Range<usize>) {
+        let is_tcp = scheme == "tcp";
+        let is_https = scheme == "https";
         let http_keys = check.http_only_keys();
         if is_tcp && !http_keys.is_empty() {
             self.report(
@@ -98,45 +167,21 @@ impl Validator<'_> {
         } else {
             None
         };
-        let mut headers = o.headers;
-        if let Some(auth) = basic_auth(&url) {
-            headers.entry(AUTHORIZATION).or_insert(auth);
-        }
-        let headers = headers
-            .iter()
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        let redacted = has_userinfo(&url).then(|| redact(&url).into_boxed_str());
         let name = name.into_inner();
         let group = group.map(Spanned::into_inner);
-        let mut service = Service {
-            series_labels: crate::labels::series_labels(&name, group.as_deref(), &labels),
-            name,
-            group,
-            labels,
-            url: String::from(url).into_boxed_str(),
-            redacted,
+        Some(assemble(
+            Naming {
+                name,
+                group,
+                labels,
+                source: None,
+            },
+            url,
             target,
-            method: o.method,
-            headers,
-            timeout: o.timeout,
-            max_body_bytes: o.max_body_bytes,
-            connection: o.connection,
-            resolver: o.resolver,
-            expect: o.expect,
             kind,
+            &o,
             tls,
-            server_name: o.tls.server_name.map(String::into_boxed_str),
-            follow_redirects: o.follow_redirects,
-            ip_family: o.ip_family,
-            max_latency: o.max_latency,
-            body: o.body,
-            failure_threshold: o.failure_threshold,
-            success_threshold: o.success_threshold,
-            check_digest: 0,
-        };
-        service.check_digest = service.check_key();
-        Some(service)
+        ))
     }
 
     /// The TLS client for `settings` (the system's roots unless `ca_file` says otherwise). Built
@@ -265,7 +310,7 @@ impl Validator<'_> {
 }
 
 /// Prometheus label name syntax; `__` prefixes are reserved for Prometheus itself.
-pub(super) fn is_label_name(s: &str) -> bool {
+pub fn is_label_name(s: &str) -> bool {
     let mut chars = s.chars();
     let Some(first) = chars.next() else {
         return false;

@@ -37,6 +37,8 @@ pub(super) enum DurationKey {
     Deadline,
     Timeout,
     MaxLatency,
+    /// A discovery source's `refresh`.
+    Refresh,
 }
 
 impl DurationKey {
@@ -46,6 +48,7 @@ impl DurationKey {
             DurationKey::Deadline => "deadline",
             DurationKey::Timeout => "timeout",
             DurationKey::MaxLatency => "max_latency",
+            DurationKey::Refresh => "refresh",
         }
     }
 
@@ -57,6 +60,7 @@ impl DurationKey {
             DurationKey::Timeout | DurationKey::MaxLatency => {
                 (Duration::from_millis(1), MAX_CHECK_DURATION)
             }
+            DurationKey::Refresh => (Duration::from_secs(1), MAX_INTERVAL),
         }
     }
 
@@ -66,6 +70,9 @@ impl DurationKey {
             DurationKey::Deadline => " (and at most the interval)",
             DurationKey::Timeout | DurationKey::MaxLatency => {
                 " (a check is cut by the sweep deadline anyway)"
+            }
+            DurationKey::Refresh => {
+                " (files are also watched; DNS and HTTP are asked every refresh)"
             }
         }
     }
@@ -150,11 +157,14 @@ impl Validator<'_> {
         if let Some(dir) = dir {
             self.services_dir(dir, &defaults, &mut seen, &mut services, &mut sources);
         }
+        self.current = 0;
+        let discover = self.discovers(raw.discover, &defaults);
         Config {
             daemon,
             fleet_size: services.len(),
             services,
             sources,
+            discover,
         }
     }
 }

@@ -51,6 +51,47 @@ pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instan
     outcome
 }
 
+/// What a plain GET of `svc` answered (for an http_sd endpoint): status, content type, body.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+/// GETs `svc` once, within its own timeout, and reads the whole body (at most
+/// `max_body_bytes`): not a check, so no expectations, only what came back.
+pub(super) async fn fetch(prober: &Prober, svc: &Service) -> Result<Fetched, Failure> {
+    let progress = Progress::default();
+    let hop = Hop {
+        target: &svc.target,
+        method: &svc.method,
+        body: None,
+        same_origin: true,
+    };
+    let attempt = async {
+        let mut response = send(prober, svc, hop, &progress).await?;
+        progress.enter(Phase::Body);
+        let body = response.read_body(svc.max_body_bytes).await?;
+        Ok(Fetched {
+            status: response.status(),
+            content_type: response.header("content-type"),
+            body,
+        })
+    };
+    match tokio::time::timeout(svc.timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::new(
+            Reason::Timeout,
+            format!(
+                "timed out after {} while {}",
+                humantime::format_duration(svc.timeout),
+                progress.doing()
+            ),
+        )),
+    }
+}
+
 /// The final response of a check once its verdict is in, to be kept for reuse or closed.
 struct Rest {
     response: Response,

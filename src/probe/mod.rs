@@ -27,6 +27,8 @@ use tokio::time::Instant;
 
 use crate::config::{ProbeKind, Service, TlsClient, TlsOptions};
 
+pub use http::Fetched;
+pub use progress::Failure;
 pub use tls::TlsFacts;
 
 /// Why a check failed. A closed set: each is a metric label value and a documented meaning.
@@ -310,6 +312,12 @@ impl Prober {
             ProbeKind::Http => http::check(self, service, deadline).await,
             ProbeKind::Tcp => tcp::check(self, service, deadline).await,
         }
+    }
+
+    /// GETs `service` once and returns what came back (status, content type, body), within its
+    /// timeout: for an http_sd endpoint, whose answer is data rather than a verdict.
+    pub async fn fetch(&self, service: &Service) -> Result<http::Fetched, Failure> {
+        http::fetch(self, service).await
     }
 
     /// The addresses of `host` (with `port`) by the resolver of `kind`.

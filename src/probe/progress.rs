@@ -88,6 +88,11 @@ impl Progress {
         Phase::from_u8(self.phase.load(Ordering::Relaxed))
     }
 
+    /// What the check was doing, for a timeout's message.
+    pub fn doing(&self) -> &'static str {
+        self.phase().doing()
+    }
+
     fn version(&self) -> Option<HttpVersion> {
         match self.version.load(Ordering::Relaxed) {
             1 => Some(HttpVersion::Http10),

@@ -206,6 +206,7 @@ fn api() -> Api {
         snapshots,
         reload_status,
         reload_requests,
+        discovery: tokio::sync::watch::channel(Arc::new(Vec::new())).1,
     }
 }
 

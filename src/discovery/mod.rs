@@ -1,0 +1,485 @@
+//! Targets from where fleets are already described: Prometheus file_sd files, an http_sd
+//! endpoint, DNS SRV/A/AAAA records (see [`crate::config::Discover`]).
+//!
+//! ```text
+//! Reloader ─watch<Loaded>─▶ Fleet ─watch<Loaded>─▶ Sweeper
+//!                            ▲  (static services + every source's targets, made services by
+//!   source tasks ──Update────┘   their template, deduplicated, sharded)
+//! ```
+//!
+//! Each source runs as a task of its own and reports every refresh as an [`Update`]; a failed
+//! refresh keeps the source's last good targets. The [`Fleet`] is the one writer of the config
+//! the sweeper sees: when the config file or any source changes it composes the services
+//! anew, between sweeps and without a reload, reusing the `Arc<Service>` of every target that
+//! did not change (so at 100,000 targets a refresh that changes 1 % costs little), and the
+//! snapshot keeps the state of every service whose name and target are unchanged.
+
+mod dns;
+mod file;
+mod groups;
+mod http;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+pub use groups::{Format, TargetGroup, parse};
+
+use crate::config::{Config, Discover, Discovered, Loaded, Service, SourceSpec};
+use crate::probe::Prober;
+
+/// A source's report after a refresh.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub source: Arc<str>,
+    /// Which run of the source sent it: updates of a source stopped by a reload are ignored.
+    epoch: u64,
+    /// The source's targets now; `None` keeps the last good ones (the refresh failed).
+    pub groups: Option<Arc<Vec<TargetGroup>>>,
+    /// What went wrong, if anything. With `groups` set, part of the source failed (one file of
+    /// several, one name of several) and its last good part is in `groups`.
+    pub error: Option<String>,
+    pub at: SystemTime,
+}
+
+impl Update {
+    fn new(
+        d: &Discover,
+        epoch: u64,
+        groups: Option<Vec<TargetGroup>>,
+        error: Option<String>,
+    ) -> Update {
+        Update {
+            source: d.name.clone(),
+            epoch,
+            groups: groups.map(Arc::new),
+            error,
+            at: SystemTime::now(),
+        }
+    }
+}
+
+/// Where a source sends its updates.
+#[derive(Clone)]
+struct Reporter {
+    epoch: u64,
+    tx: mpsc::Sender<Update>,
+}
+
+impl Reporter {
+    async fn send(&self, d: &Discover, groups: Option<Vec<TargetGroup>>, error: Option<String>) {
+        let _ = self
+            .tx
+            .send(Update::new(d, self.epoch, groups, error))
+            .await;
+    }
+}
+
+/// Runs the source `d` until `stop`.
+async fn run_source(d: Arc<Discover>, prober: Arc<Prober>, to: Reporter, stop: CancellationToken) {
+    match &d.spec {
+        SourceSpec::File(_) => file::run(&d, &to, &stop).await,
+        SourceSpec::Http(_) => http::run(&d, &prober, &to, &stop).await,
+        SourceSpec::Dns(_) => dns::run(&d, &to, &stop).await,
+    }
+}
+
+/// Asks the source `d` once, for `validate --discover` and `check`.
+pub async fn fetch_once(d: &Discover, prober: &Prober) -> Update {
+    let (groups, error) = match &d.spec {
+        SourceSpec::File(patterns) => file::read_all(patterns, &mut HashMap::new()),
+        SourceSpec::Http(svc) => match http::fetch(prober, svc).await {
+            Ok(g) => (Some(g), None),
+            Err(e) => (None, Some(e)),
+        },
+        SourceSpec::Dns(spec) => {
+            let (g, e) = dns::query_all(spec, &mut HashMap::new()).await;
+            (Some(g), e)
+        }
+    };
+    Update::new(d, 0, groups, error)
+}
+
+/// What `/status` and `/metrics` say about a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStatus {
+    pub name: Arc<str>,
+    /// `file`, `http` or `dns`.
+    pub kind: &'static str,
+    /// Services it adds now (after `keep`/`drop`, duplicates and rejected targets left out).
+    pub targets: usize,
+    /// When it last reported, successfully or not.
+    pub last_refresh: Option<SystemTime>,
+    /// When it last reported without an error.
+    pub last_success: Option<SystemTime>,
+    /// Whether the latest refresh went without an error (false before the first).
+    pub successful: bool,
+    /// The latest refresh's error (never a secret: no header, no URL credentials).
+    pub error: Option<String>,
+    pub failures_total: u64,
+    /// Targets left out because a service of that name exists already (static ones win).
+    pub duplicates: usize,
+    /// Targets the template could not make a service of (a bad URL, a missing label).
+    pub rejected: usize,
+    /// Target labels dropped: names not valid for Prometheus, or reserved.
+    pub dropped_labels: usize,
+}
+
+/// Every source's status, in config order.
+pub type Statuses = Arc<Vec<SourceStatus>>;
+
+/// A source's last good targets and what it last said, kept across reloads by name.
+#[derive(Debug, Default)]
+struct SourceState {
+    groups: Option<Arc<Vec<TargetGroup>>>,
+    last_refresh: Option<SystemTime>,
+    last_success: Option<SystemTime>,
+    error: Option<String>,
+    reported: bool,
+    failures_total: u64,
+}
+
+/// Services already made of discovered targets, by source and target: reused when a refresh
+/// brings the same target again.
+type Made = HashMap<(Arc<str>, Discovered), Arc<Service>>;
+
+/// What composing found per source.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    targets: usize,
+    duplicates: usize,
+    rejected: usize,
+    dropped_labels: usize,
+}
+
+/// `config` with every source's targets added as services: static services first and
+/// winning every name, then each source in config order; sharded as the static ones are.
+/// Returns the config, the counts per source (in config order), the services made (the cache
+/// for next time) and the names newly skipped, to log once.
+fn compose(
+    config: &Config,
+    groups: &[Option<Arc<Vec<TargetGroup>>>],
+    previous: &Made,
+) -> (Config, Vec<Counts>, Made, Vec<String>) {
+    let shard = config.daemon.shard;
+    let mut names: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    let mut made = Made::new();
+    // (source index, service), in source order.
+    let mut discovered: Vec<(usize, Arc<Service>)> = Vec::new();
+    let mut counts = Vec::with_capacity(config.discover.len());
+    let mut skipped = Vec::new();
+    for (i, (d, groups)) in config.discover.iter().zip(groups).enumerate() {
+        let mut c = Counts::default();
+        for g in groups.iter().flat_map(|g| g.iter()) {
+            let (labels, dropped) = clean_labels(&g.labels);
+            c.dropped_labels += dropped;
+            if !d.admits(&labels) {
+                continue;
+            }
+            for t in &g.targets {
+                let key = (
+                    d.name.clone(),
+                    Discovered {
+                        target: t.clone(),
+                        labels: labels.clone(),
+                    },
+                );
+                let service = match previous.get(&key) {
+                    Some(s) => s.clone(),
+                    None => match d.template.instantiate(&key.1) {
+                        Ok(s) => Arc::new(s),
+                        Err(e) => {
+                            c.rejected += 1;
+                            skipped.push(format!("{}: target {t:?}: {e}", d.name));
+                            continue;
+                        }
+                    },
+                };
+                made.insert(key, service.clone());
+                discovered.push((i, service));
+                c.targets += 1;
+            }
+        }
+        counts.push(c);
+    }
+    // Duplicates: a name taken by a static service, or by an earlier target, is skipped.
+    let mut kept = Vec::with_capacity(discovered.len());
+    for (i, s) in &discovered {
+        if names.insert(s.name.as_str()) {
+            kept.push(s.clone());
+        } else {
+            counts[*i].duplicates += 1;
+            counts[*i].targets -= 1;
+            let source = &config.discover[*i].name;
+            skipped.push(format!("{source}: service {:?} exists already", s.name));
+        }
+    }
+    let fleet_size = config.fleet_size + kept.len();
+    let mut services = config.services.clone();
+    services.extend(kept.into_iter().filter(|s| shard.owns(&s.name)));
+    let composed = Config {
+        daemon: config.daemon.clone(),
+        services,
+        fleet_size,
+        sources: config.sources.clone(),
+        discover: config.discover.clone(),
+    };
+    (composed, counts, made, skipped)
+}
+
+/// A target group's labels as a service may carry them: Prometheus' meta labels (`__*`) left
+/// out, and names that are not valid label names or that healthsweep sets itself dropped
+/// (counted, so `/status` can say so).
+fn clean_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> (std::collections::BTreeMap<String, String>, usize) {
+    let mut dropped = 0;
+    let kept = labels
+        .iter()
+        .filter(|(k, _)| {
+            if k.starts_with("__") {
+                return false;
+            }
+            let ok = crate::config::is_label_name(k) && !crate::labels::is_reserved(k);
+            if !ok {
+                dropped += 1;
+            }
+            ok
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (kept, dropped)
+}
+
+/// The one writer of the config the sweeper sees: the config file's services, and every
+/// source's.
+pub struct Fleet {
+    prober: Arc<Prober>,
+    configs: watch::Receiver<Loaded>,
+    out: watch::Sender<Loaded>,
+    status: watch::Sender<Statuses>,
+}
+
+impl Fleet {
+    /// A fleet reading the config file's versions from `configs`.
+    pub fn new(prober: Arc<Prober>, configs: watch::Receiver<Loaded>) -> Fleet {
+        let first = configs.borrow().clone();
+        let (out, _) = watch::channel(first.clone());
+        let (status, _) = watch::channel(Arc::new(initial_statuses(&first.config)));
+        Fleet {
+            prober,
+            configs,
+            out,
+            status,
+        }
+    }
+
+    /// The composed config, for the sweeper.
+    pub fn configs(&self) -> watch::Receiver<Loaded> {
+        self.out.subscribe()
+    }
+
+    /// Every source's status, for `/status` and `/metrics`.
+    pub fn status(&self) -> watch::Receiver<Statuses> {
+        self.status.subscribe()
+    }
+
+    /// Runs the sources of the config in force, and composes, until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let (tx, mut rx) = mpsc::channel::<Update>(64);
+        let mut loaded = self.configs.borrow_and_update().clone();
+        let mut states: HashMap<Arc<str>, SourceState> = HashMap::new();
+        let mut made = Made::new();
+        let mut logged: HashSet<String> = HashSet::new();
+        let mut epoch = 0;
+        let mut run = self.start(&loaded.config, epoch, &tx, &shutdown);
+        self.publish(&loaded, &states, &mut made, &mut logged).await;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                Ok(()) = self.configs.changed() => {
+                    run.cancel();
+                    epoch += 1;
+                    loaded = self.configs.borrow_and_update().clone();
+                    states.retain(|name, _| loaded.config.discover.iter().any(|d| &d.name == name));
+                    // Templates may have changed: make every service anew.
+                    made.clear();
+                    run = self.start(&loaded.config, epoch, &tx, &shutdown);
+                    self.publish(&loaded, &states, &mut made, &mut logged).await;
+                }
+                Some(update) = rx.recv() => {
+                    if update.epoch != epoch {
+                        continue;
+                    }
+                    apply(&mut states, update);
+                    // Updates that came meanwhile go in the same composition.
+                    while let Ok(more) = rx.try_recv() {
+                        if more.epoch == epoch {
+                            apply(&mut states, more);
+                        }
+                    }
+                    self.publish(&loaded, &states, &mut made, &mut logged).await;
+                }
+            }
+        }
+    }
+
+    /// Starts a task per source of `config`; all stop when the returned token is cancelled.
+    fn start(
+        &self,
+        config: &Config,
+        epoch: u64,
+        tx: &mpsc::Sender<Update>,
+        shutdown: &CancellationToken,
+    ) -> CancellationToken {
+        let stop = shutdown.child_token();
+        for d in &config.discover {
+            let to = Reporter {
+                epoch,
+                tx: tx.clone(),
+            };
+            tokio::spawn(
+                run_source(d.clone(), self.prober.clone(), to, stop.clone())
+                    .instrument(info_span!("discover", source = %d.name)),
+            );
+        }
+        stop
+    }
+
+    /// Composes the config with every source's last good targets and publishes it (when its
+    /// services changed), and every source's status.
+    async fn publish(
+        &self,
+        loaded: &Loaded,
+        states: &HashMap<Arc<str>, SourceState>,
+        made: &mut Made,
+        logged: &mut HashSet<String>,
+    ) {
+        let config = loaded.config.clone();
+        if config.discover.is_empty() {
+            self.out.send_replace(loaded.clone());
+            self.status.send_replace(Arc::new(Vec::new()));
+            return;
+        }
+        let groups: Vec<_> = config
+            .discover
+            .iter()
+            .map(|d| states.get(&d.name).and_then(|s| s.groups.clone()))
+            .collect();
+        let previous = std::mem::take(made);
+        // Making 100,000 services is CPU work: off the async workers.
+        let c = config.clone();
+        let composed = tokio::task::spawn_blocking(move || compose(&c, &groups, &previous)).await;
+        let Ok((composed, counts, next, skipped)) = composed else {
+            warn!("composing the discovered services failed; keeping the services as they are");
+            return;
+        };
+        *made = next;
+        for s in skipped {
+            if logged.insert(s.clone()) {
+                warn!(target_skipped = %s, "discovered target left out");
+            }
+        }
+        let unchanged = {
+            let current = self.out.borrow();
+            current.config.services.len() == composed.services.len()
+                && current
+                    .config
+                    .services
+                    .iter()
+                    .zip(&composed.services)
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
+                && current.generation == loaded.generation
+        };
+        if !unchanged {
+            debug!(services = composed.services.len(), "fleet composed");
+            self.out.send_replace(Loaded {
+                generation: loaded.generation,
+                config: Arc::new(composed),
+            });
+        }
+        let statuses = config
+            .discover
+            .iter()
+            .zip(counts)
+            .map(|(d, c)| status_of(d, states.get(&d.name), c))
+            .collect();
+        self.status.send_replace(Arc::new(statuses));
+    }
+}
+
+fn apply(states: &mut HashMap<Arc<str>, SourceState>, u: Update) {
+    let s = states.entry(u.source.clone()).or_default();
+    s.reported = true;
+    s.last_refresh = Some(u.at);
+    if u.error.is_some() {
+        s.failures_total += 1;
+    } else {
+        s.last_success = Some(u.at);
+    }
+    if let Some(e) = &u.error {
+        warn!(source = %u.source, error = %e, kept_last_good = u.groups.is_none(), "discovery refresh failed");
+    }
+    s.error = u.error;
+    if let Some(g) = u.groups {
+        s.groups = Some(g);
+    }
+}
+
+fn status_of(d: &Discover, s: Option<&SourceState>, c: Counts) -> SourceStatus {
+    SourceStatus {
+        name: d.name.clone(),
+        kind: d.spec.kind(),
+        targets: c.targets,
+        last_refresh: s.and_then(|s| s.last_refresh),
+        last_success: s.and_then(|s| s.last_success),
+        successful: s.is_some_and(|s| s.reported && s.error.is_none()),
+        error: s.and_then(|s| s.error.clone()),
+        failures_total: s.map_or(0, |s| s.failures_total),
+        duplicates: c.duplicates,
+        rejected: c.rejected,
+        dropped_labels: c.dropped_labels,
+    }
+}
+
+fn initial_statuses(config: &Config) -> Vec<SourceStatus> {
+    config
+        .discover
+        .iter()
+        .map(|d| status_of(d, None, Counts::default()))
+        .collect()
+}
+
+/// One composition of `config` with `updates` (one per source, as [`fetch_once`] gives them):
+/// what `check` sweeps and `validate --discover` lists.
+pub fn compose_once(
+    config: &Config,
+    updates: &[Update],
+) -> (Config, Vec<SourceStatus>, Vec<String>) {
+    let mut states = HashMap::new();
+    for u in updates {
+        apply(&mut states, u.clone());
+    }
+    let groups: Vec<_> = config
+        .discover
+        .iter()
+        .map(|d| {
+            states
+                .get(&d.name)
+                .and_then(|s: &SourceState| s.groups.clone())
+        })
+        .collect();
+    let (composed, counts, _, skipped) = compose(config, &groups, &Made::new());
+    let statuses = config
+        .discover
+        .iter()
+        .zip(counts)
+        .map(|(d, c)| status_of(d, states.get(&d.name), c))
+        .collect();
+    (composed, statuses, skipped)
+}
