@@ -483,3 +483,140 @@ pub fn compose_once(
         .collect();
     (composed, statuses, skipped)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(src: &str) -> Config {
+        crate::config::parse(std::path::Path::new("t.toml"), src).expect("valid")
+    }
+
+    /// One group as written in a test: its targets, then its labels.
+    type Group<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
+    fn groups(list: &[Group<'_>]) -> Option<Arc<Vec<TargetGroup>>> {
+        Some(Arc::new(
+            list.iter()
+                .map(|(targets, labels)| TargetGroup {
+                    targets: targets.iter().map(|t| t.to_string()).collect(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                })
+                .collect(),
+        ))
+    }
+
+    const TWO_SOURCES: &str = r#"
+        [[service]]
+        name = "10.0.0.1:80"
+        url = "http://10.0.0.1/health"
+        [[discover]]
+        name = "a"
+        file = { paths = ["a.json"] }
+        keep = { env = "prod|staging" }
+        [[discover]]
+        name = "b"
+        file = { paths = ["b.json"] }
+        drop = { tier = "batch" }
+        [discover.service]
+        name = "b-{host}"
+        url = "http://{target}/ready"
+        group = "{label:team}"
+    "#;
+
+    #[test]
+    fn static_services_win_names_then_sources_in_order_and_keep_and_drop_filter_groups() {
+        let c = config(TWO_SOURCES);
+        let a = groups(&[
+            (&["10.0.0.1:80", "10.0.0.2:80"], &[("env", "prod")]),
+            (&["10.0.0.3:80"], &[("env", "dev")]),
+        ]);
+        let b = groups(&[
+            (&["10.0.0.2:80"], &[("team", "x")]),
+            (&["10.0.0.4:80"], &[("team", "y"), ("tier", "batch")]),
+            (&["10.0.0.5:80"], &[]),
+        ]);
+        let (composed, counts, _, skipped) = compose(&c, &[a, b], &Made::new());
+        let names: Vec<&str> = composed.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["10.0.0.1:80", "10.0.0.2:80", "b-10.0.0.2"]);
+        let b2 = &composed.services[2];
+        assert_eq!(b2.source.as_deref(), Some("b"));
+        assert_eq!(b2.group.as_deref(), Some("x"));
+        assert_eq!(&*b2.url, "http://10.0.0.2/ready");
+        assert_eq!(
+            (counts[0].targets, counts[0].duplicates),
+            (1, 1),
+            "the static one wins"
+        );
+        assert_eq!(counts[1].rejected, 1, "no team label for {{label:team}}");
+        assert_eq!(composed.fleet_size, 3);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+    }
+
+    #[test]
+    fn meta_labels_are_dropped_and_invalid_or_reserved_ones_counted() {
+        let c = config("[[discover]]\nname = \"a\"\nfile = { paths = [\"a.json\"] }\n");
+        let g = groups(&[(
+            &["h:1"],
+            &[
+                ("__meta_x", "1"),
+                ("team", "t"),
+                ("bad-name", "2"),
+                ("target", "3"),
+            ],
+        )]);
+        let (composed, counts, _, _) = compose(&c, &[g], &Made::new());
+        let s = &composed.services[0];
+        assert_eq!(
+            s.labels.keys().collect::<Vec<_>>(),
+            ["team"],
+            "only the valid, unreserved label stays"
+        );
+        assert_eq!(counts[0].dropped_labels, 2);
+    }
+
+    #[test]
+    fn an_unchanged_target_keeps_its_service_so_its_state_carries_over() {
+        let c = config("[[discover]]\nname = \"a\"\nfile = { paths = [\"a.json\"] }\n");
+        let first = groups(&[(&["h:1", "h:2"], &[])]);
+        let (one, _, made, _) = compose(&c, &[first], &Made::new());
+        let second = groups(&[(&["h:2", "h:3"], &[])]);
+        let (two, _, _, _) = compose(&c, &[second], &made);
+        let find = |cfg: &Config, n: &str| cfg.services.iter().find(|s| s.name == n).cloned();
+        assert!(Arc::ptr_eq(
+            &find(&one, "h:2").expect("h:2"),
+            &find(&two, "h:2").expect("h:2")
+        ));
+        assert!(find(&two, "h:1").is_none(), "gone from the source: gone");
+        assert!(find(&two, "h:3").is_some());
+    }
+
+    #[test]
+    fn a_source_that_has_never_answered_adds_nothing_and_says_so() {
+        let c = config("[[discover]]\nname = \"a\"\nfile = { paths = [\"a.json\"] }\n");
+        let (composed, statuses, _) = compose_once(&c, &[]);
+        assert!(composed.services.is_empty());
+        assert!(!statuses[0].successful && statuses[0].last_refresh.is_none());
+    }
+
+    #[test]
+    fn discovered_services_are_sharded_like_static_ones() {
+        let src = "[daemon]\nshard = \"1/3\"\n[[discover]]\nname = \"a\"\nfile = { paths = [\"a.json\"] }\n";
+        let c = config(src);
+        let targets: Vec<String> = (0..300).map(|i| format!("h{i}:80")).collect();
+        let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let g = groups(&[(&refs, &[])]);
+        let (composed, _, _, _) = compose(&c, &[g], &Made::new());
+        assert_eq!(composed.fleet_size, 300);
+        let shard = crate::shard::Shard::new(1, 3).expect("shard");
+        assert!(composed.services.iter().all(|s| shard.owns(&s.name)));
+        assert!(
+            (70..130).contains(&composed.services.len()),
+            "{}",
+            composed.services.len()
+        );
+    }
+}

@@ -70,7 +70,7 @@ pub(super) async fn fetch(prober: &Prober, svc: &Service) -> Result<Fetched, Fai
         same_origin: true,
     };
     let attempt = async {
-        let mut response = send(prober, svc, hop, &progress).await?;
+        let mut response = send(prober, svc, hop, &progress, true).await?;
         progress.enter(Phase::Body);
         let body = response.read_body(svc.max_body_bytes).await?;
         Ok(Fetched {
@@ -113,7 +113,7 @@ async fn attempt(
         body: svc.body.as_ref(),
         same_origin: true,
     };
-    let response = send(prober, svc, first, progress).await?;
+    let response = send(prober, svc, first, progress, false).await?;
     // Both boxed: a task's future is as large as its largest state for its whole life, and
     // these states come after the response has arrived, while the wait for it is where
     // thousands of checks spend their time.
@@ -151,7 +151,7 @@ async fn follow(
         response.finish(prober, false).await;
         followed += 1;
         progress.redirected();
-        response = send(prober, svc, next.hop(), progress).await?;
+        response = send(prober, svc, next.hop(), progress, false).await?;
         current = Some(next);
     }
 }
@@ -266,11 +266,13 @@ impl Response {
 /// Sends `hop`'s request on a kept connection if there is one (once more on a new one if the
 /// server had closed it), else on a new connection, and reads the response head. One `exchange`
 /// for all three ways, so the future that waits for the response is held once, not three times.
+/// The response's headers are kept when `headers` asks, or the service's checks need them.
 async fn send(
     prober: &Prober,
     svc: &Service,
     hop: Hop<'_>,
     progress: &Progress,
+    headers: bool,
 ) -> Result<Response, Failure> {
     let reuse = svc.connection == ConnectionPolicy::Reuse;
     let client = if hop.target.tls {
@@ -280,7 +282,7 @@ async fn send(
     };
     let shape = Shape::of(svc, hop.target, hop.same_origin, client.as_deref());
     let endpoint = Endpoint::of(&shape);
-    let keep_raw = svc.follow_redirects > 0 || !svc.expect.headers.is_empty();
+    let keep_raw = headers || svc.follow_redirects > 0 || !svc.expect.headers.is_empty();
     let mut kept = if reuse {
         prober.pool.take(endpoint, &shape)
     } else {

@@ -11,6 +11,7 @@ mod common;
 mod architecture;
 mod cli;
 mod daemon;
+mod discovery;
 mod faults;
 mod fuzz;
 mod hostile;

@@ -270,7 +270,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_one_the_daemon_exposes() {
 }
 
 /// A real Prometheus on loopback, killed on drop.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     addr: SocketAddr,
     _dir: TempDir,
@@ -280,7 +280,6 @@ impl Prometheus {
     /// Starts Prometheus with the shipped `prometheus.yml` and `alerts.yml`, pointed at
     /// `target` and sped up to scrape and evaluate every second.
     async fn start(target: SocketAddr) -> Prometheus {
-        let dir = TempDir::new("prometheus");
         let shipped =
             std::fs::read_to_string(deploy("prometheus/prometheus.yml")).expect("read config");
         let config = replace_once(&shipped, "- localhost:9915", &format!("- {target}"));
@@ -291,12 +290,17 @@ impl Prometheus {
             "evaluation_interval: 1s",
         );
         let config = replace_once(&config, "scrape_timeout: 10s", "scrape_timeout: 1s");
+        let alerts = std::fs::read_to_string(deploy("prometheus/alerts.yml")).expect("alerts");
+        Prometheus::with_config(&config, &[("alerts.yml", &alerts)]).await
+    }
+
+    /// Starts Prometheus on `config` (its `prometheus.yml`), with `files` beside it.
+    pub(crate) async fn with_config(config: &str, files: &[(&str, &str)]) -> Prometheus {
+        let dir = TempDir::new("prometheus");
         std::fs::write(dir.path().join("prometheus.yml"), config).expect("write config");
-        std::fs::copy(
-            deploy("prometheus/alerts.yml"),
-            dir.path().join("alerts.yml"),
-        )
-        .expect("copy alerts");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write file");
+        }
         // A port nothing listens on now; if another process takes it first, Prometheus exits
         // and the wait below says so.
         let addr = SocketAddr::from(([127, 0, 0, 1], closed_port()));
@@ -344,6 +348,11 @@ impl Prometheus {
             addr,
             _dir: dir,
         }
+    }
+
+    /// Its API's answer at `path` (JSON).
+    pub(crate) async fn api(&self, path: &str) -> Value {
+        get(self.addr, path).await.json()
     }
 
     /// An instant query; panics unless Prometheus answers `success`.

@@ -747,6 +747,7 @@ pub enum Tool {
     SystemdAnalyze,
     KubernetesValidate,
     Openssl,
+    Unbound,
     /// Root, with `unshare(1)`: a private mount namespace (its own /etc/hosts or
     /// /etc/resolv.conf) and low ports.
     Root,
@@ -760,6 +761,7 @@ impl Tool {
             Tool::SystemdAnalyze => "systemd-analyze",
             Tool::KubernetesValidate => "kubernetes-validate",
             Tool::Openssl => "openssl",
+            Tool::Unbound => "unbound",
             Tool::Root => "unshare",
         }
     }
@@ -770,14 +772,19 @@ impl Tool {
             Tool::SystemdAnalyze => "apt-get install systemd",
             Tool::KubernetesValidate => "pip install kubernetes-validate",
             Tool::Openssl => "apt-get install openssl",
+            Tool::Unbound => "apt-get install unbound",
             Tool::Root => "run the tests as root (util-linux provides unshare)",
         }
     }
 
     fn present(self) -> bool {
-        let on_path = std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|d| d.join(self.program()).is_file())
-        });
+        // sbin too: Debian puts unbound there, off a normal user's PATH.
+        let on_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .any(|d: std::path::PathBuf| d.join(self.program()).is_file());
         match self {
             Tool::Root => on_path && is_root(),
             _ => on_path,
