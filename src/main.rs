@@ -140,6 +140,10 @@ enum Command {
         /// With --hostnames: percent of the names the DNS server never answers.
         #[arg(long, default_value_t = 0)]
         dns_unanswered: u8,
+        /// Measure discovery instead, at these numbers of targets in one file_sd file: the
+        /// first load, and refreshes that change 1 % of the targets.
+        #[arg(long, value_delimiter = ',')]
+        discovery: Vec<usize>,
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
@@ -166,6 +170,19 @@ enum Command {
         sweeps: usize,
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
         gap: Duration,
+    },
+    /// (benchmark) The measured discovery worker: load a file_sd file, refresh it, report.
+    #[command(hide = true)]
+    BenchDiscovery {
+        #[arg(long)]
+        config: PathBuf,
+        /// The file_sd file the config reads, rewritten for each refresh.
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        targets: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
 }
 
@@ -203,6 +220,12 @@ fn dispatch(command: Command) -> ExitCode {
         Command::Check { config, format } => check(&config, format),
         Command::Demo { listen, exit_after } => demo(listen, exit_after),
         Command::Bench {
+            discovery,
+            sweeps,
+            json,
+            ..
+        } if !discovery.is_empty() => report(bench::discovery::run(&discovery, sweeps, json)),
+        Command::Bench {
             services,
             sweeps,
             latency,
@@ -212,6 +235,7 @@ fn dispatch(command: Command) -> ExitCode {
             extra_config,
             hostnames,
             dns_unanswered,
+            discovery: _,
             json,
         } => report(bench::run(&bench::BenchOptions {
             sizes: services,
@@ -256,6 +280,24 @@ fn dispatch(command: Command) -> ExitCode {
                 gap,
                 connection_budget: limits::connection_budget(nofile),
             })))
+        }
+        Command::BenchDiscovery {
+            config,
+            file,
+            targets,
+            rounds,
+        } => {
+            let nofile = limits::raise_open_file_limit();
+            let rt = runtime();
+            report(rt.block_on(bench::discovery::run_worker(
+                bench::discovery::WorkerOptions {
+                    config,
+                    file,
+                    targets,
+                    rounds,
+                    connection_budget: limits::connection_budget(nofile),
+                },
+            )))
         }
     }
 }

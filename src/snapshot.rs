@@ -4,7 +4,6 @@
 //! pure functions here ([`Snapshot::reconfigured`], [`Snapshot::swept`]), then publishes it
 //! whole, so `/metrics` and `/status` always read one complete sweep, never a mix.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -280,23 +279,7 @@ impl Snapshot {
     /// This snapshot under a new config: services kept (same name and target) keep their state
     /// and counters, removed ones are gone, new ones are `unknown`.
     pub fn reconfigured(&self, loaded: &Loaded, now: SystemTime) -> Self {
-        let previous: HashMap<&str, &ServiceStatus> = self
-            .services
-            .iter()
-            .map(|s| (s.service.name.as_str(), s))
-            .collect();
-        let services = loaded
-            .config
-            .services
-            .iter()
-            .map(|svc| match previous.get(svc.name.as_str()) {
-                Some(old) if old.service.same_target(svc) => ServiceStatus {
-                    service: svc.clone(),
-                    ..(*old).clone()
-                },
-                _ => ServiceStatus::new(svc.clone(), now),
-            })
-            .collect();
+        let services = carry_over(&self.services, &loaded.config.services, now);
         Snapshot {
             generation: loaded.generation,
             config: loaded.config.clone(),
@@ -313,8 +296,8 @@ impl Snapshot {
         let summary = report.summary();
         let same_config = Arc::ptr_eq(&report.config, &self.config);
         let mut outcomes: Vec<Option<Outcome>> = report.outcomes.into_iter().map(Some).collect();
-        let index: HashMap<&str, usize> = if same_config {
-            HashMap::new()
+        let index: foldhash::HashMap<&str, usize> = if same_config {
+            foldhash::HashMap::default()
         } else {
             report
                 .config
@@ -399,6 +382,49 @@ impl Snapshot {
             deadline_exceeded_total: self.deadline_exceeded_total,
         }
     }
+}
+
+/// The statuses of `services`, carried over from `old` for every service with the same name
+/// and target, `unknown` for the rest.
+///
+/// Most services are found by pointer ([`crate::config::align`]); only the rest are matched by
+/// name, against the old statuses no pointer claimed (names are unique on both sides, so a
+/// name matched by pointer cannot be another service's).
+fn carry_over(
+    old: &[ServiceStatus],
+    services: &[Arc<Service>],
+    now: SystemTime,
+) -> Vec<ServiceStatus> {
+    let crate::config::Alignment { found, claimed } =
+        crate::config::align(old, services, |s| &s.service);
+    let mut by_name: Option<foldhash::HashMap<&str, &ServiceStatus>> = None;
+    services
+        .iter()
+        .zip(found)
+        .map(|(svc, found)| {
+            let previous = match found {
+                Some(k) => Some(&old[k]),
+                None => by_name
+                    .get_or_insert_with(|| {
+                        old.iter()
+                            .zip(&claimed)
+                            .filter(|(_, c)| !**c)
+                            .map(|(s, _)| (s.service.name.as_str(), s))
+                            .collect()
+                    })
+                    .get(svc.name.as_str())
+                    .copied()
+                    .filter(|s| s.service.same_target(svc)),
+            };
+            match previous {
+                Some(s) => ServiceStatus {
+                    service: svc.clone(),
+                    ..s.clone()
+                },
+                None => ServiceStatus::new(svc.clone(), now),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -502,6 +528,56 @@ mod tests {
         assert_eq!(s2.services[1].state, State::Unknown);
         assert!(s2.service("gone").is_none());
         assert_eq!(s2.sweeps_total, 1);
+    }
+
+    #[test]
+    fn a_refresh_keeping_arcs_carries_state_over_by_pointer_and_the_rest_by_name() {
+        let names: Vec<(String, String)> = (0..12)
+            .map(|i| (format!("s{i}"), format!("http://127.0.0.{}/", i + 1)))
+            .collect();
+        let refs: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(n, u)| (n.as_str(), u.as_str()))
+            .collect();
+        let l1 = loaded(1, &services(&refs));
+        let oks: Vec<bool> = (0..12).map(|i| i % 3 != 0).collect();
+        let (s1, _) = Snapshot::new(&l1, SystemTime::UNIX_EPOCH).swept(report(&l1.config, &oks));
+        // As discovery does: the same Arcs, one removed, the last moved to the front (beyond
+        // the lookahead), a new one, and one made anew under the same name and URL.
+        let mut list = l1.config.services.clone();
+        list.remove(4);
+        let last = list.pop().expect("services");
+        list.insert(0, last);
+        let extra = loaded(
+            9,
+            &services(&[("new", "http://127.0.0.99/"), ("s7", "http://127.0.0.8/")]),
+        );
+        list.push(extra.config.services[0].clone());
+        let i7 = list.iter().position(|s| s.name == "s7").expect("s7");
+        list[i7] = extra.config.services[1].clone();
+        let mut c = (*l1.config).clone();
+        c.services = list;
+        let l2 = Loaded {
+            generation: 1,
+            config: Arc::new(c),
+        };
+        let s2 = s1.reconfigured(&l2, SystemTime::UNIX_EPOCH);
+        for (i, st) in s2.services.iter().enumerate() {
+            assert!(
+                Arc::ptr_eq(&st.service, &l2.config.services[i]),
+                "in config order"
+            );
+            let expected = match st.service.name.as_str() {
+                "new" => State::Unknown,
+                n => {
+                    let i: usize = n[1..].parse().expect("a number");
+                    if oks[i] { State::Up } else { State::Down }
+                }
+            };
+            assert_eq!(st.state, expected, "{}", st.service.name);
+        }
+        assert!(s2.service("s4").is_none());
+        assert_eq!(s2.services.len(), 12);
     }
 
     #[test]

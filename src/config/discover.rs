@@ -499,15 +499,17 @@ impl Validator<'_> {
             tls_http,
             tls_tcp,
         };
+        let sample_labels: BTreeMap<String, String> = template
+            .name
+            .labels()
+            .chain(template.url.iter().flat_map(Pattern::labels))
+            .chain(template.group.iter().flat_map(Pattern::labels))
+            .map(|l| (l.to_string(), "x".to_string()))
+            .collect();
+        let sample_labels = Arc::new(sample_labels);
         let sample = Discovered {
-            target: "discovered.example:8080".into(),
-            labels: template
-                .name
-                .labels()
-                .chain(template.url.iter().flat_map(Pattern::labels))
-                .chain(template.group.iter().flat_map(Pattern::labels))
-                .map(|l| (l.to_string(), "x".to_string()))
-                .collect(),
+            target: "discovered.example:8080",
+            labels: &sample_labels,
         };
         if let Err(e) = template.instantiate(&sample) {
             self.report(

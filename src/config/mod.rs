@@ -12,6 +12,7 @@
 //! rejects the same bad file), then only the services of this replica's [`Shard`](crate::shard::Shard) are kept.
 
 mod access;
+mod align;
 mod check;
 mod daemon;
 mod discover;
@@ -31,6 +32,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use access::{Auth, MIN_TOKEN_LEN, Protected, ServerTls, Token};
+pub use align::{Alignment, align};
 use check::{CheckOptions, TlsSettings};
 pub use discover::{
     DEFAULT_DNS_REFRESH, DEFAULT_FILE_REFRESH, DEFAULT_HTTP_REFRESH, Discover, DnsRecord, DnsSpec,

@@ -113,8 +113,9 @@ pub struct Service {
     /// Unique name; the `target` label and the key in `/status/{name}`.
     pub name: String,
     pub group: Option<String>,
-    /// Extra metric labels (names validated, reserved ones rejected).
-    pub labels: BTreeMap<String, String>,
+    /// Extra metric labels (names validated, reserved ones rejected). Shared: the targets of
+    /// one discovered group carry the same map.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// `target`, `group` and `labels` as exposition text (see [`crate::labels::series_labels`]).
     pub series_labels: Box<str>,
     /// The `[[discover]]` block that found it; `None` for a service of the config files.

@@ -19,7 +19,7 @@ use super::{
 pub(super) struct Naming {
     pub(super) name: String,
     pub(super) group: Option<String>,
-    pub(super) labels: BTreeMap<String, String>,
+    pub(super) labels: Arc<BTreeMap<String, String>>,
     pub(super) source: Option<Arc<str>>,
 }
 
@@ -49,7 +49,7 @@ pub(super) fn assemble(
         .collect();
     let redacted = has_userinfo(&url).then(|| redact(&url).into_boxed_str());
     let mut service = Service {
-        series_labels: crate::labels::series_labels(&name, group.as_deref(), &labels),
+        series_labels: crate::labels::series_labels(&name, group.as_deref(), labels.iter()),
         name,
         group,
         labels,
@@ -143,7 +143,7 @@ impl Validator<'_> {
         if let Some(g) = &group {
             self.name_like("group", g);
         }
-        let labels = labels.map(|l| self.labels(&l)).unwrap_or_default();
+        let labels = Arc::new(labels.map(|l| self.labels(&l)).unwrap_or_default());
         // The password may have come from `${NAME}`: it is in `url` now, so `basic_auth` and
         // `redact` below treat it like one written in the file.
         let url_span = url.span();

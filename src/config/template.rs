@@ -17,10 +17,11 @@ use super::{CheckOptions, ProbeKind, Service, TlsClient, target_of};
 
 /// A target as a discovery source found it: the target string and its group's labels (meta
 /// labels already dropped, names valid and not reserved).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Discovered {
-    pub target: String,
-    pub labels: BTreeMap<String, String>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Discovered<'a> {
+    pub target: &'a str,
+    /// Shared by the group's targets, and by their services when the template adds none.
+    pub labels: &'a Arc<BTreeMap<String, String>>,
 }
 
 /// Text with placeholders, parsed once.
@@ -97,14 +98,14 @@ impl Pattern {
     }
 
     /// The text for `target`.
-    pub fn render(&self, target: &Discovered) -> Result<String, String> {
+    pub fn render(&self, target: &Discovered<'_>) -> Result<String, String> {
         let mut out = String::new();
         for s in &self.0 {
             match s {
                 Segment::Text(t) => out.push_str(t),
-                Segment::Target => out.push_str(&target.target),
-                Segment::Host => out.push_str(host_port(&target.target).0),
-                Segment::Port => match host_port(&target.target).1 {
+                Segment::Target => out.push_str(target.target),
+                Segment::Host => out.push_str(host_port(target.target).0),
+                Segment::Port => match host_port(target.target).1 {
                     Some(p) => out.push_str(p),
                     None => return Err(format!("target {:?} has no port", target.target)),
                 },
@@ -167,12 +168,12 @@ impl std::fmt::Debug for Template {
 
 impl Template {
     /// The service checking `target`, or why there is none (reported once per target).
-    pub fn instantiate(&self, target: &Discovered) -> Result<Service, String> {
+    pub fn instantiate(&self, target: &Discovered<'_>) -> Result<Service, String> {
         let name = self.name.render(target)?;
         check_name(&name)?;
         let url = match &self.url {
             Some(p) => p.render(target)?,
-            None if target.target.contains("://") => target.target.clone(),
+            None if target.target.contains("://") => target.target.to_string(),
             None => format!("http://{}/health", target.target),
         };
         let url = Url::parse(&url).map_err(|e| format!("url is not a valid URL: {e}"))?;
@@ -196,8 +197,13 @@ impl Template {
             }
             None => None,
         };
-        let mut labels = target.labels.clone();
-        labels.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let labels = if self.labels.is_empty() {
+            target.labels.clone()
+        } else {
+            let mut labels = (**target.labels).clone();
+            labels.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Arc::new(labels)
+        };
         let tls = match (t.tls, kind) {
             (false, _) => None,
             (true, ProbeKind::Http) => self.tls_http.clone(),
@@ -236,30 +242,34 @@ fn check_name(s: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn target(t: &str, labels: &[(&str, &str)]) -> Discovered {
-        Discovered {
-            target: t.to_string(),
-            labels: labels
+    /// `p` rendered for target `t` with `labels`.
+    fn render(p: &Pattern, t: &str, labels: &[(&str, &str)]) -> Result<String, String> {
+        let labels = Arc::new(
+            labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        }
+        );
+        p.render(&Discovered {
+            target: t,
+            labels: &labels,
+        })
     }
 
     #[test]
     fn placeholders_render_from_the_target_and_its_labels() {
         let p = Pattern::parse("https://{host}:{port}/{label:env}/health?t={target}&b={{x}}")
             .expect("valid");
-        let t = target("db-1.internal:5432", &[("env", "prod")]);
         assert_eq!(
-            p.render(&t).expect("renders"),
+            render(&p, "db-1.internal:5432", &[("env", "prod")]).expect("renders"),
             "https://db-1.internal:5432/prod/health?t=db-1.internal:5432&b={x}"
         );
-        let v6 = target("[::1]:8080", &[]);
         let p = Pattern::parse("{host}|{port}").expect("valid");
-        assert_eq!(p.render(&v6).expect("renders"), "::1|8080");
-        let url = target("https://user@x.test:8443/h", &[]);
-        assert_eq!(p.render(&url).expect("renders"), "x.test|8443");
+        assert_eq!(render(&p, "[::1]:8080", &[]).expect("renders"), "::1|8080");
+        assert_eq!(
+            render(&p, "https://user@x.test:8443/h", &[]).expect("renders"),
+            "x.test|8443"
+        );
     }
 
     #[test]
@@ -269,8 +279,8 @@ mod tests {
         assert!(Pattern::parse("{target").is_err());
         assert!(Pattern::parse("a}b").is_err());
         let p = Pattern::parse("{label:team}").expect("valid");
-        assert!(p.render(&target("a:1", &[])).is_err());
+        assert!(render(&p, "a:1", &[]).is_err());
         let p = Pattern::parse("{port}").expect("valid");
-        assert!(p.render(&target("bare-host", &[])).is_err());
+        assert!(render(&p, "bare-host", &[]).is_err());
     }
 }

@@ -35,7 +35,7 @@ pub(super) async fn run(d: &Discover, to: &Reporter, stop: &CancellationToken) {
             () = stop.cancelled() => return,
             r = query_all(spec, &mut names) => r,
         };
-        to.send(d, Some(groups), error).await;
+        to.send(d, Some(std::sync::Arc::new(groups)), error).await;
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(d.refresh) => {}

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,7 @@ use crate::config::{Discover, FilePattern, SourceSpec};
 const SETTLE: Duration = Duration::from_millis(100);
 
 /// Each file's last good groups.
-pub(super) type Files = HashMap<PathBuf, Vec<TargetGroup>>;
+pub(super) type Files = HashMap<PathBuf, Arc<Vec<TargetGroup>>>;
 
 pub(super) async fn run(d: &Discover, to: &Reporter, stop: &CancellationToken) {
     let SourceSpec::File(patterns) = &d.spec else {
@@ -91,7 +92,7 @@ fn watch(
 pub(super) fn read_all(
     patterns: &[FilePattern],
     files: &mut Files,
-) -> (Option<Vec<TargetGroup>>, Option<String>) {
+) -> (Option<Arc<Vec<TargetGroup>>>, Option<String>) {
     let mut errors = Vec::new();
     let mut present = Vec::new();
     for p in patterns {
@@ -119,7 +120,7 @@ pub(super) fn read_all(
             .and_then(|text| groups::parse(&text, format))
         {
             Ok(g) => {
-                files.insert(path.clone(), g);
+                files.insert(path.clone(), Arc::new(g));
             }
             Err(e) => {
                 let kept = if files.contains_key(path) {
@@ -131,11 +132,14 @@ pub(super) fn read_all(
             }
         }
     }
-    let groups = present
-        .iter()
-        .filter_map(|p| files.get(p))
-        .flat_map(|g| g.iter().cloned())
-        .collect();
+    let mut read: Vec<&Arc<Vec<TargetGroup>>> =
+        present.iter().filter_map(|p| files.get(p)).collect();
+    // One file (the usual case, and the 100,000-target one): its groups as they are, uncopied.
+    let groups = if read.len() == 1 {
+        read.pop().cloned().unwrap_or_default()
+    } else {
+        Arc::new(read.iter().flat_map(|g| g.iter().cloned()).collect())
+    };
     let error = (!errors.is_empty()).then(|| errors.join("; "));
     (Some(groups), error)
 }

@@ -20,7 +20,7 @@ pub(super) async fn run(d: &Discover, prober: &Prober, to: &Reporter, stop: &Can
             r = fetch(prober, svc) => r,
         };
         match result {
-            Ok(groups) => to.send(d, Some(groups), None).await,
+            Ok(groups) => to.send(d, Some(std::sync::Arc::new(groups)), None).await,
             Err(e) => to.send(d, None, Some(e)).await,
         }
         tokio::select! {

@@ -19,7 +19,8 @@ mod file;
 mod groups;
 mod http;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -50,13 +51,13 @@ impl Update {
     fn new(
         d: &Discover,
         epoch: u64,
-        groups: Option<Vec<TargetGroup>>,
+        groups: Option<Arc<Vec<TargetGroup>>>,
         error: Option<String>,
     ) -> Update {
         Update {
             source: d.name.clone(),
             epoch,
-            groups: groups.map(Arc::new),
+            groups,
             error,
             at: SystemTime::now(),
         }
@@ -71,7 +72,12 @@ struct Reporter {
 }
 
 impl Reporter {
-    async fn send(&self, d: &Discover, groups: Option<Vec<TargetGroup>>, error: Option<String>) {
+    async fn send(
+        &self,
+        d: &Discover,
+        groups: Option<Arc<Vec<TargetGroup>>>,
+        error: Option<String>,
+    ) {
         let _ = self
             .tx
             .send(Update::new(d, self.epoch, groups, error))
@@ -93,12 +99,12 @@ pub async fn fetch_once(d: &Discover, prober: &Prober) -> Update {
     let (groups, error) = match &d.spec {
         SourceSpec::File(patterns) => file::read_all(patterns, &mut HashMap::new()),
         SourceSpec::Http(svc) => match http::fetch(prober, svc).await {
-            Ok(g) => (Some(g), None),
+            Ok(g) => (Some(Arc::new(g)), None),
             Err(e) => (None, Some(e)),
         },
         SourceSpec::Dns(spec) => {
             let (g, e) = dns::query_all(spec, &mut HashMap::new()).await;
-            (Some(g), e)
+            (Some(Arc::new(g)), e)
         }
     };
     Update::new(d, 0, groups, error)
@@ -143,9 +149,62 @@ struct SourceState {
     failures_total: u64,
 }
 
-/// Services already made of discovered targets, by source and target: reused when a refresh
-/// brings the same target again.
-type Made = HashMap<(Arc<str>, Discovered), Arc<Service>>;
+/// A target group's labels, shared by its targets.
+type Labels = BTreeMap<String, String>;
+
+/// A fast hasher, seeded per process (SipHash was a sixth of a refresh's CPU at 100,000
+/// targets; a seed nobody outside knows keeps crafted target lists from colliding cheaply).
+type Fast = foldhash::fast::RandomState;
+
+/// One source's services, by group labels and target.
+type SourceMade = HashMap<Arc<Labels>, HashMap<Box<str>, MadeService, Fast>, Fast>;
+
+/// A service made of a target.
+#[derive(Debug)]
+struct MadeService {
+    service: Arc<Service>,
+    /// The hash of its name (with [`Made::names`]): duplicates are found without reading
+    /// 100,000 names scattered over the heap.
+    name_hash: u64,
+    /// The number of the last composition that saw the target.
+    seen: u64,
+}
+
+/// Services already made of discovered targets: reused when a refresh brings the same target
+/// with the same labels again. Kept in place from one composition to the next and stamped
+/// when seen, so an unchanged target costs one hash lookup and no allocation; what was not
+/// seen is dropped at the end.
+#[derive(Debug, Default)]
+struct Made {
+    sources: HashMap<Arc<str>, SourceMade, Fast>,
+    stamp: u64,
+    /// The hasher of names, kept with the hashes it made.
+    names: Fast,
+}
+
+/// The last composition: what it was made of and what it found. An update that brings the
+/// same targets again (a file read again unchanged, the same http_sd answer) composes nothing.
+#[derive(Debug, Default)]
+struct Composition {
+    made: Made,
+    /// Each source's groups it was made of, in config order; `None` before the first.
+    groups: Option<Vec<Option<Arc<Vec<TargetGroup>>>>>,
+    counts: Vec<Counts>,
+}
+
+impl Composition {
+    /// Whether `groups` are the ones this composition was made of.
+    fn made_of(&self, groups: &[Option<Arc<Vec<TargetGroup>>>]) -> bool {
+        self.groups.as_ref().is_some_and(|mine| {
+            mine.len() == groups.len()
+                && mine.iter().zip(groups).all(|(a, b)| match (a, b) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                    _ => false,
+                })
+        })
+    }
+}
 
 /// What composing found per source.
 #[derive(Debug, Default, Clone, Copy)]
@@ -163,64 +222,96 @@ struct Counts {
 fn compose(
     config: &Config,
     groups: &[Option<Arc<Vec<TargetGroup>>>],
-    previous: &Made,
+    mut previous: Made,
 ) -> (Config, Vec<Counts>, Made, Vec<String>) {
     let shard = config.daemon.shard;
-    let mut names: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-    let mut made = Made::new();
-    // (source index, service), in source order.
-    let mut discovered: Vec<(usize, Arc<Service>)> = Vec::new();
+    let stamp = previous.stamp + 1;
+    let mut made = Made {
+        sources: HashMap::with_capacity_and_hasher(config.discover.len(), Fast::default()),
+        stamp,
+        names: previous.names.clone(),
+    };
+    // (source index, name hash, service), in source order.
+    let mut discovered: Vec<(usize, u64, Arc<Service>)> = Vec::new();
     let mut counts = Vec::with_capacity(config.discover.len());
     let mut skipped = Vec::new();
     for (i, (d, groups)) in config.discover.iter().zip(groups).enumerate() {
         let mut c = Counts::default();
+        let mut source = previous.sources.remove(&d.name).unwrap_or_default();
         for g in groups.iter().flat_map(|g| g.iter()) {
             let (labels, dropped) = clean_labels(&g.labels);
             c.dropped_labels += dropped;
             if !d.admits(&labels) {
                 continue;
             }
+            // The map's own `Arc` when these labels are known: the services of a group share
+            // one copy of its labels.
+            let labels = match source.get_key_value(&labels) {
+                Some((known, _)) => known.clone(),
+                None => Arc::new(labels),
+            };
+            let group = source.entry(labels.clone()).or_default();
+            group.reserve(g.targets.len());
             for t in &g.targets {
-                let key = (
-                    d.name.clone(),
-                    Discovered {
-                        target: t.clone(),
-                        labels: labels.clone(),
-                    },
-                );
-                let service = match previous.get(&key) {
-                    Some(s) => s.clone(),
-                    None => match d.template.instantiate(&key.1) {
-                        Ok(s) => Arc::new(s),
+                // Seen already in this composition: the same target twice, a duplicate name
+                // (counted below).
+                let (service, name_hash) = if let Some(m) = group.get_mut(t.as_str()) {
+                    m.seen = stamp;
+                    (m.service.clone(), m.name_hash)
+                } else {
+                    let target = Discovered {
+                        target: t,
+                        labels: &labels,
+                    };
+                    match d.template.instantiate(&target) {
+                        Ok(s) => {
+                            let name_hash = made.names.hash_one(s.name.as_str());
+                            let service = Arc::new(s);
+                            let m = MadeService {
+                                service: service.clone(),
+                                name_hash,
+                                seen: stamp,
+                            };
+                            group.insert(t.as_str().into(), m);
+                            (service, name_hash)
+                        }
                         Err(e) => {
                             c.rejected += 1;
                             skipped.push(format!("{}: target {t:?}: {e}", d.name));
                             continue;
                         }
-                    },
+                    }
                 };
-                made.insert(key, service.clone());
-                discovered.push((i, service));
+                discovered.push((i, name_hash, service));
                 c.targets += 1;
             }
         }
+        // Targets gone from the source go with their services.
+        source.retain(|_, group| {
+            group.retain(|_, m| m.seen == stamp);
+            !group.is_empty()
+        });
+        made.sources.insert(d.name.clone(), source);
         counts.push(c);
     }
-    // Duplicates: a name taken by a static service, or by an earlier target, is skipped.
-    let mut kept = Vec::with_capacity(discovered.len());
-    for (i, s) in &discovered {
-        if names.insert(s.name.as_str()) {
-            kept.push(s.clone());
-        } else {
-            counts[*i].duplicates += 1;
-            counts[*i].targets -= 1;
-            let source = &config.discover[*i].name;
+    let duplicate = duplicates(&config.services, &discovered, &made.names);
+    let mut kept = 0;
+    let mut services = Vec::with_capacity(config.services.len() + discovered.len());
+    services.extend(config.services.iter().cloned());
+    for ((i, _, s), dup) in discovered.into_iter().zip(duplicate) {
+        if dup {
+            counts[i].duplicates += 1;
+            counts[i].targets -= 1;
+            let source = &config.discover[i].name;
             skipped.push(format!("{source}: service {:?} exists already", s.name));
+        } else {
+            kept += 1;
+            if shard.owns(&s.name) {
+                services.push(s);
+            }
         }
     }
-    let fleet_size = config.fleet_size + kept.len();
-    let mut services = config.services.clone();
-    services.extend(kept.into_iter().filter(|s| shard.owns(&s.name)));
+    let fleet_size = config.fleet_size + kept;
     let composed = Config {
         daemon: config.daemon.clone(),
         services,
@@ -231,12 +322,44 @@ fn compose(
     (composed, counts, made, skipped)
 }
 
+/// Which of `discovered` have a name taken already: by a static service, or by an earlier
+/// target. Names are compared only when their hashes are equal.
+fn duplicates(
+    statics: &[Arc<Service>],
+    discovered: &[(usize, u64, Arc<Service>)],
+    hasher: &Fast,
+) -> Vec<bool> {
+    // Entries: (name hash, index: a static service below `statics.len()`, else a discovered
+    // one).
+    let mut table: hashbrown::HashTable<(u64, usize)> =
+        hashbrown::HashTable::with_capacity(statics.len() + discovered.len());
+    let name = |i: usize| match i.checked_sub(statics.len()) {
+        None => statics[i].name.as_str(),
+        Some(d) => discovered[d].2.name.as_str(),
+    };
+    let mut insert = |hash: u64, i: usize| -> bool {
+        match table.entry(hash, |&(h, j)| h == hash && name(j) == name(i), |&(h, _)| h) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert((hash, i));
+                true
+            }
+        }
+    };
+    for (i, s) in statics.iter().enumerate() {
+        insert(hasher.hash_one(s.name.as_str()), i);
+    }
+    discovered
+        .iter()
+        .enumerate()
+        .map(|(d, &(_, hash, _))| !insert(hash, statics.len() + d))
+        .collect()
+}
+
 /// A target group's labels as a service may carry them: Prometheus' meta labels (`__*`) left
 /// out, and names that are not valid label names or that healthsweep sets itself dropped
 /// (counted, so `/status` can say so).
-fn clean_labels(
-    labels: &std::collections::BTreeMap<String, String>,
-) -> (std::collections::BTreeMap<String, String>, usize) {
+fn clean_labels(labels: &Labels) -> (Labels, usize) {
     let mut dropped = 0;
     let kept = labels
         .iter()
@@ -293,11 +416,11 @@ impl Fleet {
         let (tx, mut rx) = mpsc::channel::<Update>(64);
         let mut loaded = self.configs.borrow_and_update().clone();
         let mut states: HashMap<Arc<str>, SourceState> = HashMap::new();
-        let mut made = Made::new();
+        let mut last = Composition::default();
         let mut logged: HashSet<String> = HashSet::new();
         let mut epoch = 0;
         let mut run = self.start(&loaded.config, epoch, &tx, &shutdown);
-        self.publish(&loaded, &states, &mut made, &mut logged).await;
+        self.publish(&loaded, &states, &mut last, &mut logged).await;
         loop {
             tokio::select! {
                 biased;
@@ -308,9 +431,9 @@ impl Fleet {
                     loaded = self.configs.borrow_and_update().clone();
                     states.retain(|name, _| loaded.config.discover.iter().any(|d| &d.name == name));
                     // Templates may have changed: make every service anew.
-                    made.clear();
+                    last = Composition::default();
                     run = self.start(&loaded.config, epoch, &tx, &shutdown);
-                    self.publish(&loaded, &states, &mut made, &mut logged).await;
+                    self.publish(&loaded, &states, &mut last, &mut logged).await;
                 }
                 Some(update) = rx.recv() => {
                     if update.epoch != epoch {
@@ -323,7 +446,7 @@ impl Fleet {
                             apply(&mut states, more);
                         }
                     }
-                    self.publish(&loaded, &states, &mut made, &mut logged).await;
+                    self.publish(&loaded, &states, &mut last, &mut logged).await;
                 }
             }
         }
@@ -357,7 +480,7 @@ impl Fleet {
         &self,
         loaded: &Loaded,
         states: &HashMap<Arc<str>, SourceState>,
-        made: &mut Made,
+        last: &mut Composition,
         logged: &mut HashSet<String>,
     ) {
         let config = loaded.config.clone();
@@ -371,15 +494,23 @@ impl Fleet {
             .iter()
             .map(|d| states.get(&d.name).and_then(|s| s.groups.clone()))
             .collect();
-        let previous = std::mem::take(made);
+        if last.made_of(&groups) {
+            // The same targets again: the services stand; only the statuses are news.
+            last.groups = Some(groups);
+            self.publish_statuses(&config, states, &last.counts);
+            return;
+        }
+        let previous = std::mem::take(&mut last.made);
         // Making 100,000 services is CPU work: off the async workers.
-        let c = config.clone();
-        let composed = tokio::task::spawn_blocking(move || compose(&c, &groups, &previous)).await;
+        let (c, g) = (config.clone(), groups.clone());
+        let composed = tokio::task::spawn_blocking(move || compose(&c, &g, previous)).await;
         let Ok((composed, counts, next, skipped)) = composed else {
             warn!("composing the discovered services failed; keeping the services as they are");
             return;
         };
-        *made = next;
+        last.made = next;
+        last.groups = Some(groups);
+        last.counts = counts.clone();
         for s in skipped {
             if logged.insert(s.clone()) {
                 warn!(target_skipped = %s, "discovered target left out");
@@ -403,11 +534,20 @@ impl Fleet {
                 config: Arc::new(composed),
             });
         }
+        self.publish_statuses(&config, states, &counts);
+    }
+
+    fn publish_statuses(
+        &self,
+        config: &Config,
+        states: &HashMap<Arc<str>, SourceState>,
+        counts: &[Counts],
+    ) {
         let statuses = config
             .discover
             .iter()
             .zip(counts)
-            .map(|(d, c)| status_of(d, states.get(&d.name), c))
+            .map(|(d, c)| status_of(d, states.get(&d.name), *c))
             .collect();
         self.status.send_replace(Arc::new(statuses));
     }
@@ -474,7 +614,7 @@ pub fn compose_once(
                 .and_then(|s: &SourceState| s.groups.clone())
         })
         .collect();
-    let (composed, counts, _, skipped) = compose(config, &groups, &Made::new());
+    let (composed, counts, _, skipped) = compose(config, &groups, Made::default());
     let statuses = config
         .discover
         .iter()
@@ -539,7 +679,7 @@ mod tests {
             (&["10.0.0.4:80"], &[("team", "y"), ("tier", "batch")]),
             (&["10.0.0.5:80"], &[]),
         ]);
-        let (composed, counts, _, skipped) = compose(&c, &[a, b], &Made::new());
+        let (composed, counts, _, skipped) = compose(&c, &[a, b], Made::default());
         let names: Vec<&str> = composed.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["10.0.0.1:80", "10.0.0.2:80", "b-10.0.0.2"]);
         let b2 = &composed.services[2];
@@ -568,7 +708,7 @@ mod tests {
                 ("target", "3"),
             ],
         )]);
-        let (composed, counts, _, _) = compose(&c, &[g], &Made::new());
+        let (composed, counts, _, _) = compose(&c, &[g], Made::default());
         let s = &composed.services[0];
         assert_eq!(
             s.labels.keys().collect::<Vec<_>>(),
@@ -582,9 +722,9 @@ mod tests {
     fn an_unchanged_target_keeps_its_service_so_its_state_carries_over() {
         let c = config("[[discover]]\nname = \"a\"\nfile = { paths = [\"a.json\"] }\n");
         let first = groups(&[(&["h:1", "h:2"], &[])]);
-        let (one, _, made, _) = compose(&c, &[first], &Made::new());
+        let (one, _, made, _) = compose(&c, &[first], Made::default());
         let second = groups(&[(&["h:2", "h:3"], &[])]);
-        let (two, _, _, _) = compose(&c, &[second], &made);
+        let (two, _, _, _) = compose(&c, &[second], made);
         let find = |cfg: &Config, n: &str| cfg.services.iter().find(|s| s.name == n).cloned();
         assert!(Arc::ptr_eq(
             &find(&one, "h:2").expect("h:2"),
@@ -592,6 +732,69 @@ mod tests {
         ));
         assert!(find(&two, "h:1").is_none(), "gone from the source: gone");
         assert!(find(&two, "h:3").is_some());
+    }
+
+    #[test]
+    fn refreshes_reuse_services_by_target_and_labels_and_share_each_groups_labels() {
+        let c = config("[[discover]]\nname = \"a\"\nfile = { paths = [\"a.json\"] }\n");
+        let v1 = groups(&[(&["h:1", "h:2"], &[("env", "prod")]), (&["h:3"], &[])]);
+        let (one, _, made, _) = compose(&c, &[v1], Made::default());
+        assert!(
+            Arc::ptr_eq(&one.services[0].labels, &one.services[1].labels),
+            "one copy of a group's labels"
+        );
+        // h:1 leaves, h:2 changes labels, h:3 stays; then h:1 comes back.
+        let v2 = groups(&[(&["h:2"], &[("env", "dev")]), (&["h:3"], &[])]);
+        let (two, _, made, _) = compose(&c, &[v2], made);
+        let v3 = groups(&[(&["h:3"], &[]), (&["h:1", "h:3"], &[("env", "prod")])]);
+        let (three, counts, _, skipped) = compose(&c, &[v3], made);
+        let find = |cfg: &Config, n: &str| cfg.services.iter().find(|s| s.name == n).cloned();
+        let get = |cfg: &Config, n: &str| find(cfg, n).expect(n);
+        assert!(
+            !Arc::ptr_eq(&get(&one, "h:2"), &get(&two, "h:2")),
+            "new labels, new service"
+        );
+        assert_eq!(get(&two, "h:2").labels["env"], "dev");
+        assert!(Arc::ptr_eq(&get(&one, "h:3"), &get(&three, "h:3")));
+        assert!(find(&two, "h:1").is_none());
+        assert!(
+            !Arc::ptr_eq(&get(&one, "h:1"), &get(&three, "h:1")),
+            "made anew on return"
+        );
+        // h:3 is in two groups with other labels: the first wins, the second is a duplicate.
+        assert_eq!(three.services.len(), 2);
+        assert_eq!((counts[0].targets, counts[0].duplicates), (2, 1));
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+    }
+
+    #[test]
+    fn the_same_target_twice_in_one_group_is_one_service_and_a_duplicate() {
+        let c = config("[[discover]]\nname = \"a\"\nfile = { paths = [\"a.json\"] }\n");
+        let g = groups(&[(&["h:1", "h:1"], &[]), (&["h:1"], &[])]);
+        let (composed, counts, made, _) = compose(&c, std::slice::from_ref(&g), Made::default());
+        assert_eq!(composed.services.len(), 1);
+        assert_eq!(counts[0].duplicates, 2);
+        let (again, _, _, _) = compose(&c, &[g], made);
+        assert!(Arc::ptr_eq(&composed.services[0], &again.services[0]));
+    }
+
+    #[test]
+    fn a_composition_knows_the_groups_it_was_made_of_by_content() {
+        let a = groups(&[(&["h:1"], &[])]);
+        let same = groups(&[(&["h:1"], &[])]);
+        let other = groups(&[(&["h:2"], &[])]);
+        let last = Composition {
+            groups: Some(vec![a.clone(), None]),
+            ..Composition::default()
+        };
+        assert!(last.made_of(&[a, None]));
+        assert!(
+            last.made_of(&[same.clone(), None]),
+            "equal content, another Arc"
+        );
+        assert!(!last.made_of(&[other, None]));
+        assert!(!last.made_of(&[same.clone(), same]));
+        assert!(!Composition::default().made_of(&[]), "nothing made yet");
     }
 
     #[test]
@@ -609,7 +812,7 @@ mod tests {
         let targets: Vec<String> = (0..300).map(|i| format!("h{i}:80")).collect();
         let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
         let g = groups(&[(&refs, &[])]);
-        let (composed, _, _, _) = compose(&c, &[g], &Made::new());
+        let (composed, _, _, _) = compose(&c, &[g], Made::default());
         assert_eq!(composed.fleet_size, 300);
         let shard = crate::shard::Shard::new(1, 3).expect("shard");
         assert!(composed.services.iter().all(|s| shard.owns(&s.name)));

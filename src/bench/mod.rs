@@ -9,6 +9,8 @@
 //!   several sweeps, then renders `/metrics` and `/status` and sits idle for a moment;
 //! - this **orchestrator**, which starts the others and prints one table per size.
 
+pub mod discovery;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
