@@ -175,3 +175,34 @@ async fn the_demo_shows_100_up_and_4_down_each_with_its_reason() {
         .expect("join");
     assert!(status.success(), "the demo exits 0 after --exit-after");
 }
+
+/// The example config's `[[discover]]` blocks are commented out (a packaged config must not
+/// go looking for targets); uncommented, they must be a valid config, so the examples cannot
+/// drift from what the daemon accepts.
+#[test]
+fn the_example_configs_discovery_blocks_are_valid_once_uncommented() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/healthsweep.toml"
+    ))
+    .expect("read the example");
+    let start = example.find("# ---- [[discover]]").expect("the start marker");
+    let end = example.find("# ---- end of [[discover]]").expect("the end marker");
+    let blocks: String = example[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| !l.starts_with("----"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(blocks.matches("[[discover]]").count() >= 5, "{blocks}");
+    let dir = TempDir::new("example-discover");
+    let token = dir.path().join("sd-token");
+    std::fs::write(&token, "Bearer example\n").expect("write token");
+    let config = format!("{example}\n{blocks}")
+        .replace("/run/secrets/sd-token", token.to_str().expect("utf-8 path"));
+    let path = dir.path().join("healthsweep.toml");
+    std::fs::write(&path, config).expect("write config");
+    let (code, out, err) = run_cli(["validate", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("valid (5 services, 5 discovery sources)"), "{out}");
+}

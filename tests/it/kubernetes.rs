@@ -15,7 +15,12 @@ const OLDEST_KUBERNETES: &str = "1.28.0";
 
 /// The manifests with a schema in Kubernetes itself; the PodMonitor is a Prometheus Operator
 /// custom resource, checked below by hand.
-const CORE: &[&str] = &["configmap.yaml", "service.yaml", "statefulset.yaml"];
+const CORE: &[&str] = &[
+    "configmap.yaml",
+    "service.yaml",
+    "statefulset.yaml",
+    "discovery.yaml",
+];
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")
@@ -50,6 +55,7 @@ fn the_manifests_validate_against_the_kubernetes_schemas() {
             "configmap/healthsweep",
             "service/healthsweep",
             "statefulset/healthsweep",
+            "service/orders-api-pods",
         ] {
             assert!(
                 said.contains(&format!("passed for resource {resource}")),
@@ -61,7 +67,7 @@ fn the_manifests_validate_against_the_kubernetes_schemas() {
     // The validator does reject a broken manifest, so its pass above means something.
     let scratch = TempDir::new("k8s");
     let broken = scratch.path().join("statefulset.yaml");
-    let text = std::fs::read_to_string(&files[2]).expect("read statefulset");
+    let text = std::fs::read_to_string(dir().join("statefulset.yaml")).expect("read statefulset");
     std::fs::write(&broken, text.replace("replicas: 3", "replicas: three")).expect("write");
     let (ok, said) = kubernetes_validate(&[], &[broken]);
     assert!(!ok, "a string replica count passed:\n{said}");
@@ -150,4 +156,30 @@ fn the_configmap_holds_a_config_the_daemon_accepts_listening_on_the_pod_ip() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_discovery_example_asks_for_the_srv_records_of_its_headless_service() {
+    let service = manifest("discovery.yaml");
+    let spec = &service["spec"];
+    assert_eq!(spec["clusterIP"], "None", "SRV per pod needs a headless Service");
+    assert_eq!(spec["publishNotReadyAddresses"], true);
+    let port = spec["ports"][0]["name"].as_str().expect("a named port");
+    let protocol = spec["ports"][0]["protocol"]
+        .as_str()
+        .expect("protocol")
+        .to_lowercase();
+    let name = service["metadata"]["name"].as_str().expect("name");
+    let namespace = service["metadata"]["namespace"].as_str().expect("namespace");
+    let srv = format!("_{port}._{protocol}.{name}.{namespace}.svc.cluster.local");
+
+    let config_map = manifest("configmap.yaml");
+    let toml = config_map["data"]["healthsweep.toml"].as_str().expect("config");
+    let config: toml::Value = toml::from_str(toml).expect("TOML");
+    let sources = config["discover"].as_array().expect("[[discover]]");
+    let dns = sources
+        .iter()
+        .find(|d| d["name"].as_str() == Some("orders-pods"))
+        .expect("the orders-pods source");
+    assert_eq!(dns["dns"]["names"][0].as_str(), Some(srv.as_str()));
 }
