@@ -26,6 +26,11 @@ use super::{
 pub const DEFAULT_FILE_REFRESH: Duration = Duration::from_secs(300);
 pub const DEFAULT_HTTP_REFRESH: Duration = Duration::from_secs(60);
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
+/// Targets a source may list unless configured, and at most: more is taken for a generator
+/// gone wrong (the refresh fails and the last good list stays), not a fleet to sweep.
+pub const DEFAULT_MAX_TARGETS: usize = 200_000;
+pub const MAX_TARGETS_LIMIT: usize = 1_000_000;
+
 /// An http_sd request's time limit unless configured (and never more than the refresh).
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,6 +40,8 @@ pub struct Discover {
     /// Unique; the `source` of every service it finds, and the `source` label of its metrics.
     pub name: Arc<str>,
     pub refresh: Duration,
+    /// More targets than this in one refresh fail it (the last good ones stay).
+    pub max_targets: usize,
     pub spec: SourceSpec,
     /// Label -> pattern (anchored, as Prometheus' relabeling): a target group is kept only if
     /// every one matches.
@@ -145,6 +152,7 @@ impl Validator<'_> {
         let RawDiscover {
             name,
             refresh,
+            max_targets,
             file,
             http,
             dns,
@@ -152,6 +160,19 @@ impl Validator<'_> {
             drop,
             service,
         } = raw;
+        let max_targets = match max_targets {
+            None => DEFAULT_MAX_TARGETS,
+            Some(m) => match usize::try_from(*m.get_ref()) {
+                Ok(n) if (1..=MAX_TARGETS_LIMIT).contains(&n) => n,
+                _ => {
+                    self.report(
+                        Some(&m.span()),
+                        format!("max_targets must be between 1 and {MAX_TARGETS_LIMIT}"),
+                    );
+                    DEFAULT_MAX_TARGETS
+                }
+            },
+        };
         let name: Arc<str> = Arc::from(name.into_inner());
         let default_refresh = match (&file, &http, &dns) {
             (None, Some(_), None) => DEFAULT_HTTP_REFRESH,
@@ -186,6 +207,7 @@ impl Validator<'_> {
         Some(Discover {
             name,
             refresh,
+            max_targets,
             spec: spec?,
             keep,
             drop,

@@ -29,6 +29,7 @@ pub struct RawConfig {
 pub struct RawDiscover {
     pub name: Spanned<String>,
     pub refresh: Option<Spanned<String>>,
+    pub max_targets: Option<Spanned<i64>>,
     pub file: Option<Spanned<RawFileSd>>,
     pub http: Option<Spanned<RawHttpSd>>,
     pub dns: Option<Spanned<RawDnsSd>>,

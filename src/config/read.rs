@@ -20,6 +20,8 @@ pub enum Limit {
     Config,
     /// PEM files (CA bundles, certificate chains, keys). The system bundle is ~220 KiB.
     Pem,
+    /// Target lists (file_sd files), as an http_sd answer is capped: some 3 million targets.
+    Targets,
     /// Token and header files: one credential, sent in a request head that servers cap at
     /// 8–16 KiB anyway.
     Secret,
@@ -30,6 +32,7 @@ impl Limit {
     pub const fn bytes(self) -> u64 {
         match self {
             Limit::Config => 256 * 1024 * 1024,
+            Limit::Targets => 64 * 1024 * 1024,
             Limit::Pem => 4 * 1024 * 1024,
             Limit::Secret => 16 * 1024,
         }

@@ -118,6 +118,9 @@ async fn query(
             .await
             .map(|l| {
                 l.iter()
+                    // A target of "." says the service is decidedly not available at this
+                    // name (RFC 2782): no target, not an empty host.
+                    .filter(|srv| !srv.target().is_root())
                     .map(|srv| {
                         let host = srv.target().to_utf8();
                         let host = host.trim_end_matches('.');

@@ -115,7 +115,7 @@ pub(super) fn read_all(
         let Some(format) = Format::of_path(path) else {
             continue;
         };
-        match crate::config::read::read(path, crate::config::read::Limit::Config)
+        match crate::config::read::read(path, crate::config::read::Limit::Targets)
             .map_err(|e| e.to_string())
             .and_then(|text| groups::parse(&text, format))
         {
@@ -142,4 +142,72 @@ pub(super) fn read_all(
     };
     let error = (!errors.is_empty()).then(|| errors.join("; "));
     (Some(groups), error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("healthsweep-file-sd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    fn pattern(dir: &std::path::Path, glob: &str) -> FilePattern {
+        FilePattern {
+            written: format!("{}/{glob}", dir.display()),
+            dir: dir.to_path_buf(),
+            pattern: glob::Pattern::new(glob).expect("glob"),
+        }
+    }
+
+    #[test]
+    fn a_fifo_a_directory_or_a_huge_file_in_the_glob_fails_alone_and_blocks_nothing() {
+        let dir = scratch("hostile");
+        std::fs::write(dir.join("a.json"), r#"[{"targets": ["a:1"]}]"#).expect("write");
+        nix::unistd::mkfifo(&dir.join("b.json"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        std::fs::create_dir(dir.join("c.json")).expect("dir");
+        let huge = std::fs::File::create(dir.join("d.json")).expect("create");
+        huge.set_len(crate::config::read::Limit::Targets.bytes() + 1)
+            .expect("a sparse file past the cap");
+        std::fs::write(dir.join(".e.json"), "not read: hidden").expect("write");
+        let mut files = Files::new();
+        let (groups, error) = read_all(&[pattern(&dir, "*.json")], &mut files);
+        let groups = groups.expect("the readable file's groups");
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].targets, ["a:1"]);
+        let error = error.expect("the others are errors");
+        for name in ["b.json", "c.json", "d.json"] {
+            assert!(error.contains(name), "{name} not named: {error}");
+        }
+        assert!(!error.contains(".e.json"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_broken_file_keeps_its_last_good_groups_and_a_deleted_one_loses_them() {
+        let dir = scratch("last-good");
+        let p = [pattern(&dir, "*.yml")];
+        std::fs::write(dir.join("a.yml"), "- targets: ['a:1']\n").expect("write");
+        std::fs::write(dir.join("b.yml"), "- targets: ['b:1']\n").expect("write");
+        let mut files = Files::new();
+        let (first, error) = read_all(&p, &mut files);
+        assert!(error.is_none());
+        assert_eq!(first.expect("groups").len(), 2);
+        std::fs::write(dir.join("a.yml"), "- targets: ['a:1'\n").expect("half-written");
+        std::fs::remove_file(dir.join("b.yml")).expect("delete");
+        let (groups, error) = read_all(&p, &mut files);
+        let groups = groups.expect("groups");
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].targets, ["a:1"], "a.yml's last good targets");
+        assert!(
+            error
+                .expect("an error")
+                .contains("keeping its last good targets")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

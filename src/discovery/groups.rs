@@ -93,4 +93,46 @@ mod tests {
         assert_eq!(parse(b"\n", Format::Yaml).expect("empty"), Vec::new());
         assert!(parse(b"- targets: [a:1\n", Format::Yaml).is_err());
     }
+
+    #[test]
+    fn a_yaml_alias_bomb_is_refused_at_once_and_plain_aliases_work() {
+        // Nine levels of ten aliases each: 10^9 targets if expanded.
+        let mut doc = String::from("a0: &a0 [\"x:1\"]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        doc.push_str("list:\n- targets: *a9\n");
+        let started = tokio::time::Instant::now();
+        let parsed = parse(doc.as_bytes(), Format::Yaml);
+        assert!(parsed.is_err(), "the bomb was not refused");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // The same with a list at the top, as file_sd has it.
+        let mut doc = String::from("- targets: &t0 [\"x:1\"]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*t{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("- targets: &t{i} [{refs}]\n"));
+        }
+        assert!(parse(doc.as_bytes(), Format::Yaml).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // An alias of a whole group is just that group again, as in Prometheus.
+        let plain = b"- &g {targets: ['x:1'], labels: {env: prod}}\n- *g\n";
+        assert_eq!(parse(plain, Format::Yaml).expect("aliases").len(), 2);
+    }
+
+    #[test]
+    fn deeply_nested_or_wrongly_typed_documents_are_errors() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse(deep.as_bytes(), Format::Json).is_err());
+        assert!(parse(deep.as_bytes(), Format::Yaml).is_err());
+        for bad in [
+            r#"[{"targets": [1]}]"#,
+            r#"[{"targets": ["a:1"], "labels": {"x": 1}}]"#,
+            r#"[{"targets": ["a:1"], "extra": true}]"#,
+            r#"{"targets": ["a:1"]}"#,
+            r#"[{"targets": [" "]}]"#,
+        ] {
+            assert!(parse(bad.as_bytes(), Format::Json).is_err(), "{bad}");
+        }
+    }
 }

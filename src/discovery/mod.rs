@@ -48,12 +48,32 @@ pub struct Update {
 }
 
 impl Update {
+    /// `d`'s report; a list longer than `d.max_targets` is refused (a generator gone wrong
+    /// must not make a million services), keeping the last good one.
     fn new(
         d: &Discover,
         epoch: u64,
         groups: Option<Arc<Vec<TargetGroup>>>,
         error: Option<String>,
     ) -> Update {
+        let listed: usize = groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(|g| g.targets.len())
+            .sum();
+        let (groups, error) = if listed > d.max_targets {
+            let refused = format!(
+                "{listed} targets, more than max_targets ({}); keeping the last good ones",
+                d.max_targets
+            );
+            let error = match error {
+                Some(e) => format!("{refused}; {e}"),
+                None => refused,
+            };
+            (None, Some(error))
+        } else {
+            (groups, error)
+        };
         Update {
             source: d.name.clone(),
             epoch,
@@ -511,11 +531,7 @@ impl Fleet {
         last.made = next;
         last.groups = Some(groups);
         last.counts = counts.clone();
-        for s in skipped {
-            if logged.insert(s.clone()) {
-                warn!(target_skipped = %s, "discovered target left out");
-            }
-        }
+        log_skipped(logged, skipped);
         let unchanged = {
             let current = self.out.borrow();
             current.config.services.len() == composed.services.len()
@@ -551,6 +567,29 @@ impl Fleet {
             .collect();
         self.status.send_replace(Arc::new(statuses));
     }
+}
+
+/// At most this many targets newly left out are logged one by one per composition; the rest
+/// are counted in one line (a source listing 100,000 bad targets must not flood the log).
+const SKIPPED_LOGGED: usize = 20;
+
+/// Logs the targets left out now that were not left out before, and remembers only what is
+/// left out now: a target that comes back broken is logged again, and a source whose bad
+/// targets change every refresh cannot grow the memory of them without bound.
+fn log_skipped(logged: &mut HashSet<String>, skipped: Vec<String>) {
+    let now: HashSet<String> = skipped.into_iter().collect();
+    let mut new = now.iter().filter(|s| !logged.contains(*s));
+    for s in new.by_ref().take(SKIPPED_LOGGED) {
+        warn!(target_skipped = %s, "discovered target left out");
+    }
+    let more = new.count();
+    if more > 0 {
+        warn!(
+            more,
+            "more discovered targets left out (each source's counts are in /status)"
+        );
+    }
+    *logged = now;
 }
 
 fn apply(states: &mut HashMap<Arc<str>, SourceState>, u: Update) {
@@ -795,6 +834,40 @@ mod tests {
         assert!(!last.made_of(&[other, None]));
         assert!(!last.made_of(&[same.clone(), same]));
         assert!(!Composition::default().made_of(&[]), "nothing made yet");
+    }
+
+    #[test]
+    fn only_what_is_left_out_now_is_remembered() {
+        let mut logged = HashSet::new();
+        let batch = |r: std::ops::Range<usize>| r.map(|i| format!("t{i}")).collect::<Vec<_>>();
+        log_skipped(&mut logged, batch(0..1000));
+        assert_eq!(logged.len(), 1000);
+        log_skipped(&mut logged, batch(1000..2000));
+        assert_eq!(logged.len(), 1000, "churning bad targets do not pile up");
+        log_skipped(&mut logged, Vec::new());
+        assert!(logged.is_empty());
+    }
+
+    #[test]
+    fn a_list_longer_than_max_targets_is_refused_and_the_last_good_one_stays() {
+        let c = config(
+            "[[discover]]\nname = \"a\"\nmax_targets = 2\nfile = { paths = [\"a.json\"] }\n",
+        );
+        let d = &c.discover[0];
+        let ok = Update::new(d, 0, groups(&[(&["h:1", "h:2"], &[])]), None);
+        assert!(ok.groups.is_some() && ok.error.is_none());
+        let many = Update::new(
+            d,
+            0,
+            groups(&[(&["h:1"], &[]), (&["h:2", "h:3"], &[])]),
+            None,
+        );
+        assert!(many.groups.is_none(), "refused");
+        let e = many.error.clone().expect("an error");
+        assert!(e.contains("3 targets, more than max_targets (2)"), "{e}");
+        let (composed, statuses, _) = compose_once(&c, &[ok, many]);
+        assert_eq!(composed.services.len(), 2, "the last good list");
+        assert!(!statuses[0].successful);
     }
 
     #[test]

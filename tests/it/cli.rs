@@ -186,8 +186,12 @@ fn the_example_configs_discovery_blocks_are_valid_once_uncommented() {
         "/config/healthsweep.toml"
     ))
     .expect("read the example");
-    let start = example.find("# ---- [[discover]]").expect("the start marker");
-    let end = example.find("# ---- end of [[discover]]").expect("the end marker");
+    let start = example
+        .find("# ---- [[discover]]")
+        .expect("the start marker");
+    let end = example
+        .find("# ---- end of [[discover]]")
+        .expect("the end marker");
     let blocks: String = example[start..end]
         .lines()
         .filter_map(|l| l.strip_prefix("# "))
@@ -204,5 +208,8 @@ fn the_example_configs_discovery_blocks_are_valid_once_uncommented() {
     std::fs::write(&path, config).expect("write config");
     let (code, out, err) = run_cli(["validate", "--config", path.to_str().expect("utf-8")]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("valid (5 services, 5 discovery sources)"), "{out}");
+    assert!(
+        out.contains("valid (5 services, 5 discovery sources)"),
+        "{out}"
+    );
 }

@@ -156,6 +156,8 @@ enum Sd {
     WrongType,
     BadJson,
     Hang,
+    /// A 200 whose body never ends.
+    Endless,
 }
 
 /// An http_sd endpoint: answers `mode`'s way; its list is `body`; keeps the requests' heads.
@@ -192,6 +194,15 @@ impl SdServer {
                             tokio::time::sleep(Duration::from_secs(30)).await;
                             return;
                         }
+                        Sd::Endless => {
+                            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n[";
+                            if s.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = format!("{},", group(&["10.0.0.1:80".to_string()], "")).repeat(1000);
+                            while s.write_all(chunk.as_bytes()).await.is_ok() {}
+                            return;
+                        }
                     };
                     let r = format!(
                         "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -214,6 +225,59 @@ impl SdServer {
     fn set(&self, mode: Sd) {
         *self.mode.lock().expect("lock") = mode;
     }
+}
+
+/// Targets and labels are whatever the file says: label values that need escaping keep
+/// `/metrics` valid, names Prometheus would refuse are dropped, and targets no service can be
+/// made of (a '/' or a control character in the name, a name too long) are left out, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_targets_and_labels_leave_metrics_valid_and_are_counted() {
+    if !needs(&[Tool::Promtool]) {
+        return;
+    }
+    let stop = CancellationToken::new();
+    let target = mock(&stop).await.addr.to_string();
+    let dir = TempDir::new("file-sd-hostile");
+    let file = dir.path().join("t.json");
+    let long = format!("{}:80", "h".repeat(5000));
+    let groups = serde_json::json!([
+        {
+            "targets": [target, format!("{target}/x"), "bell\u{7}:1", long],
+            "labels": {
+                "team": "a\"b\\c\nd }",
+                "bad-name": "x",
+                "job": "reserved",
+                "__meta_kubernetes_pod": "dropped quietly"
+            }
+        }
+    ]);
+    std::fs::write(&file, groups.to_string()).expect("write");
+    let config = format!(
+        "{}[[discover]]\nname = \"files\"\nfile = {{ paths = [\"{}\"] }}\n",
+        daemon_section("500ms", "500ms", ""),
+        file.display()
+    );
+    let d = Daemon::start(&config);
+    let status = until_found(&d, "files", &[&target]).await;
+    let status = if service_status(&status, &target)["state"] == "up" {
+        status
+    } else {
+        d.status_after_sweeps(2).await
+    };
+    let svc = service_status(&status, &target);
+    assert_eq!(svc["labels"]["team"], "a\"b\\c\nd }", "{svc}");
+    assert_eq!(svc["labels"].as_object().map(|l| l.len()), Some(1), "{svc}");
+    let files = source(&status, "files");
+    assert_eq!(files["targets_rejected"], 3, "{files}");
+    assert_eq!(files["labels_dropped"], 2, "{files}");
+    let metrics = d.get("/metrics").await.body;
+    assert!(
+        metrics.contains(r#"team="a\"b\\c\nd }""#),
+        "the value escaped as the exposition format says"
+    );
+    promtool_check_metrics(&metrics);
+    assert!(d.logs_containing("panicked").is_empty());
+    stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,6 +307,7 @@ async fn an_http_sd_endpoint_that_fails_any_way_keeps_the_last_good_list_and_say
         (Sd::WrongType, "text/html"),
         (Sd::BadJson, "not target groups"),
         (Sd::Hang, "timed out"),
+        (Sd::Endless, "body_too_large"),
     ] {
         sd.set(mode);
         let (status, failed) = d
@@ -284,6 +349,82 @@ async fn an_http_sd_endpoint_that_fails_any_way_keeps_the_last_good_list_and_say
         "{}",
         status["discovery"]
     );
+    stop.cancel();
+}
+
+/// An http_sd request carries credentials (in its URL and a header from the environment):
+/// they reach the server and never `/status`, `/metrics` or the log, whatever fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_sd_sources_credentials_reach_its_server_and_nothing_else() {
+    let stop = CancellationToken::new();
+    let target = mock(&stop).await.addr.to_string();
+    let sd = SdServer::start(
+        format!("[{}]", group(std::slice::from_ref(&target), "")),
+        &stop,
+    )
+    .await;
+    let config = format!(
+        "{}[[discover]]\nname = \"sd\"\nrefresh = \"1s\"\n\
+         http = {{ url = \"http://sd-user:url-s3cret@{}/targets\", timeout = \"500ms\", headers = {{ X-Token = \"${{SD_TOKEN}}\" }} }}\n\
+         [[discover]]\nname = \"gone\"\nrefresh = \"1s\"\n\
+         http = {{ url = \"http://sd-user:url-s3cret@127.0.0.1:{}/targets\", headers = {{ X-Token = \"${{SD_TOKEN}}\" }} }}\n",
+        daemon_section("1s", "1s", ""),
+        sd.addr,
+        closed_port()
+    );
+    let d = Daemon::with_config(&config)
+        .env("SD_TOKEN", "hdr-s3cret")
+        .start();
+    until_found(&d, "sd", &[&target]).await;
+    let head = sd.heads.lock().expect("lock")[0].clone();
+    assert_eq!(head_header(&head, "x-token"), Some("hdr-s3cret"), "{head}");
+    assert!(
+        head_header(&head, "authorization").is_some_and(|a| a.starts_with("Basic ")),
+        "{head}"
+    );
+    let mut seen = Vec::new();
+    for (mode, says) in [
+        (Sd::Status500, "status 500"),
+        (Sd::BadJson, "not target groups"),
+        (Sd::Hang, "timed out"),
+    ] {
+        sd.set(mode);
+        let (status, failed) = d
+            .poll_status(Duration::from_secs(10), |s| {
+                source(s, "sd")["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(says))
+            })
+            .await;
+        assert!(failed, "{mode:?}: {}", status["discovery"]);
+        seen.push(status.to_string());
+        seen.push(d.get("/metrics").await.body);
+        sd.set(Sd::Good);
+        let (status, good) = d
+            .poll_status(Duration::from_secs(10), |s| {
+                source(s, "sd")["last_refresh_successful"] == true
+            })
+            .await;
+        assert!(good, "{}", status["discovery"]);
+    }
+    let status = d.json("/status").await;
+    assert!(
+        source(&status, "gone")["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connect")),
+        "{}",
+        status["discovery"]
+    );
+    seen.push(status.to_string());
+    for text in &seen {
+        assert!(!text.contains("s3cret"), "a secret shown: {text}");
+    }
+    assert!(
+        d.logs_containing("s3cret").is_empty(),
+        "{:?}",
+        d.logs_containing("s3cret")
+    );
+    assert!(!d.logs_containing("discovery refresh failed").is_empty());
     stop.cancel();
 }
 
@@ -419,11 +560,13 @@ async fn a_real_dns_server_s_srv_and_a_records_become_services_and_follow_its_zo
         "_http._tcp.orders.svc.test. 1 IN SRV 0 0 18082 localhost.",
         "web.svc.test. 1 IN A 127.0.0.11",
         "web.svc.test. 1 IN A 127.0.0.12",
+        // RFC 2782: a target of \".\" means the service is decidedly not there.
+        "_http._tcp.gone.svc.test. 1 IN SRV 0 0 0 .",
     ])
     .await;
     let config = format!(
         "{}[[discover]]\nname = \"orders\"\nrefresh = \"1s\"\n\
-         dns = {{ names = [\"_http._tcp.orders.svc.test\"], server = \"{1}\" }}\n\
+         dns = {{ names = [\"_http._tcp.orders.svc.test\", \"_http._tcp.gone.svc.test\"], server = \"{1}\" }}\n\
          [[discover]]\nname = \"web\"\nrefresh = \"1s\"\n\
          dns = {{ names = [\"web.svc.test\", \"broken.svc.test\"], type = \"A\", port = 8080, server = \"{1}\" }}\n\
          [discover.service]\nname = \"web-{{host}}\"\n",
@@ -432,6 +575,12 @@ async fn a_real_dns_server_s_srv_and_a_records_become_services_and_follow_its_zo
     );
     let d = Daemon::start(&config);
     let status = until_found(&d, "orders", &["localhost:18081", "localhost:18082"]).await;
+    let orders = source(&status, "orders");
+    assert_eq!(
+        orders["targets_rejected"], 0,
+        "the \".\" target is no target: {orders}"
+    );
+    assert_eq!(orders["last_refresh_successful"], true, "{orders}");
     assert_eq!(
         service_status(&status, "localhost:18081")["url"],
         "http://localhost:18081/health"

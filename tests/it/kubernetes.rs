@@ -162,7 +162,10 @@ fn the_configmap_holds_a_config_the_daemon_accepts_listening_on_the_pod_ip() {
 fn the_discovery_example_asks_for_the_srv_records_of_its_headless_service() {
     let service = manifest("discovery.yaml");
     let spec = &service["spec"];
-    assert_eq!(spec["clusterIP"], "None", "SRV per pod needs a headless Service");
+    assert_eq!(
+        spec["clusterIP"], "None",
+        "SRV per pod needs a headless Service"
+    );
     assert_eq!(spec["publishNotReadyAddresses"], true);
     let port = spec["ports"][0]["name"].as_str().expect("a named port");
     let protocol = spec["ports"][0]["protocol"]
@@ -170,11 +173,15 @@ fn the_discovery_example_asks_for_the_srv_records_of_its_headless_service() {
         .expect("protocol")
         .to_lowercase();
     let name = service["metadata"]["name"].as_str().expect("name");
-    let namespace = service["metadata"]["namespace"].as_str().expect("namespace");
+    let namespace = service["metadata"]["namespace"]
+        .as_str()
+        .expect("namespace");
     let srv = format!("_{port}._{protocol}.{name}.{namespace}.svc.cluster.local");
 
     let config_map = manifest("configmap.yaml");
-    let toml = config_map["data"]["healthsweep.toml"].as_str().expect("config");
+    let toml = config_map["data"]["healthsweep.toml"]
+        .as_str()
+        .expect("config");
     let config: toml::Value = toml::from_str(toml).expect("TOML");
     let sources = config["discover"].as_array().expect("[[discover]]");
     let dns = sources
