@@ -85,6 +85,14 @@ const SSL_EXPIRY: Family = gauge(
     "probe_ssl_earliest_cert_expiry",
     "Earliest notAfter in the certificate chain the target presented, in seconds since the Unix epoch.",
 );
+const DNS_LOOKUP: Family = gauge(
+    "probe_dns_lookup_time_seconds",
+    "For dns:// services: seconds from sending the query to its answer (TCP retry included).",
+);
+const DNS_ANSWER_RRS: Family = gauge(
+    "probe_dns_answer_rrs",
+    "For dns:// services: records in the answer section of the latest answer.",
+);
 const HTTP_VERSION: Family = gauge(
     "probe_http_version",
     "HTTP version of the latest response (1, 1.1 or 2).",
@@ -195,7 +203,7 @@ impl Sample {
 /// series for that service).
 type PerService = (Family, fn(&ServiceStatus) -> Option<Sample>);
 
-const PER_SERVICE: [PerService; 9] = [
+const PER_SERVICE: [PerService; 11] = [
     (PROBE_SUCCESS, |s| {
         s.last
             .as_ref()
@@ -236,6 +244,12 @@ const PER_SERVICE: [PerService; 9] = [
     }),
     (HTTP_VERSION, |s| {
         Sample::of(s.last.as_ref()?.http_version?.as_f64())
+    }),
+    (DNS_LOOKUP, |s| {
+        Sample::of(s.last.as_ref()?.dns.as_ref()?.lookup.as_secs_f64())
+    }),
+    (DNS_ANSWER_RRS, |s| {
+        Sample::of(s.last.as_ref()?.dns.as_ref()?.answer_rrs as f64)
     }),
 ];
 
@@ -879,6 +893,14 @@ mod tests {
             http_status: Some(200),
             http_version: Some(crate::probe::HttpVersion::Http2),
             tls,
+            // Not what an HTTPS check reports, but every per-service family must render.
+            dns: Some(Arc::new(crate::probe::DnsFacts {
+                rcode: "NOERROR",
+                answer_rrs: 1,
+                answers: vec!["10.0.0.1".into()],
+                lookup: Duration::from_millis(2),
+                tcp: false,
+            })),
             ..Outcome::passed(SystemTime::UNIX_EPOCH, Duration::from_millis(7))
         };
         let failed = Outcome::failed(

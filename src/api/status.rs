@@ -299,6 +299,19 @@ struct LastDoc<'a> {
     http_version: Option<&'static str>,
     redirects: u8,
     tls: Option<TlsDoc>,
+    /// For `dns://`: the response code and the answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<DnsDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct DnsDoc<'a> {
+    rcode: &'static str,
+    answer_rrs: usize,
+    /// The data of the records of the type asked for (at most 16).
+    answers: &'a [Box<str>],
+    lookup_seconds: f64,
+    transport: &'static str,
 }
 
 impl<S: Serialize> StatusDoc<S> {
@@ -375,6 +388,13 @@ impl<'a> ServiceDoc<'a> {
                 http_version: o.http_version.map(|v| v.as_str()),
                 redirects: o.redirects,
                 tls: o.tls.as_deref().map(TlsDoc::new),
+                dns: o.dns.as_deref().map(|d| DnsDoc {
+                    rcode: d.rcode,
+                    answer_rrs: d.answer_rrs,
+                    answers: &d.answers,
+                    lookup_seconds: seconds(d.lookup),
+                    transport: if d.tcp { "tcp" } else { "udp" },
+                }),
             }),
         }
     }

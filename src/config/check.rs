@@ -42,6 +42,7 @@ pub(super) struct CheckOptions {
     pub(super) failure_threshold: u32,
     pub(super) success_threshold: u32,
     pub(super) tls: TlsSettings,
+    pub(super) dns: super::dns_check::DnsOptions,
 }
 
 /// TLS keys as given (paths resolved), turned into a [`TlsClient`] per service.
@@ -215,6 +216,14 @@ impl Validator<'_> {
         if let Some(t) = raw.tls {
             o.tls.tcp_tls = *t.get_ref();
         }
+        let dns = super::dns_check::RawDnsKeys {
+            query: raw.dns_query.as_ref(),
+            record: raw.dns_type.as_ref(),
+            transport: raw.dns_transport.as_ref(),
+            rcodes: raw.expect_rcode.as_ref(),
+            answer: raw.expect_answer.as_ref(),
+        };
+        self.dns_options(dns, &mut o.dns);
         o
     }
 

@@ -327,6 +327,7 @@ impl Validator<'_> {
             failure_threshold: 1,
             success_threshold: 1,
             tls: TlsSettings::default(),
+            dns: super::dns_check::DnsOptions::default(),
         };
         let mut options = self.check_options(check, &base);
         // Prometheus' http_sd contract: the endpoint may shape its answer to the interval.

@@ -16,6 +16,7 @@ mod align;
 mod check;
 mod daemon;
 mod discover;
+mod dns_check;
 mod error;
 mod files;
 mod model;
@@ -38,6 +39,7 @@ pub use discover::{
     DEFAULT_DNS_REFRESH, DEFAULT_FILE_REFRESH, DEFAULT_HTTP_REFRESH, Discover, DnsRecord, DnsSpec,
     FilePattern, SourceSpec,
 };
+pub use dns_check::{AnswerMatch, DnsCheck, DnsTransport, DnsType, RCODES};
 use error::LineIndex;
 pub use error::{ConfigError, Location, Problem};
 pub use files::{SourceFile, Sources};

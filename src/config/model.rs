@@ -160,6 +160,8 @@ pub struct Service {
     pub failure_threshold: u32,
     /// Passed checks in a row before a down service is up.
     pub success_threshold: u32,
+    /// For `dns://`: the query and what its answer must be.
+    pub dns: Option<Arc<super::DnsCheck>>,
     /// A digest of everything that decides how the service is checked (see
     /// `Service::check_key`): a sweep that straddles a reload lands its results only on
     /// services still checked the same way.
@@ -173,6 +175,8 @@ pub enum ProbeKind {
     Http,
     /// `tcp://host:port`: a connection (and a TLS handshake with `tls = true`), nothing sent.
     Tcp,
+    /// `dns://server:port`: a query to that server, its answer checked.
+    Dns,
 }
 
 /// Which of a host's addresses a check may use.
@@ -327,6 +331,9 @@ impl Service {
             self.success_threshold,
         )
         .as_bytes());
+        if let Some(d) = &self.dns {
+            put(d.key().as_bytes());
+        }
         self.target.tls.hash(&mut h);
         h.finish()
     }

@@ -140,6 +140,20 @@ pub struct RawCheck {
     pub server_name: Option<Spanned<String>>,
     pub insecure_skip_verify: Option<Spanned<bool>>,
     pub tls: Option<Spanned<bool>>,
+    pub dns_query: Option<Spanned<String>>,
+    pub dns_type: Option<Spanned<String>>,
+    pub dns_transport: Option<Spanned<String>>,
+    pub expect_rcode: Option<Spanned<Vec<String>>>,
+    pub expect_answer: Option<Spanned<RawAnswerMatch>>,
+}
+
+/// `expect_answer = { regex = "...", match = "any" | "all" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnswerMatch {
+    pub regex: String,
+    #[serde(rename = "match")]
+    pub match_: Option<String>,
 }
 
 /// An optional key of a `[[service]]` table, boxed: a service sets few of its ~30 optional keys,
@@ -188,6 +202,11 @@ pub struct RawService {
     pub server_name: Rare<String>,
     pub insecure_skip_verify: Rare<bool>,
     pub tls: Rare<bool>,
+    pub dns_query: Rare<String>,
+    pub dns_type: Rare<String>,
+    pub dns_transport: Rare<String>,
+    pub expect_rcode: Rare<Vec<String>>,
+    pub expect_answer: Rare<RawAnswerMatch>,
 }
 
 impl RawService {
@@ -230,6 +249,11 @@ impl RawService {
             server_name: unbox(self.server_name),
             insecure_skip_verify: unbox(self.insecure_skip_verify),
             tls: unbox(self.tls),
+            dns_query: unbox(self.dns_query),
+            dns_type: unbox(self.dns_type),
+            dns_transport: unbox(self.dns_transport),
+            expect_rcode: unbox(self.expect_rcode),
+            expect_answer: unbox(self.expect_answer),
         };
         (identity, check)
     }
@@ -281,6 +305,20 @@ impl RawCheck {
             ("body", self.body.is_some()),
             ("follow_redirects", self.follow_redirects.is_some()),
             ("connection", self.connection.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+
+    /// The `dns://` keys set here.
+    pub fn dns_keys(&self) -> Vec<&'static str> {
+        [
+            ("dns_query", self.dns_query.is_some()),
+            ("dns_type", self.dns_type.is_some()),
+            ("dns_transport", self.dns_transport.is_some()),
+            ("expect_rcode", self.expect_rcode.is_some()),
+            ("expect_answer", self.expect_answer.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))

@@ -73,6 +73,16 @@ pub(super) fn assemble(
         body: o.body.clone(),
         failure_threshold: o.failure_threshold,
         success_threshold: o.success_threshold,
+        dns: match (kind, &o.dns.query) {
+            (ProbeKind::Dns, Some(query)) => Some(Arc::new(super::DnsCheck {
+                query: query.clone(),
+                record: o.dns.record,
+                transport: o.dns.transport,
+                rcodes: o.dns.rcodes.clone(),
+                answer: o.dns.answer.clone(),
+            })),
+            _ => None,
+        },
         check_digest: 0,
     };
     service.check_digest = service.check_key();
@@ -99,15 +109,23 @@ impl Validator<'_> {
     /// [`Validator::keys_for_kind`] for a URL of `scheme` (lowercase).
     pub(super) fn keys_for_scheme(&mut self, scheme: &str, check: &RawCheck, table: &Range<usize>) {
         let is_tcp = scheme == "tcp";
+        let is_dns = scheme == "dns";
         let is_https = scheme == "https";
         let http_keys = check.http_only_keys();
-        if is_tcp && !http_keys.is_empty() {
+        if (is_tcp || is_dns) && !http_keys.is_empty() {
             self.report(
                 Some(table),
                 format!(
-                    "not for tcp:// services (they apply to HTTP checks): {}",
+                    "not for {scheme}:// services (they apply to HTTP checks): {}",
                     http_keys.join(", ")
                 ),
+            );
+        }
+        let dns_keys = check.dns_keys();
+        if !is_dns && !dns_keys.is_empty() {
+            self.report(
+                Some(table),
+                format!("only for dns:// services: {}", dns_keys.join(", ")),
             );
         }
         if let Some(t) = &check.tls
@@ -150,6 +168,12 @@ impl Validator<'_> {
         let (url, mut target, kind) = self.url(&url)?;
         if kind == ProbeKind::Tcp {
             target.tls = o.tls.tcp_tls;
+        }
+        if kind == ProbeKind::Dns && o.dns.query.is_none() {
+            self.report(
+                Some(&url_span),
+                "a dns:// service needs dns_query: the name to ask the server for",
+            );
         }
         if let Some(ip) = target.ip
             && !o.ip_family.allows(&ip)

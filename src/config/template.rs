@@ -181,6 +181,9 @@ impl Template {
         if kind == ProbeKind::Tcp {
             t.tls = self.options.tls.tcp_tls;
         }
+        if kind == ProbeKind::Dns && self.options.dns.query.is_none() {
+            return Err("a dns:// service needs dns_query: the name to ask the server for".into());
+        }
         if let Some(ip) = t.ip
             && !self.options.ip_family.allows(&ip)
         {
@@ -208,6 +211,7 @@ impl Template {
             (false, _) => None,
             (true, ProbeKind::Http) => self.tls_http.clone(),
             (true, ProbeKind::Tcp) => self.tls_tcp.clone(),
+            (true, ProbeKind::Dns) => None,
         };
         Ok(assemble(
             Naming {

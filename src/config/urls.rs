@@ -16,9 +16,10 @@ pub fn target_of(url: &Url) -> Result<(Target, ProbeKind), String> {
         "http" => (false, ProbeKind::Http),
         "https" => (true, ProbeKind::Http),
         "tcp" => (false, ProbeKind::Tcp),
+        "dns" => (false, ProbeKind::Dns),
         other => {
             return Err(format!(
-                "url scheme {other:?} is not supported: use http, https or tcp"
+                "url scheme {other:?} is not supported: use http, https, tcp or dns"
             ));
         }
     };
@@ -35,6 +36,7 @@ pub fn target_of(url: &Url) -> Result<(Target, ProbeKind), String> {
     let port = match (url.port_or_known_default(), kind) {
         (Some(p), _) => p,
         (None, ProbeKind::Tcp) => return Err("a tcp:// url needs a port".into()),
+        (None, ProbeKind::Dns) => 53,
         (None, ProbeKind::Http) => {
             if tls {
                 443
@@ -45,6 +47,12 @@ pub fn target_of(url: &Url) -> Result<(Target, ProbeKind), String> {
     };
     if kind == ProbeKind::Tcp && (!matches!(url.path(), "" | "/") || url.query().is_some()) {
         return Err("a tcp:// url has only a host and a port".into());
+    }
+    if kind == ProbeKind::Dns && (!matches!(url.path(), "" | "/") || url.query().is_some()) {
+        return Err(
+            "a dns:// url names only the server (host and port); the name asked for is dns_query"
+                .into(),
+        );
     }
     let host_str = url.host_str().unwrap_or_default();
     let authority = match url.port() {

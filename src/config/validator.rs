@@ -135,6 +135,7 @@ impl Validator<'_> {
             failure_threshold: 1,
             success_threshold: 1,
             tls: TlsSettings::default(),
+            dns: super::dns_check::DnsOptions::default(),
         };
         let defaults = self.check_options(raw.defaults, &builtin);
 

@@ -6,6 +6,7 @@
 //! (`check(prober, service, deadline) -> Outcome`).
 
 mod dns;
+mod dns_query;
 mod expect;
 mod http;
 mod http1;
@@ -66,11 +67,17 @@ pub enum Reason {
     HeaderMismatch,
     /// More redirects than `follow_redirects` allows (a redirect loop, say).
     TooManyRedirects,
+    /// A `dns://` answer's response code is not one of `expect_rcode`.
+    DnsRcode,
+    /// A `dns://` answer has no record of the type asked for.
+    DnsNoAnswer,
+    /// A `dns://` answer's records do not match `expect_answer`.
+    DnsAnswerMismatch,
 }
 
 impl Reason {
     /// Every reason, in a stable order (for docs and exhaustive tests).
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Dns,
         Reason::Connect,
         Reason::TlsHandshake,
@@ -86,6 +93,9 @@ impl Reason {
         Reason::BodyTooLarge,
         Reason::HeaderMismatch,
         Reason::TooManyRedirects,
+        Reason::DnsRcode,
+        Reason::DnsNoAnswer,
+        Reason::DnsAnswerMismatch,
     ];
 
     /// Position in [`Reason::ALL`], for per-reason counters.
@@ -114,6 +124,9 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::HeaderMismatch => "header_mismatch",
             Reason::TooManyRedirects => "too_many_redirects",
+            Reason::DnsRcode => "dns_rcode",
+            Reason::DnsNoAnswer => "dns_no_answer",
+            Reason::DnsAnswerMismatch => "dns_answer_mismatch",
         }
     }
 }
@@ -148,7 +161,28 @@ pub struct Outcome {
     /// What the TLS handshake showed (certificate expiry), when there was one. Boxed: most
     /// outcomes have none, and a snapshot holds one outcome per service.
     pub tls: Option<Arc<TlsFacts>>,
+    /// What a `dns://` query's answer said, when one came.
+    pub dns: Option<Arc<DnsFacts>>,
 }
+
+/// What a `dns://` check's answer said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsFacts {
+    /// The response code, as named in `expect_rcode` (`NOERROR`, `NXDOMAIN`, ...).
+    pub rcode: &'static str,
+    /// Records in the answer section (of any type: a CNAME chain counts).
+    pub answer_rrs: usize,
+    /// The data of the answer records of the type asked for, as text; at most
+    /// [`MAX_DNS_ANSWERS_SHOWN`] of them, each cut at 256 bytes.
+    pub answers: Vec<Box<str>>,
+    /// From sending the query to its answer (over TCP too when the UDP answer was truncated).
+    pub lookup: Duration,
+    /// Whether the answer came over TCP.
+    pub tcp: bool,
+}
+
+/// Answers kept per `dns://` outcome for `/status`.
+pub const MAX_DNS_ANSWERS_SHOWN: usize = 16;
 
 /// An HTTP version a response came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +231,7 @@ impl Outcome {
             http_version: None,
             redirects: 0,
             tls: None,
+            dns: None,
         }
     }
 
@@ -218,6 +253,7 @@ impl Outcome {
             http_version: None,
             redirects: 0,
             tls: None,
+            dns: None,
         }
     }
 }
@@ -364,6 +400,7 @@ impl Prober {
         match service.kind {
             ProbeKind::Http => http::check(self, service, deadline).await,
             ProbeKind::Tcp => tcp::check(self, service, deadline).await,
+            ProbeKind::Dns => dns_query::check(self, service, deadline).await,
         }
     }
 

@@ -19,6 +19,18 @@ pub async fn connect(
 ) -> Result<(TcpStream, Slot), Failure> {
     progress.enter(Phase::Slot);
     let slot = prober.pool.slot().await;
+    let addrs = addresses(prober, svc, target, progress).await?;
+    progress.enter(Phase::Connect);
+    Ok((connect_any(&addrs).await?, slot))
+}
+
+/// The addresses of `target` that `svc`'s `ip_family` allows, resolved unless an IP literal.
+pub async fn addresses(
+    prober: &Prober,
+    svc: &Service,
+    target: &Target,
+    progress: &Progress,
+) -> Result<Vec<SocketAddr>, Failure> {
     progress.enter(Phase::Resolve);
     let addrs = match target.ip {
         Some(ip) => vec![SocketAddr::new(ip, target.port)],
@@ -42,8 +54,7 @@ pub async fn connect(
             format!("resolving {}: no {family}address", target.host),
         ));
     }
-    progress.enter(Phase::Connect);
-    Ok((connect_any(&addrs).await?, slot))
+    Ok(addrs)
 }
 
 /// Tries each address in turn until one connects (blackbox_exporter tries only the first); the

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::common::unbound::Unbound;
 use crate::common::*;
 
 /// The services of `/status` that a source found: name -> (url, state).
@@ -478,76 +479,6 @@ async fn a_static_service_wins_its_name_and_validate_discover_lists_what_would_b
     );
     // Logged once, not every composition.
     assert_eq!(d.logs_containing("exists already").len(), 1);
-}
-
-/// unbound on a loopback port, serving `records` in a static zone, until dropped.
-struct Unbound {
-    child: std::process::Child,
-    addr: SocketAddr,
-    conf: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-impl Unbound {
-    fn config(port: u16, dir: &std::path::Path, records: &[&str]) -> String {
-        let data: String = records
-            .iter()
-            .map(|r| format!("  local-data: \"{r}\"\n"))
-            .collect();
-        format!(
-            "server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  do-ip6: no\n  access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  local-zone: \"svc.test.\" static\n  local-zone: \"broken.svc.test.\" refuse\n{data}remote-control:\n  control-enable: no\n",
-            dir.display()
-        )
-    }
-
-    async fn start(records: &[&str]) -> Unbound {
-        let dir = TempDir::new("unbound");
-        let port = {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-            s.local_addr().expect("addr").port()
-        };
-        let conf = dir.path().join("unbound.conf");
-        std::fs::write(&conf, Unbound::config(port, dir.path(), records)).expect("write");
-        let child = std::process::Command::new("unbound")
-            .args(["-d", "-c"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("unbound runs (scripts/test installs it)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let u = Unbound {
-            child,
-            addr,
-            conf,
-            _dir: dir,
-        };
-        // Ready when it answers over TCP (it listens on both).
-        let up = wait_for(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        assert!(up, "unbound listens on {addr}");
-        u
-    }
-
-    /// The zone becomes `records`; unbound reads its config again on SIGHUP.
-    fn reload(&self, records: &[&str]) {
-        let dir = self.conf.parent().expect("dir");
-        std::fs::write(&self.conf, Unbound::config(self.addr.port(), dir, records)).expect("write");
-        let ok = std::process::Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ mod architecture;
 mod cli;
 mod daemon;
 mod discovery;
+mod dns_probe;
 mod faults;
 mod fuzz;
 mod hostile;

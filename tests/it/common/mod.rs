@@ -2,6 +2,7 @@
 //! for conditions with a bound on time. Every wait ends by itself.
 
 pub mod tls;
+pub mod unbound;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
