@@ -14,12 +14,22 @@ pub const GROUP: &str = "group";
 pub const REASON: &str = "reason";
 /// `healthsweep_checks_total`: `ok` or a failure reason.
 pub const RESULT: &str = "result";
+/// `probe_grpc_healthcheck_response`: the serving status received (blackbox_exporter's name).
+pub const SERVING_STATUS: &str = "serving_status";
 
 /// Names a service's `labels` may not use: ours above, and those Prometheus' service discovery
 /// and scrape attach to every series (a clash renames ours to `exported_*`). Names starting
 /// with `__` are Prometheus' own and refused separately.
 pub const RESERVED: &[&str] = &[
-    TARGET, GROUP, REASON, RESULT, "state", "instance", "job", "service",
+    TARGET,
+    GROUP,
+    REASON,
+    RESULT,
+    SERVING_STATUS,
+    "state",
+    "instance",
+    "job",
+    "service",
 ];
 
 /// Whether `name` may be a service's own label.

@@ -93,6 +93,18 @@ const DNS_ANSWER_RRS: Family = gauge(
     "probe_dns_answer_rrs",
     "For dns:// services: records in the answer section of the latest answer.",
 );
+const GRPC_STATUS_CODE: Family = gauge(
+    "probe_grpc_status_code",
+    "For grpc:// services: the gRPC status code of the latest health check (0 OK).",
+);
+const GRPC_HEALTH: Family = gauge(
+    "probe_grpc_healthcheck_response",
+    "For grpc:// services: 1 for the serving status the latest health check answered.",
+);
+const GRPC_SSL: Family = gauge(
+    "probe_grpc_ssl",
+    "For grpc:// services: whether the check ran over TLS (grpcs://).",
+);
 const HTTP_VERSION: Family = gauge(
     "probe_http_version",
     "HTTP version of the latest response (1, 1.1 or 2).",
@@ -184,18 +196,16 @@ const DISCOVERY_SKIPPED: Family = gauge(
     "Targets of the source left out now, by reason: duplicate (a service of that name exists), rejected (the template could not make a service of it).",
 );
 
-/// One per-service value: the number, and the `reason` label for the failure-reason family.
+/// One per-service value: the number, and a label of its own for the families that have one
+/// (`reason` for the failure reason, `serving_status` for the gRPC answer).
 struct Sample {
     value: f64,
-    reason: Option<&'static str>,
+    label: Option<(&'static str, &'static str)>,
 }
 
 impl Sample {
     fn of(value: f64) -> Option<Sample> {
-        Some(Sample {
-            value,
-            reason: None,
-        })
+        Some(Sample { value, label: None })
     }
 }
 
@@ -203,7 +213,7 @@ impl Sample {
 /// series for that service).
 type PerService = (Family, fn(&ServiceStatus) -> Option<Sample>);
 
-const PER_SERVICE: [PerService; 11] = [
+const PER_SERVICE: [PerService; 14] = [
     (PROBE_SUCCESS, |s| {
         s.last
             .as_ref()
@@ -222,7 +232,7 @@ const PER_SERVICE: [PerService; 11] = [
     (FAILURE_REASON, |s| {
         s.last.as_ref().and_then(|o| o.reason).map(|r| Sample {
             value: 1.0,
-            reason: Some(r.as_str()),
+            label: Some((labels::REASON, r.as_str())),
         })
     }),
     (CONSECUTIVE_FAILURES, |s| {
@@ -250,6 +260,23 @@ const PER_SERVICE: [PerService; 11] = [
     }),
     (DNS_ANSWER_RRS, |s| {
         Sample::of(s.last.as_ref()?.dns.as_ref()?.answer_rrs as f64)
+    }),
+    (GRPC_STATUS_CODE, |s| {
+        Sample::of(f64::from(s.last.as_ref()?.grpc.as_ref()?.status_code))
+    }),
+    (GRPC_HEALTH, |s| {
+        let serving = s.last.as_ref()?.grpc.as_ref()?.serving_name()?;
+        Some(Sample {
+            value: 1.0,
+            label: Some((labels::SERVING_STATUS, serving)),
+        })
+    }),
+    (GRPC_SSL, |s| {
+        // `grpc_service` is set exactly for grpc:// and grpcs:// services.
+        if s.service.grpc_service.is_none() || s.last.is_none() {
+            return None;
+        }
+        Sample::of(if s.service.target.tls { 1.0 } else { 0.0 })
     }),
 ];
 
@@ -438,7 +465,7 @@ impl Iterator for Exposition {
                 let (f, sample) = &PER_SERVICE[self.family];
                 if let Some(s) = sample(status) {
                     write_header(&mut out, f, &mut self.header_written);
-                    let extra = s.reason.map(|r| (labels::REASON, r));
+                    let extra = s.label;
                     write_series(
                         &mut out,
                         f.name,
@@ -878,7 +905,8 @@ mod tests {
         use std::time::Duration;
         let src = "[[service]]\nname = \"a\"\nurl = \"https://127.0.0.1:9/\"\ngroup = \"g\"\n\
                    labels = { own = \"x\" }\n\
-                   [[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:9/\"\n";
+                   [[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:9/\"\n\
+                   [[service]]\nname = \"c\"\nurl = \"grpcs://127.0.0.1:9\"\n";
         let config =
             Arc::new(crate::config::parse(std::path::Path::new("t.toml"), src).expect("valid"));
         let loaded = crate::config::Loaded {
@@ -903,6 +931,14 @@ mod tests {
             })),
             ..Outcome::passed(SystemTime::UNIX_EPOCH, Duration::from_millis(7))
         };
+        let grpc = Outcome {
+            grpc: Some(Arc::new(crate::probe::GrpcFacts {
+                status_code: 0,
+                serving_status: Some(1),
+                message: None,
+            })),
+            ..Outcome::passed(SystemTime::UNIX_EPOCH, Duration::from_millis(3))
+        };
         let failed = Outcome::failed(
             Reason::HttpStatus,
             SystemTime::UNIX_EPOCH,
@@ -910,7 +946,10 @@ mod tests {
             "status 500",
         );
         let mut snapshot = Snapshot::new(&loaded, SystemTime::UNIX_EPOCH);
-        for outcomes in [vec![failed.clone(), passed.clone()], vec![passed, failed]] {
+        for outcomes in [
+            vec![failed.clone(), passed.clone(), grpc.clone()],
+            vec![passed, failed, grpc],
+        ] {
             let report = SweepReport {
                 config: config.clone(),
                 started_at: SystemTime::UNIX_EPOCH,

@@ -302,6 +302,16 @@ struct LastDoc<'a> {
     /// For `dns://`: the response code and the answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     dns: Option<DnsDoc<'a>>,
+    /// For `grpc://`: the gRPC status code and the serving status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc: Option<GrpcDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct GrpcDoc<'a> {
+    status_code: u32,
+    serving_status: Option<&'static str>,
+    message: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -394,6 +404,11 @@ impl<'a> ServiceDoc<'a> {
                     answers: &d.answers,
                     lookup_seconds: seconds(d.lookup),
                     transport: if d.tcp { "tcp" } else { "udp" },
+                }),
+                grpc: o.grpc.as_deref().map(|g| GrpcDoc {
+                    status_code: g.status_code,
+                    serving_status: g.serving_name(),
+                    message: g.message.as_deref(),
                 }),
             }),
         }

@@ -43,6 +43,8 @@ pub(super) struct CheckOptions {
     pub(super) success_threshold: u32,
     pub(super) tls: TlsSettings,
     pub(super) dns: super::dns_check::DnsOptions,
+    /// `grpc_service`: the service named in the gRPC health check (`""`: the server).
+    pub(super) grpc_service: Option<String>,
 }
 
 /// TLS keys as given (paths resolved), turned into a [`TlsClient`] per service.
@@ -224,6 +226,9 @@ impl Validator<'_> {
             answer: raw.expect_answer.as_ref(),
         };
         self.dns_options(dns, &mut o.dns);
+        if let Some(g) = raw.grpc_service {
+            o.grpc_service = Some(g.into_inner());
+        }
         o
     }
 

@@ -328,6 +328,7 @@ impl Validator<'_> {
             success_threshold: 1,
             tls: TlsSettings::default(),
             dns: super::dns_check::DnsOptions::default(),
+            grpc_service: None,
         };
         let mut options = self.check_options(check, &base);
         // Prometheus' http_sd contract: the endpoint may shape its answer to the interval.

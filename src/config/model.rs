@@ -162,6 +162,8 @@ pub struct Service {
     pub success_threshold: u32,
     /// For `dns://`: the query and what its answer must be.
     pub dns: Option<Arc<super::DnsCheck>>,
+    /// For `grpc://`: the service the health check asks about (`""`: the server as a whole).
+    pub grpc_service: Option<Box<str>>,
     /// A digest of everything that decides how the service is checked (see
     /// `Service::check_key`): a sweep that straddles a reload lands its results only on
     /// services still checked the same way.
@@ -177,6 +179,9 @@ pub enum ProbeKind {
     Tcp,
     /// `dns://server:port`: a query to that server, its answer checked.
     Dns,
+    /// `grpc://host:port` (`grpcs://` over TLS): the standard health check,
+    /// `grpc.health.v1.Health/Check`.
+    Grpc,
 }
 
 /// Which of a host's addresses a check may use.
@@ -333,6 +338,10 @@ impl Service {
         .as_bytes());
         if let Some(d) = &self.dns {
             put(d.key().as_bytes());
+        }
+        if let Some(g) = &self.grpc_service {
+            put(b"grpc");
+            put(g.as_bytes());
         }
         self.target.tls.hash(&mut h);
         h.finish()

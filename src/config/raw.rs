@@ -145,6 +145,7 @@ pub struct RawCheck {
     pub dns_transport: Option<Spanned<String>>,
     pub expect_rcode: Option<Spanned<Vec<String>>>,
     pub expect_answer: Option<Spanned<RawAnswerMatch>>,
+    pub grpc_service: Option<Spanned<String>>,
 }
 
 /// `expect_answer = { regex = "...", match = "any" | "all" }`.
@@ -207,6 +208,7 @@ pub struct RawService {
     pub dns_transport: Rare<String>,
     pub expect_rcode: Rare<Vec<String>>,
     pub expect_answer: Rare<RawAnswerMatch>,
+    pub grpc_service: Rare<String>,
 }
 
 impl RawService {
@@ -254,6 +256,7 @@ impl RawService {
             dns_transport: unbox(self.dns_transport),
             expect_rcode: unbox(self.expect_rcode),
             expect_answer: unbox(self.expect_answer),
+            grpc_service: unbox(self.grpc_service),
         };
         (identity, check)
     }

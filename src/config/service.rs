@@ -83,6 +83,8 @@ pub(super) fn assemble(
             })),
             _ => None,
         },
+        grpc_service: (kind == ProbeKind::Grpc)
+            .then(|| o.grpc_service.clone().unwrap_or_default().into_boxed_str()),
         check_digest: 0,
     };
     service.check_digest = service.check_key();
@@ -110,15 +112,28 @@ impl Validator<'_> {
     pub(super) fn keys_for_scheme(&mut self, scheme: &str, check: &RawCheck, table: &Range<usize>) {
         let is_tcp = scheme == "tcp";
         let is_dns = scheme == "dns";
-        let is_https = scheme == "https";
-        let http_keys = check.http_only_keys();
-        if (is_tcp || is_dns) && !http_keys.is_empty() {
+        let is_grpc = scheme == "grpc" || scheme == "grpcs";
+        let is_https = scheme == "https" || scheme == "grpcs";
+        let mut http_keys = check.http_only_keys();
+        if is_grpc {
+            // Sent as gRPC metadata.
+            http_keys.retain(|k| *k != "headers");
+        }
+        if (is_tcp || is_dns || is_grpc) && !http_keys.is_empty() {
             self.report(
                 Some(table),
                 format!(
                     "not for {scheme}:// services (they apply to HTTP checks): {}",
                     http_keys.join(", ")
                 ),
+            );
+        }
+        if let Some(g) = &check.grpc_service
+            && !is_grpc
+        {
+            self.report(
+                Some(&g.span()),
+                "grpc_service is for grpc:// and grpcs:// services",
             );
         }
         let dns_keys = check.dns_keys();
@@ -143,7 +158,7 @@ impl Validator<'_> {
             self.report(
                 Some(table),
                 format!(
-                    "TLS settings need an https:// URL, or tcp:// with tls = true: {}",
+                    "TLS settings need an https:// or grpcs:// URL, or tcp:// with tls = true: {}",
                     tls_keys.join(", ")
                 ),
             );
@@ -239,7 +254,9 @@ impl Validator<'_> {
             ca_file: settings.ca_file.as_ref().map(|(_, p)| p.clone()),
             client_cert,
             insecure_skip_verify: settings.insecure_skip_verify,
-            alpn_http: kind == ProbeKind::Http,
+            // gRPC needs h2, which the HTTP offer includes (a server that picks http/1.1 fails
+            // the check).
+            alpn_http: matches!(kind, ProbeKind::Http | ProbeKind::Grpc),
         };
         if let Some(client) = self.tls_clients.get(&options) {
             return Some(client.clone());

@@ -212,6 +212,7 @@ impl Template {
             (true, ProbeKind::Http) => self.tls_http.clone(),
             (true, ProbeKind::Tcp) => self.tls_tcp.clone(),
             (true, ProbeKind::Dns) => None,
+            (true, ProbeKind::Grpc) => self.tls_http.clone(),
         };
         Ok(assemble(
             Naming {

@@ -17,9 +17,11 @@ pub fn target_of(url: &Url) -> Result<(Target, ProbeKind), String> {
         "https" => (true, ProbeKind::Http),
         "tcp" => (false, ProbeKind::Tcp),
         "dns" => (false, ProbeKind::Dns),
+        "grpc" => (false, ProbeKind::Grpc),
+        "grpcs" => (true, ProbeKind::Grpc),
         other => {
             return Err(format!(
-                "url scheme {other:?} is not supported: use http, https, tcp or dns"
+                "url scheme {other:?} is not supported: use http, https, tcp, dns, grpc or grpcs"
             ));
         }
     };
@@ -37,6 +39,7 @@ pub fn target_of(url: &Url) -> Result<(Target, ProbeKind), String> {
         (Some(p), _) => p,
         (None, ProbeKind::Tcp) => return Err("a tcp:// url needs a port".into()),
         (None, ProbeKind::Dns) => 53,
+        (None, ProbeKind::Grpc) => return Err("a grpc:// url needs a port".into()),
         (None, ProbeKind::Http) => {
             if tls {
                 443
@@ -47,6 +50,11 @@ pub fn target_of(url: &Url) -> Result<(Target, ProbeKind), String> {
     };
     if kind == ProbeKind::Tcp && (!matches!(url.path(), "" | "/") || url.query().is_some()) {
         return Err("a tcp:// url has only a host and a port".into());
+    }
+    if kind == ProbeKind::Grpc && (!matches!(url.path(), "" | "/") || url.query().is_some()) {
+        return Err(
+            "a grpc:// url has only a host and a port; the service checked is grpc_service".into(),
+        );
     }
     if kind == ProbeKind::Dns && (!matches!(url.path(), "" | "/") || url.query().is_some()) {
         return Err(

@@ -136,6 +136,7 @@ impl Validator<'_> {
             success_threshold: 1,
             tls: TlsSettings::default(),
             dns: super::dns_check::DnsOptions::default(),
+            grpc_service: None,
         };
         let defaults = self.check_options(raw.defaults, &builtin);
 

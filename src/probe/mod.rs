@@ -8,6 +8,8 @@
 mod dns;
 mod dns_query;
 mod expect;
+mod grpc;
+mod h2conn;
 mod http;
 mod http1;
 mod http2;
@@ -73,11 +75,19 @@ pub enum Reason {
     DnsNoAnswer,
     /// A `dns://` answer's records do not match `expect_answer`.
     DnsAnswerMismatch,
+    /// The gRPC health check answered NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN.
+    GrpcNotServing,
+    /// The gRPC server does not know `grpc_service` (NOT_FOUND).
+    GrpcServiceUnknown,
+    /// The gRPC server has no health service (UNIMPLEMENTED).
+    GrpcUnimplemented,
+    /// Any other gRPC status than OK (or an HTTP status other than 200).
+    GrpcStatus,
 }
 
 impl Reason {
     /// Every reason, in a stable order (for docs and exhaustive tests).
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Dns,
         Reason::Connect,
         Reason::TlsHandshake,
@@ -96,6 +106,10 @@ impl Reason {
         Reason::DnsRcode,
         Reason::DnsNoAnswer,
         Reason::DnsAnswerMismatch,
+        Reason::GrpcNotServing,
+        Reason::GrpcServiceUnknown,
+        Reason::GrpcUnimplemented,
+        Reason::GrpcStatus,
     ];
 
     /// Position in [`Reason::ALL`], for per-reason counters.
@@ -127,6 +141,10 @@ impl Reason {
             Reason::DnsRcode => "dns_rcode",
             Reason::DnsNoAnswer => "dns_no_answer",
             Reason::DnsAnswerMismatch => "dns_answer_mismatch",
+            Reason::GrpcNotServing => "grpc_not_serving",
+            Reason::GrpcServiceUnknown => "grpc_service_unknown",
+            Reason::GrpcUnimplemented => "grpc_unimplemented",
+            Reason::GrpcStatus => "grpc_status",
         }
     }
 }
@@ -163,7 +181,36 @@ pub struct Outcome {
     pub tls: Option<Arc<TlsFacts>>,
     /// What a `dns://` query's answer said, when one came.
     pub dns: Option<Arc<DnsFacts>>,
+    /// What a gRPC health check's answer said, when one came.
+    pub grpc: Option<Arc<GrpcFacts>>,
 }
+
+/// What a gRPC health check's answer said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcFacts {
+    /// The gRPC status code (0 OK, 5 NOT_FOUND, 12 UNIMPLEMENTED, ...).
+    pub status_code: u32,
+    /// The serving status in an OK answer (0 UNKNOWN, 1 SERVING, 2 NOT_SERVING, 3
+    /// SERVICE_UNKNOWN).
+    pub serving_status: Option<u64>,
+    /// `grpc-message`, decoded.
+    pub message: Option<Box<str>>,
+}
+
+impl GrpcFacts {
+    /// The serving status by name, as in `/status` and the metric's label.
+    pub fn serving_name(&self) -> Option<&'static str> {
+        self.serving_status.map(|s| {
+            grpc::SERVING_STATUSES
+                .get(s as usize)
+                .copied()
+                .unwrap_or("UNKNOWN")
+        })
+    }
+}
+
+/// The serving statuses, in the order of grpc/health/v1/health.proto.
+pub const GRPC_SERVING_STATUSES: [&str; 4] = grpc::SERVING_STATUSES;
 
 /// What a `dns://` check's answer said.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +279,7 @@ impl Outcome {
             redirects: 0,
             tls: None,
             dns: None,
+            grpc: None,
         }
     }
 
@@ -254,6 +302,7 @@ impl Outcome {
             redirects: 0,
             tls: None,
             dns: None,
+            grpc: None,
         }
     }
 }
@@ -289,6 +338,8 @@ pub struct Prober {
     lookups: tokio::sync::Semaphore,
     /// The endpoints of the config in use, for [`Prober::tidy`].
     used: std::sync::Mutex<Option<Used>>,
+    /// HTTP/2 connections shared by the gRPC checks of each connection shape.
+    h2: h2conn::Connections,
 }
 
 /// The config in use and how many of its services use each endpoint: a change is counted in
@@ -324,6 +375,7 @@ impl Prober {
             system_resolver: dns::Resolver::new(crate::config::ResolverKind::System),
             lookups: tokio::sync::Semaphore::new(dns::MAX_CONCURRENT_LOOKUPS),
             used: std::sync::Mutex::new(None),
+            h2: h2conn::Connections::default(),
         }
     }
 
@@ -379,14 +431,17 @@ impl Prober {
     pub fn tidy(&self) {
         let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         match &*used {
-            Some(used) => self.pool.retain(|e| used.endpoints.contains_key(&e)),
+            Some(used) => {
+                self.pool.retain(|e| used.endpoints.contains_key(&e));
+                self.h2.retain(|e| used.endpoints.contains_key(&e));
+            }
             None => self.pool.retain(|_| true),
         }
     }
 
     /// Idle connections kept for reuse right now.
     pub fn idle_connections(&self) -> usize {
-        self.pool.idle()
+        self.pool.idle() + self.h2.open_count()
     }
 
     /// A live count of idle connections, for `/metrics`.
@@ -401,6 +456,7 @@ impl Prober {
             ProbeKind::Http => http::check(self, service, deadline).await,
             ProbeKind::Tcp => tcp::check(self, service, deadline).await,
             ProbeKind::Dns => dns_query::check(self, service, deadline).await,
+            ProbeKind::Grpc => grpc::check(self, service, deadline).await,
         }
     }
 

@@ -61,7 +61,7 @@ pub struct Leased {
 pub struct Endpoint(u64);
 
 /// A [`Shape`], owned: what a pooled connection remembers about how it was made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ShapeKey {
     tls: bool,
     host: Box<str>,

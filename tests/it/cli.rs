@@ -14,7 +14,7 @@ fn validate_accepts_the_example_config() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/healthsweep.toml");
     let (code, out, err) = run_cli(["validate", "--config", example]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("valid (6 services)"), "{out}");
+    assert!(out.contains("valid (7 services)"), "{out}");
 }
 
 #[test]
@@ -209,7 +209,7 @@ fn the_example_configs_discovery_blocks_are_valid_once_uncommented() {
     let (code, out, err) = run_cli(["validate", "--config", path.to_str().expect("utf-8")]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
-        out.contains("valid (6 services, 5 discovery sources)"),
+        out.contains("valid (7 services, 5 discovery sources)"),
         "{out}"
     );
 }

@@ -15,6 +15,7 @@ mod discovery;
 mod dns_probe;
 mod faults;
 mod fuzz;
+mod grpc;
 mod hostile;
 mod kubernetes;
 mod probes;

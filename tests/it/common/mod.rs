@@ -749,6 +749,8 @@ pub enum Tool {
     KubernetesValidate,
     Openssl,
     Unbound,
+    /// Python with grpcio and grpcio-health-checking (the reference gRPC health server).
+    GrpcPython,
     /// Root, with `unshare(1)`: a private mount namespace (its own /etc/hosts or
     /// /etc/resolv.conf) and low ports.
     Root,
@@ -763,6 +765,7 @@ impl Tool {
             Tool::KubernetesValidate => "kubernetes-validate",
             Tool::Openssl => "openssl",
             Tool::Unbound => "unbound",
+            Tool::GrpcPython => "python3",
             Tool::Root => "unshare",
         }
     }
@@ -774,6 +777,9 @@ impl Tool {
             Tool::KubernetesValidate => "pip install kubernetes-validate",
             Tool::Openssl => "apt-get install openssl",
             Tool::Unbound => "apt-get install unbound",
+            Tool::GrpcPython => {
+                "pip install grpcio grpcio-health-checking (scripts/test does, into target/test-venv)"
+            }
             Tool::Root => "run the tests as root (util-linux provides unshare)",
         }
     }
@@ -788,6 +794,15 @@ impl Tool {
             .any(|d: std::path::PathBuf| d.join(self.program()).is_file());
         match self {
             Tool::Root => on_path && is_root(),
+            Tool::GrpcPython => {
+                on_path
+                    && std::process::Command::new("python3")
+                        .args(["-c", "import grpc, grpc_health.v1.health"])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+            }
             _ => on_path,
         }
     }

@@ -1,0 +1,181 @@
+//! Shared HTTP/2 connections, for gRPC: one connection per connection shape (the pool rule of
+//! [`super::pool`]: endpoint, address family, resolver, TLS name and client fingerprint), used
+//! by every check of that shape at once, each on a stream of its own. hyper's client queues a
+//! request until the server's `SETTINGS_MAX_CONCURRENT_STREAMS` leave room for it, so a
+//! thousand checks on one endpoint need one connection, not a thousand.
+//!
+//! A connection that has closed (GOAWAY, a reset, the server gone) is noticed before it is
+//! handed out and replaced; a request the server refused before processing it (a GOAWAY that
+//! came meanwhile) is sent once more on a new connection, so checks that had not started on a
+//! dying connection do not fail for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::task::JoinHandle;
+
+use super::http1::Stream;
+use super::pool::{Endpoint, Shape, ShapeKey, Slot};
+use super::progress::{Failure, Phase, Progress};
+use super::{Prober, Reason, TlsFacts, net, tls};
+use crate::config::{Service, TlsClient};
+
+/// A live HTTP/2 connection, shared.
+#[derive(Clone)]
+pub struct Shared {
+    pub sender: SendRequest<Full<Bytes>>,
+    /// What the TLS handshake showed, reported by every check on the connection.
+    pub tls: Option<Arc<TlsFacts>>,
+    /// Set when a request on it went unanswered (its check ran out of time): the server may
+    /// never answer on this connection again, so the next check opens a new one.
+    suspect: Arc<std::sync::atomic::AtomicBool>,
+    _task: Arc<Task>,
+}
+
+impl Shared {
+    fn usable(&self) -> bool {
+        !self.sender.is_closed() && !self.suspect.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A guard for one request: unless [`Pending::answered`] is called, dropping it (the check
+    /// timed out or was cancelled) marks the connection suspect.
+    pub fn pending(&self) -> Pending {
+        Pending(Some(self.suspect.clone()))
+    }
+}
+
+/// See [`Shared::pending`].
+pub struct Pending(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl Pending {
+    pub fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The connection's task, and the descriptor slot it holds: both go with the last handle.
+struct Task {
+    handle: JoinHandle<()>,
+    _slot: Slot,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// One connection per shape, each opened by one check while the others of its shape wait.
+#[derive(Default)]
+pub struct Connections {
+    by_shape: Mutex<HashMap<ShapeKey, (Endpoint, Cell)>>,
+}
+
+/// Where a shape's connection is kept; a check opening it holds the lock meanwhile.
+type Cell = Arc<tokio::sync::Mutex<Option<Shared>>>;
+
+impl Connections {
+    /// A connection for `svc`'s own origin: the live one of its shape, or a new one.
+    /// `fresh` replaces the one there (it refused a request).
+    pub async fn get(
+        &self,
+        prober: &Prober,
+        svc: &Service,
+        client: Option<&TlsClient>,
+        progress: &Progress,
+        fresh: bool,
+    ) -> Result<(Shared, bool), Failure> {
+        let shape = Shape::of(svc, &svc.target, true, client);
+        let cell = {
+            let mut map = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(shape.key())
+                .or_insert_with(|| (Endpoint::of(&shape), Cell::default()))
+                .1
+                .clone()
+        };
+        let mut slot = cell.lock().await;
+        if let Some(live) = slot.as_ref().filter(|c| !fresh && c.usable()) {
+            return Ok((live.clone(), true));
+        }
+        *slot = None;
+        let opened = open(prober, svc, &shape, client, progress).await?;
+        *slot = Some(opened.clone());
+        Ok((opened, false))
+    }
+
+    /// Open connections (one being opened right now is not counted yet).
+    pub fn open_count(&self) -> usize {
+        let map = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
+        map.values()
+            .filter(|(_, c)| {
+                c.try_lock()
+                    .map(|s| s.as_ref().is_some_and(Shared::usable))
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
+    /// Closes the connections of endpoints `keep` says no to (no service uses them now).
+    pub fn retain(&self, mut keep: impl FnMut(Endpoint) -> bool) {
+        let mut map = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (e, _)| keep(*e));
+    }
+}
+
+async fn open(
+    prober: &Prober,
+    svc: &Service,
+    shape: &Shape<'_>,
+    client: Option<&TlsClient>,
+    progress: &Progress,
+) -> Result<Shared, Failure> {
+    let (tcp, slot) = net::connect(prober, svc, shape.target, progress).await?;
+    let (stream, facts) = match (shape.target.tls, client) {
+        (true, Some(client)) => {
+            progress.enter(Phase::Tls);
+            let (config, _) = client.for_origin(true);
+            let (tls_stream, facts) =
+                Box::pin(tls::handshake(config, shape.server_name(), tcp)).await?;
+            if !tls::negotiated_h2(&tls_stream) {
+                return Err(Failure::new(
+                    Reason::TlsHandshake,
+                    "the server did not choose HTTP/2 (h2) by ALPN, which gRPC needs",
+                ));
+            }
+            (Stream::Tls(Box::new(tls_stream)), facts)
+        }
+        (true, None) => {
+            return Err(Failure::new(Reason::TlsHandshake, "no TLS client"));
+        }
+        (false, _) => (Stream::Plain(tcp), None),
+    };
+    progress.enter(Phase::Request);
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::new(Reason::ConnectionClosed, format!("HTTP/2 handshake: {e}")))?;
+    let handle = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(Shared {
+        sender,
+        tls: facts,
+        suspect: Arc::default(),
+        _task: Arc::new(Task {
+            handle,
+            _slot: slot,
+        }),
+    })
+}

@@ -1,0 +1,224 @@
+//! End to end: `grpc://` and `grpcs://` health checks against the reference gRPC health server
+//! (grpcio-health-checking, from PyPI), its status switched during the test, a named service
+//! registered late, a server without the health service, a server that never answers, and TLS
+//! with certificates made here (a private CA, an unknown CA, a client certificate required).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::tls::{VALID, ca, leaf, write_pem};
+use crate::common::*;
+
+/// grpcio's health server (`tests/it/fixtures/grpc_health_server.py`), until dropped.
+struct GrpcServer {
+    child: Child,
+    stdin: ChildStdin,
+    answers: BufReader<std::process::ChildStdout>,
+    port: u16,
+}
+
+impl GrpcServer {
+    fn start(args: &[&str]) -> GrpcServer {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/fixtures/grpc_health_server.py"
+        );
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut answers = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        answers.read_line(&mut line).expect("the port line");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("a port: {line:?}"));
+        GrpcServer {
+            child,
+            stdin,
+            answers,
+            port,
+        }
+    }
+
+    /// Sets `service`'s status (`-`: the server as a whole).
+    fn set(&mut self, service: &str, status: &str) {
+        writeln!(self.stdin, "{service} {status}").expect("command");
+        let mut ok = String::new();
+        self.answers.read_line(&mut ok).expect("answer");
+        assert_eq!(ok.trim(), "ok");
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn grpc_service(name: &str, url: &str, keys: &str) -> String {
+    format!("[[service]]\nname = \"{name}\"\nurl = \"{url}\"\ntimeout = \"1s\"\n{keys}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_checks_follow_the_reference_server_and_share_its_connection() {
+    if !needs(&[Tool::GrpcPython, Tool::Promtool]) {
+        return;
+    }
+    let mut health = GrpcServer::start(&["health"]);
+    let bare = GrpcServer::start(&["bare"]);
+    // Accepts connections and never says a word.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let h = format!("grpc://127.0.0.1:{}", health.port);
+    let config = [
+        daemon_section("1s", "1s", ""),
+        grpc_service("whole", &h, ""),
+        grpc_service(
+            "whole-too",
+            &h,
+            "headers = { authorization = \"Bearer t\" }",
+        ),
+        grpc_service("ledger", &h, "grpc_service = \"ledger.v1.Ledger\""),
+        grpc_service("bare", &format!("grpc://127.0.0.1:{}", bare.port), ""),
+        grpc_service(
+            "hang",
+            &format!("grpc://{}", hang.local_addr().expect("addr")),
+            "",
+        ),
+    ]
+    .concat();
+    let d = Daemon::start(&config);
+    let status = d.status_after_sweeps(2).await;
+    let get = |s: &serde_json::Value, n: &str| service_status(s, n).clone();
+    for up in ["whole", "whole-too"] {
+        assert_eq!(get(&status, up)["state"], "up", "{}", get(&status, up));
+        assert_eq!(
+            get(&status, up)["last"]["grpc"]["serving_status"],
+            "SERVING"
+        );
+        assert_eq!(
+            get(&status, up)["last"]["reused_connection"],
+            true,
+            "one connection"
+        );
+    }
+    assert_eq!(
+        get(&status, "ledger")["last"]["reason"],
+        "grpc_service_unknown"
+    );
+    assert_eq!(get(&status, "ledger")["last"]["grpc"]["status_code"], 5);
+    assert_eq!(get(&status, "bare")["last"]["reason"], "grpc_unimplemented");
+    assert_eq!(get(&status, "bare")["last"]["grpc"]["status_code"], 12);
+    assert!(
+        matches!(
+            get(&status, "hang")["last"]["reason"].as_str(),
+            Some("timeout" | "deadline_exceeded")
+        ),
+        "{}",
+        get(&status, "hang")
+    );
+
+    // The server's statuses change; the verdicts follow.
+    health.set("ledger.v1.Ledger", "SERVING");
+    health.set("-", "NOT_SERVING");
+    let (status, changed) = d
+        .poll_status(Duration::from_secs(10), |s| {
+            service_status(s, "ledger")["state"] == "up"
+                && service_status(s, "whole")["state"] == "down"
+        })
+        .await;
+    assert!(changed, "{status}");
+    assert_eq!(get(&status, "whole")["last"]["reason"], "grpc_not_serving");
+    assert_eq!(
+        get(&status, "whole")["last"]["grpc"]["serving_status"],
+        "NOT_SERVING"
+    );
+    let metrics = d.get("/metrics").await.body;
+    assert!(
+        metrics.contains(
+            "probe_grpc_healthcheck_response{target=\"whole\",serving_status=\"NOT_SERVING\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("probe_grpc_status_code{target=\"bare\"} 12"));
+    assert!(metrics.contains("probe_grpc_ssl{target=\"ledger\"} 0"));
+    promtool_check_metrics(&metrics);
+    health.set("-", "SERVING");
+    let (status, back) = d
+        .poll_status(Duration::from_secs(10), |s| {
+            service_status(s, "whole")["state"] == "up"
+        })
+        .await;
+    assert!(back, "{status}");
+    // Four services on two servers: two HTTP/2 connections (the hanging one never got one).
+    assert_eq!(
+        status["sweep"]["idle_connections"], 2,
+        "{}",
+        status["sweep"]
+    );
+    drop(hang);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcs_checks_verify_the_server_and_present_a_client_certificate() {
+    if !needs(&[Tool::GrpcPython]) {
+        return;
+    }
+    let dir = TempDir::new("grpcs");
+    let authority = ca("test CA", (2036, 1, 1));
+    let server = leaf(&["localhost"], VALID, &authority);
+    let client = leaf(&["probe"], VALID, &authority);
+    let ca_file = write_pem(dir.path(), "ca.pem", authority.cert.pem());
+    let cert = write_pem(dir.path(), "server.pem", server.cert.pem());
+    let key = write_pem(dir.path(), "server-key.pem", server.key.serialize_pem());
+    let client_cert = write_pem(dir.path(), "client.pem", client.cert.pem());
+    let client_key = write_pem(dir.path(), "client-key.pem", client.key.serialize_pem());
+    let tls = GrpcServer::start(&["health", &cert, &key]);
+    let mtls = GrpcServer::start(&["health", &cert, &key, &ca_file]);
+    let at = |s: &GrpcServer| format!("grpcs://localhost:{}", s.port);
+    let config = [
+        daemon_section("1s", "1s", ""),
+        grpc_service("private-ca", &at(&tls), &format!("ca_file = \"{ca_file}\"")),
+        grpc_service("unknown-ca", &at(&tls), ""),
+        grpc_service(
+            "mtls",
+            &at(&mtls),
+            &format!(
+                "ca_file = \"{ca_file}\"\nclient_cert = \"{client_cert}\"\nclient_key = \"{client_key}\""
+            ),
+        ),
+        grpc_service("mtls-anonymous", &at(&mtls), &format!("ca_file = \"{ca_file}\"")),
+    ]
+    .concat();
+    let d = Daemon::start(&config);
+    let status = d.status_after_sweeps(2).await;
+    let get = |n: &str| service_status(&status, n).clone();
+    assert_eq!(get("private-ca")["state"], "up", "{}", get("private-ca"));
+    assert!(
+        get("private-ca")["last"]["tls"]["days_left"]
+            .as_i64()
+            .is_some()
+    );
+    assert_eq!(get("unknown-ca")["last"]["reason"], "tls_unknown_issuer");
+    assert_eq!(get("mtls")["state"], "up", "{}", get("mtls"));
+    assert_eq!(
+        get("mtls-anonymous")["state"],
+        "down",
+        "{}",
+        get("mtls-anonymous")
+    );
+    let metrics = d.get("/metrics").await.body;
+    assert!(
+        metrics.contains("probe_grpc_ssl{target=\"mtls\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("probe_ssl_earliest_cert_expiry{target=\"private-ca\"}"));
+}
