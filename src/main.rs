@@ -140,6 +140,10 @@ enum Command {
         /// With --hostnames: percent of the names the DNS server never answers.
         #[arg(long, default_value_t = 0)]
         dns_unanswered: u8,
+        /// gRPC services instead (grpc://, the standard health check; the mock fleet serves
+        /// h2c). With --ports-per-process 25: 100 endpoints.
+        #[arg(long)]
+        grpc: bool,
         /// Measure discovery instead, at these numbers of targets in one file_sd file: the
         /// first load, and refreshes that change 1 % of the targets.
         #[arg(long, value_delimiter = ',')]
@@ -160,6 +164,9 @@ enum Command {
         /// Also serve DNS here, answering every name with --ip.
         #[arg(long)]
         dns: Option<SocketAddr>,
+        /// Serve the gRPC health check (h2c) instead of HTTP/1.1.
+        #[arg(long)]
+        grpc: bool,
     },
     /// (benchmark) The measured worker: sweep a config and report as JSON.
     #[command(hide = true)]
@@ -235,6 +242,7 @@ fn dispatch(command: Command) -> ExitCode {
             extra_config,
             hostnames,
             dns_unanswered,
+            grpc,
             discovery: _,
             json,
         } => report(bench::run(&bench::BenchOptions {
@@ -247,6 +255,7 @@ fn dispatch(command: Command) -> ExitCode {
             extra_config,
             hostnames,
             dns_unanswered,
+            grpc,
             json,
         })),
         Command::MockFleet {
@@ -254,6 +263,7 @@ fn dispatch(command: Command) -> ExitCode {
             ports,
             latency,
             dns,
+            grpc,
         } => {
             limits::raise_open_file_limit();
             // One thread per mock process, so the fleet does not outnumber the measured
@@ -263,7 +273,7 @@ fn dispatch(command: Command) -> ExitCode {
                 .build()
                 .expect("the tokio runtime starts");
             report(
-                rt.block_on(mock::run_fleet(ip, ports, latency, dns))
+                rt.block_on(mock::run_fleet(ip, ports, latency, dns, grpc))
                     .map_err(anyhow::Error::from),
             )
         }

@@ -10,6 +10,10 @@
 //! | `/hang` | never answers |
 //!
 //! `?delay=MS` on any path overrides the latency for that request.
+//!
+//! A [`MockServer::start_grpc`] server speaks gRPC over HTTP/2 without TLS instead: the
+//! standard health check answers `SERVING` after the latency, on as many streams at once as
+//! its clients open.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +48,18 @@ impl MockServer {
         Ok(MockServer { addr })
     }
 
+    /// Like [`MockServer::start`], but a gRPC health server (h2c).
+    pub async fn start_grpc(
+        addr: SocketAddr,
+        latency: Duration,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<MockServer> {
+        let listener = listen(addr)?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(serve_grpc(listener, latency, shutdown));
+        Ok(MockServer { addr })
+    }
+
     /// The URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -75,11 +91,17 @@ pub async fn run_fleet(
     ports: usize,
     latency: Duration,
     dns: Option<SocketAddr>,
+    grpc: bool,
 ) -> std::io::Result<()> {
     let shutdown = CancellationToken::new();
     let mut endpoints = Vec::with_capacity(ports);
     for _ in 0..ports {
-        let server = MockServer::start(SocketAddr::new(ip, 0), latency, shutdown.clone()).await?;
+        let at = SocketAddr::new(ip, 0);
+        let server = if grpc {
+            MockServer::start_grpc(at, latency, shutdown.clone()).await?
+        } else {
+            MockServer::start(at, latency, shutdown.clone()).await?
+        };
         endpoints.push(server.addr.to_string());
     }
     if let (Some(dns), std::net::IpAddr::V4(v4)) = (dns, ip) {
@@ -232,6 +254,66 @@ async fn answer<B>(
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(r)
+}
+
+async fn serve_grpc(listener: TcpListener, latency: Duration, shutdown: CancellationToken) {
+    while let Some(stream) = next_connection(&listener, &shutdown).await {
+        let _ = stream.set_nodelay(true);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                tokio::time::sleep(latency).await;
+                let serving = req.uri().path() == "/grpc.health.v1.Health/Check";
+                let mut r = Response::new(GrpcAnswer::new(serving));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                Ok::<_, Infallible>(r)
+            });
+            let conn =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .max_concurrent_streams(10_000)
+                    .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// A gRPC answer: `HealthCheckResponse { status: SERVING }` and `grpc-status: 0`, or for any
+/// other method `grpc-status: 12` (UNIMPLEMENTED) alone.
+struct GrpcAnswer {
+    message: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl GrpcAnswer {
+    fn new(serving: bool) -> Self {
+        let mut trailers = http::HeaderMap::new();
+        let status = if serving { "0" } else { "12" };
+        trailers.insert("grpc-status", HeaderValue::from_static(status));
+        GrpcAnswer {
+            message: serving.then(|| Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 1])),
+            trailers: Some(trailers),
+        }
+    }
+}
+
+impl hyper::body::Body for GrpcAnswer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let frame = match self.message.take() {
+            Some(m) => Some(hyper::body::Frame::data(m)),
+            None => self.trailers.take().map(hyper::body::Frame::trailers),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
 }
 
 #[cfg(test)]

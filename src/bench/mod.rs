@@ -52,6 +52,8 @@ pub struct BenchOptions {
     pub hostnames: bool,
     /// With `hostnames`: percent of names the DNS server never answers.
     pub dns_unanswered: u8,
+    /// gRPC health checks instead of HTTP GETs.
+    pub grpc: bool,
     /// Print JSON instead of tables.
     pub json: bool,
 }
@@ -87,6 +89,8 @@ pub struct SizeReport {
     pub idle_rss_bytes: u64,
     /// Threads of the process after the sweeps (the system resolver's blocking pool shows here).
     pub threads: u64,
+    /// Connections kept open after the sweeps (idle HTTP/1.1 ones, and shared HTTP/2 ones).
+    pub connections_kept: usize,
 }
 
 /// One sweep, measured.
@@ -156,6 +160,9 @@ impl MockFleet {
             if options.hostnames && i == 0 {
                 command.args(["--dns", MOCK_DNS]);
             }
+            if options.grpc {
+                command.arg("--grpc");
+            }
             let mut child = command
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -199,7 +206,11 @@ pub fn fleet_config(n: usize, endpoints: &[String], options: &BenchOptions) -> S
     for l in daemon_extra {
         let _ = writeln!(s, "{}", l.trim_start_matches("daemon."));
     }
-    s.push_str("\n[defaults]\nexpect_json = { \"/status\" = \"ok\" }\n");
+    s.push_str(if options.grpc {
+        "\n[defaults]\n"
+    } else {
+        "\n[defaults]\nexpect_json = { \"/status\" = \"ok\" }\n"
+    });
     for l in defaults_extra {
         let _ = writeln!(s, "{l}");
     }
@@ -217,10 +228,17 @@ pub fn fleet_config(n: usize, endpoints: &[String], options: &BenchOptions) -> S
         } else {
             e.clone()
         };
-        let _ = write!(
-            s,
-            "[[service]]\nname = \"svc-{i:06}\"\nurl = \"http://{host}/svc/{i}/health\"\n"
-        );
+        if options.grpc {
+            let _ = write!(
+                s,
+                "[[service]]\nname = \"svc-{i:06}\"\nurl = \"grpc://{host}\"\ngrpc_service = \"svc.{i}\"\n"
+            );
+        } else {
+            let _ = write!(
+                s,
+                "[[service]]\nname = \"svc-{i:06}\"\nurl = \"http://{host}/svc/{i}/health\"\n"
+            );
+        }
     }
     s
 }
@@ -371,6 +389,7 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         idle_cpu_seconds,
         idle_rss_bytes: current_rss(),
         threads: proc_status("Threads:").unwrap_or(0),
+        connections_kept: prober.idle_connections(),
     };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &report)?;
@@ -595,11 +614,12 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     );
     let _ = write!(
         s,
-        "  idle {:.1} s         {:.3} s CPU, RSS {:.1} MiB, {} threads",
+        "  idle {:.1} s         {:.3} s CPU, RSS {:.1} MiB, {} threads, {} connections kept",
         r.idle_seconds,
         r.idle_cpu_seconds,
         mib(r.idle_rss_bytes),
-        r.threads
+        r.threads,
+        r.connections_kept
     );
     s
 }

@@ -26,6 +26,8 @@ impl GrpcServer {
         );
         let mut child = Command::new("python3")
             .arg(script)
+            // grpcio logs every failed handshake (the tests make several on purpose).
+            .env("GRPC_VERBOSITY", "ERROR")
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -158,12 +160,10 @@ async fn grpc_health_checks_follow_the_reference_server_and_share_its_connection
         })
         .await;
     assert!(back, "{status}");
-    // Four services on two servers: two HTTP/2 connections (the hanging one never got one).
-    assert_eq!(
-        status["sweep"]["idle_connections"], 2,
-        "{}",
-        status["sweep"]
-    );
+    // Four services on two servers that answer: two HTTP/2 connections, and at most one more
+    // to the hanging server (each unanswered one is dropped, and the next check opens another).
+    let kept = status["sweep"]["idle_connections"].as_u64().unwrap_or(99);
+    assert!((2..=3).contains(&kept), "{}", status["sweep"]);
     drop(hang);
 }
 
@@ -221,4 +221,43 @@ async fn grpcs_checks_verify_the_server_and_present_a_client_certificate() {
         "{metrics}"
     );
     assert!(metrics.contains("probe_ssl_earliest_cert_expiry{target=\"private-ca\"}"));
+}
+
+/// A second server implementation (hyper's HTTP/2 server in the mock fleet, as the benchmark
+/// uses): fifty services on one endpoint, every check on one shared connection at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_grpc_services_on_one_endpoint_share_one_connection() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = healthsweep::mock::MockServer::start_grpc(
+        "127.0.0.1:0".parse().expect("addr"),
+        Duration::from_millis(200),
+        stop.clone(),
+    )
+    .await
+    .expect("mock gRPC server");
+    let mut config = daemon_section("1s", "1s", "");
+    for i in 0..50 {
+        config.push_str(&grpc_service(
+            &format!("s{i}"),
+            &format!("grpc://{}", server.addr),
+            &format!("grpc_service = \"svc.{i}\""),
+        ));
+    }
+    let d = Daemon::start(&config);
+    let status = d.status_after_sweeps(2).await;
+    assert_eq!(status["summary"]["up"], 50, "{}", status["summary"]);
+    assert_eq!(
+        status["sweep"]["idle_connections"], 1,
+        "{}",
+        status["sweep"]
+    );
+    assert_eq!(
+        status["sweep"]["connections_reused"], 50,
+        "{}",
+        status["sweep"]
+    );
+    // Fifty answers of 200 ms each, concurrently on one connection: one 200 ms sweep.
+    let took = status["sweep"]["duration_seconds"].as_f64().unwrap_or(9.0);
+    assert!(took < 0.9, "{took} s: the streams did not run at once");
+    stop.cancel();
 }
