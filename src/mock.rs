@@ -54,9 +54,21 @@ impl MockServer {
         latency: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<MockServer> {
+        MockServer::start_grpc_closing(addr, latency, None, shutdown).await
+    }
+
+    /// A gRPC health server that sends GOAWAY on each connection once `after` requests have
+    /// come on it (the connection then closes when its streams are done), as a server being
+    /// restarted or draining does.
+    pub async fn start_grpc_closing(
+        addr: SocketAddr,
+        latency: Duration,
+        after: Option<usize>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<MockServer> {
         let listener = listen(addr)?;
         let addr = listener.local_addr()?;
-        tokio::spawn(serve_grpc(listener, latency, shutdown));
+        tokio::spawn(serve_grpc(listener, latency, after, shutdown));
         Ok(MockServer { addr })
     }
 
@@ -256,23 +268,45 @@ async fn answer<B>(
     Ok(r)
 }
 
-async fn serve_grpc(listener: TcpListener, latency: Duration, shutdown: CancellationToken) {
+async fn serve_grpc(
+    listener: TcpListener,
+    latency: Duration,
+    goaway_after: Option<usize>,
+    shutdown: CancellationToken,
+) {
     while let Some(stream) = next_connection(&listener, &shutdown).await {
         let _ = stream.set_nodelay(true);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                tokio::time::sleep(latency).await;
-                let serving = req.uri().path() == "/grpc.health.v1.Health/Check";
-                let mut r = Response::new(GrpcAnswer::new(serving));
-                r.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-                Ok::<_, Infallible>(r)
+            let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let enough = std::sync::Arc::new(tokio::sync::Notify::new());
+            let (seen, full) = (requests.clone(), enough.clone());
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if goaway_after.is_some_and(|after| n >= after) {
+                    full.notify_one();
+                }
+                async move {
+                    tokio::time::sleep(latency).await;
+                    let serving = req.uri().path() == "/grpc.health.v1.Health/Check";
+                    let mut r = Response::new(GrpcAnswer::new(serving));
+                    r.headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                    Ok::<_, Infallible>(r)
+                }
             });
             let conn =
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .max_concurrent_streams(10_000)
                     .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                () = shutdown.cancelled() => return,
+                () = enough.notified(), if goaway_after.is_some() => {}
+            }
+            // GOAWAY: streams already taken finish; new ones go elsewhere.
+            conn.as_mut().graceful_shutdown();
             tokio::select! {
                 _ = conn => {}
                 () = shutdown.cancelled() => {}

@@ -86,7 +86,9 @@ async fn attempt(
             Ok(r) => break r,
             // The connection went away before the request was taken (a GOAWAY, a reset, the
             // server's refusal of the stream): once more, on a new connection.
-            Err((e, not_sent)) if !fresh && (not_sent || refused(&e)) => fresh = true,
+            Err((e, not_sent)) if !fresh && (not_sent || super::h2conn::refused(&e)) => {
+                fresh = true
+            }
             Err((e, _)) => {
                 return Err(Failure::new(
                     Reason::ConnectionClosed,
@@ -171,19 +173,6 @@ async fn attempt(
             format!("gRPC status {code} ({}){said}", code_name(code)),
         )),
     }
-}
-
-/// Whether `e` is the server refusing the stream before processing it (safe to send again).
-fn refused(e: &hyper::Error) -> bool {
-    use std::error::Error as _;
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away();
-        }
-        source = s.source();
-    }
-    e.is_canceled()
 }
 
 fn build_request(

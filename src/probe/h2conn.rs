@@ -115,6 +115,31 @@ impl Connections {
         Ok((opened, false))
     }
 
+    /// The live connection of `shape`, if there is one and nobody is opening it right now
+    /// (for HTTPS checks, which only learn that a server speaks HTTP/2 from their handshake).
+    pub fn live(&self, shape: &Shape<'_>) -> Option<Shared> {
+        let map = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, cell) = map.get(&shape.key())?;
+        let slot = cell.try_lock().ok()?;
+        slot.as_ref().filter(|c| c.usable()).cloned()
+    }
+
+    /// Keeps `shared` as `shape`'s connection, unless a live one is there already.
+    pub fn keep(&self, shape: &Shape<'_>, shared: &Shared) {
+        let cell = {
+            let mut map = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(shape.key())
+                .or_insert_with(|| (Endpoint::of(shape), Cell::default()))
+                .1
+                .clone()
+        };
+        if let Ok(mut slot) = cell.try_lock()
+            && !slot.as_ref().is_some_and(Shared::usable)
+        {
+            *slot = Some(shared.clone());
+        }
+    }
+
     /// Open connections (one being opened right now is not counted yet).
     pub fn open_count(&self) -> usize {
         let map = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,6 +187,15 @@ async fn open(
         (false, _) => (Stream::Plain(tcp), None),
     };
     progress.enter(Phase::Request);
+    handshake(stream, slot, facts).await
+}
+
+/// An HTTP/2 connection on `stream` (TLS with `h2` chosen, or h2c), holding `slot`.
+pub async fn handshake(
+    stream: Stream,
+    slot: Slot,
+    facts: Option<Arc<TlsFacts>>,
+) -> Result<Shared, Failure> {
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
         .await
@@ -178,4 +212,17 @@ async fn open(
             _slot: slot,
         }),
     })
+}
+
+/// Whether `e` is the server refusing the stream before processing it (safe to send again).
+pub fn refused(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM) || h2.is_go_away();
+        }
+        source = s.source();
+    }
+    e.is_canceled()
 }

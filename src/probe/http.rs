@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::expect::{check_body, expected, header_failure};
+use super::h2conn;
 use super::http1::{self, Connection, Head, Stream, render_request};
 use super::http2::{self, H2Response};
 use super::pool::{Endpoint, Leased, Shape};
@@ -283,6 +284,19 @@ async fn send(
     let shape = Shape::of(svc, hop.target, hop.same_origin, client.as_deref());
     let endpoint = Endpoint::of(&shape);
     let keep_raw = headers || svc.follow_redirects > 0 || !svc.expect.headers.is_empty();
+    // A server that chose HTTP/2 before: its shared connection, when there is a live one.
+    if reuse
+        && hop.target.tls
+        && let Some(shared) = prober.h2.live(&shape)
+    {
+        progress.reused(true);
+        progress.tls(shared.tls.clone());
+        match Box::pin(send_h2(svc, hop, shared, progress)).await {
+            Ok(r) => return Ok(r),
+            Err(e) if e.retry => {}
+            Err(e) => return Err(e.failure),
+        }
+    }
     let mut kept = if reuse {
         prober.pool.take(endpoint, &shape)
     } else {
@@ -295,8 +309,15 @@ async fn send(
             // future for the long wait for the response.
             None => match Box::pin(open(prober, svc, &shape, client.as_deref(), progress)).await? {
                 Opened::H1(leased) => (leased, false),
-                Opened::H2(stream, slot) => {
-                    return Box::pin(send_h2(svc, hop, stream, slot, progress)).await;
+                Opened::H2(stream, slot, facts) => {
+                    let shared = h2conn::handshake(stream, slot, facts).await?;
+                    if reuse {
+                        prober.h2.keep(&shape, &shared);
+                    }
+                    progress.reused(false);
+                    return Box::pin(send_h2(svc, hop, shared, progress))
+                        .await
+                        .map_err(|e| e.failure);
                 }
             },
         };
@@ -320,17 +341,15 @@ async fn send(
     }
 }
 
-/// The request over HTTP/2, which the server chose by ALPN.
+/// The request over HTTP/2 (which the server chose by ALPN) on `connection`.
 async fn send_h2(
     svc: &Service,
     hop: Hop<'_>,
-    stream: Stream,
-    slot: super::pool::Slot,
+    connection: h2conn::Shared,
     progress: &Progress,
-) -> Result<Response, Failure> {
-    progress.reused(false);
+) -> Result<Response, http2::SendError> {
     progress.enter(Phase::Request);
-    let response = http2::send(stream, slot, svc, hop).await?;
+    let response = http2::send(connection, svc, hop).await?;
     progress.response(response.status(), HttpVersion::Http2);
     Ok(Response::H2(Box::new(response)))
 }
@@ -347,7 +366,11 @@ fn h1_version(head: &Head) -> HttpVersion {
 enum Opened {
     H1(Leased),
     /// The server chose HTTP/2.
-    H2(Stream, super::pool::Slot),
+    H2(
+        Stream,
+        super::pool::Slot,
+        Option<std::sync::Arc<super::TlsFacts>>,
+    ),
 }
 
 /// A new connection of `shape`: TCP, then (for https, with `client`) TLS, which may choose
@@ -369,7 +392,7 @@ async fn open(
                 Box::pin(tls::handshake(config, shape.server_name(), tcp)).await?;
             progress.tls(facts.clone());
             if tls::negotiated_h2(&tls_stream) {
-                return Ok(Opened::H2(Stream::Tls(Box::new(tls_stream)), slot));
+                return Ok(Opened::H2(Stream::Tls(Box::new(tls_stream)), slot, facts));
             }
             (Stream::Tls(Box::new(tls_stream)), facts)
         }

@@ -1,63 +1,52 @@
-//! HTTP/2, for HTTPS checks whose server chose `h2` by ALPN: one request over hyper's HTTP/2
-//! client on a connection of its own, closed after the check (HTTP/2 connections are not
-//! pooled; HTTP/1.1, the common case for health endpoints, goes through [`super::http1`]).
+//! HTTP/2, for HTTPS checks whose server chose `h2` by ALPN: a request over hyper's HTTP/2
+//! client on a connection shared by the checks of its shape ([`super::h2conn`]), as gRPC checks
+//! share theirs (HTTP/1.1, the common case for health endpoints, goes through
+//! [`super::http1`] and the pool).
 
 use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT, CONNECTION, HOST, HeaderValue, USER_AGENT};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::task::JoinHandle;
 
 use super::Reason;
-use super::http1::Stream;
-use super::pool::Slot;
+use super::h2conn::Shared;
 use super::progress::Failure;
 use super::request::Hop;
 use crate::config::Service;
 
-/// A response, with the connection kept alive (and its descriptor counted) until dropped.
+/// A response, with its connection kept alive (and its descriptor counted) until dropped.
 pub struct H2Response {
     response: Response<Incoming>,
-    _connection: AbortOnDrop,
-    _slot: Slot,
+    _connection: Shared,
 }
 
-/// The connection's task must not outlive the check.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Why a request on an HTTP/2 connection failed, and whether it may go again on another
+/// connection (the server refused the stream, or the connection went before it was taken).
+pub struct SendError {
+    pub failure: Failure,
+    pub retry: bool,
 }
 
-/// Sends `hop` over a new HTTP/2 connection on `stream`.
+/// Sends `hop` on `connection` (shared with other checks, or new).
 pub async fn send(
-    stream: Stream,
-    slot: Slot,
+    connection: Shared,
     svc: &Service,
     hop: Hop<'_>,
-) -> Result<H2Response, Failure> {
-    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| classify(&e))?;
-    let connection = AbortOnDrop(tokio::spawn(async move {
-        let _ = connection.await;
-    }));
+) -> Result<H2Response, SendError> {
+    let mut sender = connection.sender.clone();
     let authority = hop.target.authority.to_str().unwrap_or_default();
     let uri = format!("https://{authority}{}", hop.target.path_and_query);
     let mut request = Request::builder()
         .method(hop.method.clone())
         .uri(uri)
         .body(Full::new(hop.body.cloned().unwrap_or_default()))
-        .map_err(|e| {
-            Failure::new(
+        .map_err(|e| SendError {
+            failure: Failure::new(
                 Reason::InvalidResponse,
                 format!("building the request: {e}"),
-            )
+            ),
+            retry: false,
         })?;
     let headers = request.headers_mut();
     headers.insert(
@@ -78,14 +67,22 @@ pub async fn send(
         }
         headers.insert(name.clone(), value.clone());
     }
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| classify(&e))?;
+    let pending = connection.pending();
+    let sent = match sender.ready().await {
+        Ok(()) => sender.send_request(request).await.map_err(|e| {
+            let retry = super::h2conn::refused(&e);
+            (e, retry)
+        }),
+        Err(e) => Err((e, true)),
+    };
+    pending.answered();
+    let response = sent.map_err(|(e, retry)| SendError {
+        failure: classify(&e),
+        retry,
+    })?;
     Ok(H2Response {
         response,
         _connection: connection,
-        _slot: slot,
     })
 }
 

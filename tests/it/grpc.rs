@@ -261,3 +261,41 @@ async fn fifty_grpc_services_on_one_endpoint_share_one_connection() {
     assert!(took < 0.9, "{took} s: the streams did not run at once");
     stop.cancel();
 }
+
+/// A server that sends GOAWAY on every connection after its first requests (draining, or
+/// being restarted): checks that had not started on the going connection go to a new one,
+/// and none fails for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goaway_costs_no_check_its_verdict() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = healthsweep::mock::MockServer::start_grpc_closing(
+        "127.0.0.1:0".parse().expect("addr"),
+        Duration::from_millis(50),
+        Some(5),
+        stop.clone(),
+    )
+    .await
+    .expect("mock gRPC server");
+    let mut config = daemon_section("500ms", "500ms", "");
+    for i in 0..20 {
+        config.push_str(&grpc_service(
+            &format!("s{i}"),
+            &format!("grpc://{}", server.addr),
+            "",
+        ));
+    }
+    let d = Daemon::start(&config);
+    let status = d.status_after_sweeps(4).await;
+    for i in 0..20 {
+        let s = service_status(&status, &format!("s{i}"));
+        assert_eq!(
+            s["checks"]["ok"].as_u64(),
+            s["checks"]
+                .as_object()
+                .map(|c| c.values().filter_map(|v| v.as_u64()).sum()),
+            "{s}"
+        );
+        assert_eq!(s["state"], "up", "{s}");
+    }
+    stop.cancel();
+}

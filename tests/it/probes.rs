@@ -732,3 +732,37 @@ async fn ip_family_picks_the_addresses_tried_and_any_tries_each_until_one_connec
     assert_eq!(service_status(&status, "literal")["state"], "up");
     stop.cancel();
 }
+
+/// HTTPS services whose server chose HTTP/2 share one connection, as gRPC checks do: after
+/// the first sweep every check of the twenty runs as a stream on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_services_on_an_h2_server_share_one_connection() {
+    let stop = CancellationToken::new();
+    let dir = TempDir::new("h2-shared");
+    let root = ca("healthsweep test CA", (2035, 6, 1));
+    let ca_file = write_pem(dir.path(), "ca.pem", root.cert.pem());
+    let valid = leaf(&["localhost", "127.0.0.1"], VALID, &root);
+    let h2 = tls_server(vec![valid.der()], valid.key_der(), true, None, &stop).await;
+    let mut config = daemon_section("1s", "1s", "");
+    for i in 0..20 {
+        config.push_str(&table(
+            &format!("s{i}"),
+            &format!("https://{h2}/health"),
+            &format!("ca_file = \"{ca_file}\""),
+        ));
+    }
+    let d = Daemon::start(&config);
+    let status = d.status_after_sweeps(3).await;
+    assert_eq!(status["summary"]["up"], 20, "{}", status["summary"]);
+    for i in 0..20 {
+        let s = service_status(&status, &format!("s{i}"));
+        assert_eq!(s["last"]["http_version"], "2", "{s}");
+        assert_eq!(s["last"]["reused_connection"], true, "{s}");
+    }
+    assert_eq!(
+        status["sweep"]["idle_connections"], 1,
+        "{}",
+        status["sweep"]
+    );
+    stop.cancel();
+}
