@@ -31,36 +31,45 @@ impl Unbound {
         Unbound::start_with(records, "").await
     }
 
-    /// With `extra` lines in its `server:` section (each starting with two spaces).
+    /// With `extra` lines in its `server:` section (each starting with two spaces). A port
+    /// free for UDP may be taken for TCP by a connection of another test running meanwhile:
+    /// unbound then exits, and it is started again on another port (three tries).
     pub async fn start_with(records: &[&str], extra: &str) -> Unbound {
         let dir = TempDir::new("unbound");
-        let port = {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-            s.local_addr().expect("addr").port()
-        };
         let conf = dir.path().join("unbound.conf");
-        std::fs::write(&conf, Unbound::config(port, dir.path(), records, extra)).expect("write");
-        let child = std::process::Command::new("unbound")
-            .args(["-d", "-c"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("unbound runs (scripts/test installs it)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let u = Unbound {
-            child,
-            addr,
-            conf,
-            _dir: dir,
-        };
-        // Ready when it answers over TCP (it listens on both).
-        let up = wait_for(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        assert!(up, "unbound listens on {addr}");
-        u
+        let log = dir.path().join("unbound.stderr");
+        for _ in 0..3 {
+            let port = free_port();
+            std::fs::write(&conf, Unbound::config(port, dir.path(), records, extra))
+                .expect("write");
+            let mut child = std::process::Command::new("unbound")
+                .args(["-d", "-c"])
+                .arg(&conf)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("unbound runs (scripts/test installs it)");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            // Ready when it answers over TCP (it listens on both).
+            let up = wait_for(Duration::from_secs(10), || async {
+                tokio::net::TcpStream::connect(addr).await.is_ok()
+            })
+            .await;
+            if up {
+                return Unbound {
+                    child,
+                    addr,
+                    conf,
+                    _dir: dir,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "unbound did not start in three tries; it said:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     /// The zone becomes `records`; unbound reads its config again on SIGHUP.
@@ -76,6 +85,17 @@ impl Unbound {
             .status()
             .expect("kill");
         assert!(ok.success());
+    }
+}
+
+/// A loopback port free for both UDP and TCP right now.
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 
