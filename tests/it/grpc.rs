@@ -299,3 +299,60 @@ async fn a_goaway_costs_no_check_its_verdict() {
     }
     stop.cancel();
 }
+
+/// tonic-health, in-process: tonic's own implementation of the health service, whose
+/// statuses change and whose named service is registered and then cleared (NOT_FOUND again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tonic_health_server_s_statuses_are_followed() {
+    use tonic_health::ServingStatus;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (mut reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("ledger.v1.Ledger", ServingStatus::NotServing)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let addr = listener.local_addr().expect("addr");
+    let until = stop.clone();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                until.cancelled(),
+            )
+            .await;
+    });
+    let url = format!("grpc://{addr}");
+    let config = [
+        daemon_section("1s", "1s", ""),
+        grpc_service("server", &url, ""),
+        grpc_service("ledger", &url, "grpc_service = \"ledger.v1.Ledger\""),
+    ]
+    .concat();
+    let d = Daemon::start(&config);
+    let status = d.status_after_sweeps(1).await;
+    assert_eq!(service_status(&status, "server")["state"], "up", "{status}");
+    assert_eq!(
+        service_status(&status, "ledger")["last"]["reason"],
+        "grpc_not_serving"
+    );
+    reporter
+        .set_service_status("ledger.v1.Ledger", ServingStatus::Serving)
+        .await;
+    let (status, up) = d
+        .poll_status(Duration::from_secs(10), |s| {
+            service_status(s, "ledger")["state"] == "up"
+        })
+        .await;
+    assert!(up, "{status}");
+    reporter.clear_service_status("ledger.v1.Ledger").await;
+    let (status, gone) = d
+        .poll_status(Duration::from_secs(10), |s| {
+            service_status(s, "ledger")["last"]["reason"] == "grpc_service_unknown"
+        })
+        .await;
+    assert!(gone, "{status}");
+    stop.cancel();
+}
