@@ -112,7 +112,18 @@ async fn attempt(
     let collected = Limited::new(body, MAX_RESPONSE_BYTES)
         .collect()
         .await
-        .map_err(|e| Failure::new(Reason::ConnectionClosed, format!("reading the answer: {e}")))?;
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Failure::new(
+                    Reason::BodyTooLarge,
+                    format!("the answer is longer than {MAX_RESPONSE_BYTES} bytes"),
+                )
+            } else {
+                Failure::new(Reason::ConnectionClosed, format!("reading the answer: {e}"))
+            }
+        })?;
     let trailers = collected.trailers().cloned();
     let bytes = collected.to_bytes();
     // A trailers-only answer (an error) carries grpc-status in the headers.

@@ -178,3 +178,52 @@ async fn dns_checks_judge_every_kind_of_answer_a_real_server_gives() {
     drop(refusing);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// A hostile "server": every query gets garbage, then an answer with another id, then one to
+/// another question; none of them is the answer, so the check runs out of time (and nothing
+/// panics or accepts a forged answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_forged_answers_are_not_taken_for_the_answer() {
+    use hickory_resolver::proto::op::{Message, MessageType, Query};
+    use hickory_resolver::proto::rr::{Name, RecordType};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let server = socket.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let _ = socket.send_to(b"\xff\xfe garbage", peer);
+            let mut other_id = q.clone();
+            other_id
+                .set_id(q.id().wrapping_add(1))
+                .set_message_type(MessageType::Response);
+            let _ = socket.send_to(&other_id.to_vec().expect("encode"), peer);
+            let mut other_question = Message::new();
+            other_question
+                .set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .add_query(Query::query(
+                    Name::from_ascii("forged.example.").expect("name"),
+                    RecordType::A,
+                ));
+            let _ = socket.send_to(&other_question.to_vec().expect("encode"), peer);
+        }
+    });
+    let config = [
+        daemon_section("1s", "1s", ""),
+        dns_service(
+            "forged",
+            server,
+            "dns_query = \"a.svc.test\"\ntimeout = \"400ms\"",
+        ),
+    ]
+    .concat();
+    let d = Daemon::start(&config);
+    let status = d.status_after_sweeps(2).await;
+    let s = service_status(&status, "forged");
+    assert_eq!(s["last"]["reason"], "timeout", "{s}");
+    assert!(s["last"]["dns"].is_null(), "{s}");
+    assert!(d.logs_containing("panicked").is_empty());
+}

@@ -356,3 +356,50 @@ async fn a_tonic_health_server_s_statuses_are_followed() {
     assert!(gone, "{status}");
     stop.cancel();
 }
+
+/// A "gRPC server" whose answer never ends: read up to 64 KiB, then `body_too_large`, at
+/// once rather than at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_grpc_answer_is_cut_at_its_cap() {
+    struct Endless;
+    impl hyper::body::Body for Endless {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>>
+        {
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from(
+                vec![0u8; 16 * 1024],
+            )))))
+        }
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serve = |s: tokio::net::TcpStream| async move {
+        let svc = hyper::service::service_fn(|_req| async {
+            let mut r = http::Response::new(Endless);
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            Ok::<_, std::convert::Infallible>(r)
+        });
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+            .await;
+    };
+    let addr = serve_each(any_loopback_port(), serve, &stop).await;
+    let config = [
+        daemon_section("2s", "2s", ""),
+        grpc_service("endless", &format!("grpc://{addr}"), ""),
+    ]
+    .concat();
+    let d = Daemon::start(&config);
+    let status = d.status_after_sweeps(1).await;
+    let s = service_status(&status, "endless");
+    assert_eq!(s["last"]["reason"], "body_too_large", "{s}");
+    let took = s["last"]["duration_seconds"].as_f64().unwrap_or(9.0);
+    assert!(took < 0.9, "cut at the cap, not at the timeout: {took} s");
+    stop.cancel();
+}
