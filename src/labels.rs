@@ -16,6 +16,8 @@ pub const REASON: &str = "reason";
 pub const RESULT: &str = "result";
 /// `probe_grpc_healthcheck_response`: the serving status received (blackbox_exporter's name).
 pub const SERVING_STATUS: &str = "serving_status";
+/// Its values: `ServingStatus` of grpc/health/v1/health.proto, in the order of their numbers.
+pub const SERVING_STATUSES: [&str; 4] = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
 
 /// Names a service's `labels` may not use: ours above, and those Prometheus' service discovery
 /// and scrape attach to every series (a clash renames ours to `exported_*`). Names starting

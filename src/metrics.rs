@@ -99,7 +99,7 @@ const GRPC_STATUS_CODE: Family = gauge(
 );
 const GRPC_HEALTH: Family = gauge(
     "probe_grpc_healthcheck_response",
-    "For grpc:// services: 1 for the serving status the latest health check answered.",
+    "For grpc:// services: 1 for the serving status the latest health check answered, 0 for the others.",
 );
 const GRPC_SSL: Family = gauge(
     "probe_grpc_ssl",
@@ -465,12 +465,30 @@ impl Iterator for Exposition {
                 let (f, sample) = &PER_SERVICE[self.family];
                 if let Some(s) = sample(status) {
                     write_header(&mut out, f, &mut self.header_written);
-                    let extra = s.label;
+                    if f.name == GRPC_HEALTH.name {
+                        // As blackbox_exporter: a series per serving status, 1 for the one
+                        // received, so `== 0` and `== 1` both mean something.
+                        let received = s.label.map(|(_, v)| v);
+                        for status_name in labels::SERVING_STATUSES {
+                            write_series(
+                                &mut out,
+                                f.name,
+                                &status.service.series_labels,
+                                Some((labels::SERVING_STATUS, status_name)),
+                                if received == Some(status_name) {
+                                    1.0
+                                } else {
+                                    0.0
+                                },
+                            );
+                        }
+                        continue;
+                    }
                     write_series(
                         &mut out,
                         f.name,
                         &status.service.series_labels,
-                        extra,
+                        s.label,
                         s.value,
                     );
                 }

@@ -33,7 +33,7 @@ const NOT_FOUND: u32 = 5;
 const UNIMPLEMENTED: u32 = 12;
 
 /// `ServingStatus` of grpc/health/v1/health.proto.
-pub const SERVING_STATUSES: [&str; 4] = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
+pub use crate::labels::SERVING_STATUSES;
 
 /// Checks `svc` once; over by `sweep_deadline` or by its own timeout, whichever is first.
 pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instant) -> Outcome {

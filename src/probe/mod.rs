@@ -209,9 +209,6 @@ impl GrpcFacts {
     }
 }
 
-/// The serving statuses, in the order of grpc/health/v1/health.proto.
-pub const GRPC_SERVING_STATUSES: [&str; 4] = grpc::SERVING_STATUSES;
-
 /// What a `dns://` check's answer said.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsFacts {

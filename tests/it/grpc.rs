@@ -150,6 +150,9 @@ async fn grpc_health_checks_follow_the_reference_server_and_share_its_connection
         ),
         "{metrics}"
     );
+    assert!(metrics.contains(
+        "probe_grpc_healthcheck_response{target=\"whole\",serving_status=\"SERVING\"} 0"
+    ));
     assert!(metrics.contains("probe_grpc_status_code{target=\"bare\"} 12"));
     assert!(metrics.contains("probe_grpc_ssl{target=\"ledger\"} 0"));
     promtool_check_metrics(&metrics);
