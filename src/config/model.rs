@@ -276,7 +276,12 @@ impl Service {
     /// Whether `other` checks the same endpoint, so state and counters may carry over a reload.
     /// A service renamed or pointed elsewhere starts afresh as `unknown`.
     pub fn same_target(&self, other: &Service) -> bool {
-        self.name == other.name && self.url == other.url && self.method == other.method
+        let asked = |s: &Service| s.dns.as_ref().map(|d| (d.query.clone(), d.record));
+        self.name == other.name
+            && self.url == other.url
+            && self.method == other.method
+            && self.grpc_service == other.grpc_service
+            && asked(self) == asked(other)
     }
 
     /// Whether a result of checking `other` is a result of checking this service: the same
@@ -461,6 +466,29 @@ impl StatusMatcher {
 mod tests {
 
     use crate::config::test_support::*;
+
+    #[test]
+    fn the_grpc_service_and_the_dns_question_are_part_of_the_target() {
+        let one = |keys: &str| {
+            let src = format!("[[service]]\nname = \"a\"\n{keys}\n");
+            parse_str(&src).expect("valid").services[0].clone()
+        };
+        let g1 = one("url = \"grpc://127.0.0.1:50051\"\ngrpc_service = \"x\"");
+        let g2 = one("url = \"grpc://127.0.0.1:50051\"\ngrpc_service = \"y\"");
+        assert!(
+            !g1.same_target(&g2),
+            "another gRPC service is another target"
+        );
+        assert!(g1.same_target(&g1.clone()));
+        let d1 = one("url = \"dns://127.0.0.1\"\ndns_query = \"a.test\"");
+        let d2 = one("url = \"dns://127.0.0.1\"\ndns_query = \"a.test\"\ndns_type = \"AAAA\"");
+        let d3 = one("url = \"dns://127.0.0.1\"\ndns_query = \"a.test\"\ntimeout = \"1s\"");
+        assert!(!d1.same_target(&d2), "another question is another target");
+        assert!(
+            d1.same_target(&d3),
+            "a timeout is how, not what, is checked"
+        );
+    }
 
     #[test]
     fn same_target_means_same_name_url_and_method() {

@@ -534,7 +534,8 @@ impl Fleet {
         log_skipped(logged, skipped);
         let unchanged = {
             let current = self.out.borrow();
-            current.config.services.len() == composed.services.len()
+            current.config.fleet_size == composed.fleet_size
+                && current.config.services.len() == composed.services.len()
                 && current
                     .config
                     .services

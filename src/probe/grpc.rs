@@ -61,11 +61,11 @@ async fn attempt(
         None
     };
     let body = request_body(svc.grpc_service.as_deref().unwrap_or(""));
-    let mut fresh = false;
+    let mut failed: Option<super::h2conn::Shared> = None;
     let response = loop {
         let (mut shared, reused) = prober
             .h2
-            .get(prober, svc, client.as_deref(), progress, fresh)
+            .get(prober, svc, client.as_deref(), progress, failed.as_ref())
             .await?;
         progress.reused(reused);
         progress.tls(shared.tls.clone());
@@ -85,9 +85,13 @@ async fn attempt(
         match sent {
             Ok(r) => break r,
             // The connection went away before the request was taken (a GOAWAY, a reset, the
-            // server's refusal of the stream): once more, on a new connection.
-            Err((e, not_sent)) if !fresh && (not_sent || super::h2conn::refused(&e)) => {
-                fresh = true
+            // server's refusal of the stream), or a kept connection failed before any answer
+            // (dropped on the way while idle): once more, on a new connection. The health
+            // check changes nothing, so sending it twice is harmless.
+            Err((e, not_sent))
+                if failed.is_none() && (not_sent || reused || super::h2conn::refused(&e)) =>
+            {
+                failed = Some(shared);
             }
             Err((e, _)) => {
                 return Err(Failure::new(
@@ -260,8 +264,12 @@ fn decode_status(body: &[u8]) -> Result<u64, Failure> {
     if body[0] != 0 {
         return Err(bad("is compressed, which was not asked for"));
     }
-    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    let message = body.get(5..5 + len).ok_or_else(|| bad("is cut short"))?;
+    let len = usize::try_from(u32::from_be_bytes([body[1], body[2], body[3], body[4]]))
+        .map_err(|_| bad("is longer than this machine can hold"))?;
+    let message = body
+        .get(5..)
+        .and_then(|m| m.get(..len))
+        .ok_or_else(|| bad("is cut short"))?;
     let mut status = 0;
     let mut rest = message;
     while !rest.is_empty() {
@@ -279,7 +287,8 @@ fn decode_status(body: &[u8]) -> Result<u64, Failure> {
             1 => rest = rest.get(8..).ok_or_else(|| bad("is cut short"))?,
             2 => {
                 let (n, after) = varint(rest).ok_or_else(|| bad("is not a protobuf message"))?;
-                rest = after.get(n as usize..).ok_or_else(|| bad("is cut short"))?;
+                let n = usize::try_from(n).map_err(|_| bad("is cut short"))?;
+                rest = after.get(n..).ok_or_else(|| bad("is cut short"))?;
             }
             5 => rest = rest.get(4..).ok_or_else(|| bad("is cut short"))?,
             _ => return Err(bad("is not a protobuf message")),

@@ -24,15 +24,22 @@ use super::progress::{Failure, Phase, Progress};
 use super::{Prober, Reason, TlsFacts, net, tls};
 use crate::config::{Service, TlsClient};
 
+/// How often an HTTP/2 connection is pinged, and how long a ping may go unanswered.
+const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A live HTTP/2 connection, shared.
 #[derive(Clone)]
 pub struct Shared {
     pub sender: SendRequest<Full<Bytes>>,
     /// What the TLS handshake showed, reported by every check on the connection.
     pub tls: Option<Arc<TlsFacts>>,
-    /// Set when a request on it went unanswered (its check ran out of time): the server may
-    /// never answer on this connection again, so the next check opens a new one.
+    /// Set when a request on it went unanswered (its check ran out of time) and nothing has
+    /// ever been answered on it: the server may never speak on this connection, so the next
+    /// check opens a new one. A slow answer on a connection that works does not count.
     suspect: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether any response has come on it.
+    answered: Arc<std::sync::atomic::AtomicBool>,
     _task: Arc<Task>,
 }
 
@@ -44,23 +51,37 @@ impl Shared {
     /// A guard for one request: unless [`Pending::answered`] is called, dropping it (the check
     /// timed out or was cancelled) marks the connection suspect.
     pub fn pending(&self) -> Pending {
-        Pending(Some(self.suspect.clone()))
+        Pending(Some((self.suspect.clone(), self.answered.clone())))
+    }
+
+    /// Whether `other` is this very connection.
+    pub fn same(&self, other: &Shared) -> bool {
+        Arc::ptr_eq(&self._task, &other._task)
     }
 }
 
 /// See [`Shared::pending`].
-pub struct Pending(Option<Arc<std::sync::atomic::AtomicBool>>);
+pub struct Pending(
+    Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        Arc<std::sync::atomic::AtomicBool>,
+    )>,
+);
 
 impl Pending {
     pub fn answered(mut self) {
-        self.0 = None;
+        if let Some((_, answered)) = self.0.take() {
+            answered.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(s) = self.0.take() {
-            s.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some((suspect, answered)) = self.0.take()
+            && !answered.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            suspect.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -88,14 +109,15 @@ type Cell = Arc<tokio::sync::Mutex<Option<Shared>>>;
 
 impl Connections {
     /// A connection for `svc`'s own origin: the live one of its shape, or a new one.
-    /// `fresh` replaces the one there (it refused a request).
+    /// `failed` is one a request just failed on: it is replaced, unless another check has
+    /// replaced it meanwhile (that one is used then).
     pub async fn get(
         &self,
         prober: &Prober,
         svc: &Service,
         client: Option<&TlsClient>,
         progress: &Progress,
-        fresh: bool,
+        failed: Option<&Shared>,
     ) -> Result<(Shared, bool), Failure> {
         let shape = Shape::of(svc, &svc.target, true, client);
         let cell = {
@@ -106,7 +128,8 @@ impl Connections {
                 .clone()
         };
         let mut slot = cell.lock().await;
-        if let Some(live) = slot.as_ref().filter(|c| !fresh && c.usable()) {
+        let is_failed = |c: &Shared| failed.is_some_and(|f| f.same(c));
+        if let Some(live) = slot.as_ref().filter(|c| !is_failed(c) && c.usable()) {
             return Ok((live.clone(), true));
         }
         *slot = None;
@@ -152,10 +175,26 @@ impl Connections {
             .count()
     }
 
-    /// Closes the connections of endpoints `keep` says no to (no service uses them now).
+    /// Closes the connections of endpoints `keep` says no to (no service uses them now), and
+    /// lets go of dead ones (closed, or suspect), so their descriptor slots go back to the
+    /// budget now rather than when their shape is next checked.
     pub fn retain(&self, mut keep: impl FnMut(Endpoint) -> bool) {
         let mut map = self.by_shape.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, (e, _)| keep(*e));
+        map.retain(|_, (e, cell)| {
+            if !keep(*e) {
+                return false;
+            }
+            // A cell in use (a check opening its connection) stays.
+            match cell.try_lock() {
+                Ok(mut slot) => {
+                    if !slot.as_ref().is_some_and(Shared::usable) {
+                        *slot = None;
+                    }
+                    true
+                }
+                Err(_) => true,
+            }
+        });
     }
 }
 
@@ -196,7 +235,13 @@ pub async fn handshake(
     slot: Slot,
     facts: Option<Arc<TlsFacts>>,
 ) -> Result<Shared, Failure> {
+    // Pings while idle: a connection dropped on the way (a NAT or load balancer forgetting it)
+    // is noticed and replaced before the next sweep sends into it.
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Failure::new(Reason::ConnectionClosed, format!("HTTP/2 handshake: {e}")))?;
@@ -207,6 +252,7 @@ pub async fn handshake(
         sender,
         tls: facts,
         suspect: Arc::default(),
+        answered: Arc::default(),
         _task: Arc::new(Task {
             handle,
             _slot: slot,

@@ -67,12 +67,15 @@ pub async fn send(
         }
         headers.insert(name.clone(), value.clone());
     }
+    // A request that fails before its response may go again on another connection when
+    // sending it twice is harmless (GET, HEAD, ...); a POST only when it was never taken.
+    let idempotent = hop.method.is_idempotent();
     let pending = connection.pending();
     let sent = match sender.ready().await {
-        Ok(()) => sender.send_request(request).await.map_err(|e| {
-            let retry = super::h2conn::refused(&e);
-            (e, retry)
-        }),
+        Ok(()) => sender
+            .send_request(request)
+            .await
+            .map_err(|e| (e, idempotent)),
         Err(e) => Err((e, true)),
     };
     pending.answered();
