@@ -24,6 +24,9 @@ use crate::config::Service;
 /// The health check's path.
 const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 
+/// Requests a check sends at most, one per connection, when connections fail under it.
+const MAX_ATTEMPTS: u32 = 4;
+
 /// Bytes of a response body read at most: the answer is a few bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -62,6 +65,7 @@ async fn attempt(
     };
     let body = request_body(svc.grpc_service.as_deref().unwrap_or(""));
     let mut failed: Option<super::h2conn::Shared> = None;
+    let mut attempts = 1;
     let response = loop {
         let (mut shared, reused) = prober
             .h2
@@ -86,11 +90,15 @@ async fn attempt(
             Ok(r) => break r,
             // The connection went away before the request was taken (a GOAWAY, a reset, the
             // server's refusal of the stream), or a kept connection failed before any answer
-            // (dropped on the way while idle): once more, on a new connection. The health
-            // check changes nothing, so sending it twice is harmless.
+            // (dropped on the way while idle): again, on a new connection. The health check
+            // changes nothing, so sending it twice is harmless. A few times: the connection
+            // that replaces the failed one may be refusing too (a server draining every
+            // connection as it restarts); the check's time limit bounds it all.
             Err((e, not_sent))
-                if failed.is_none() && (not_sent || reused || super::h2conn::refused(&e)) =>
+                if attempts < MAX_ATTEMPTS
+                    && (not_sent || reused || super::h2conn::refused(&e)) =>
             {
+                attempts += 1;
                 failed = Some(shared);
             }
             Err((e, _)) => {
