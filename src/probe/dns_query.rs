@@ -293,16 +293,8 @@ fn data_text(r: &Record) -> String {
     }
 }
 
-fn cut(mut s: String) -> String {
-    if s.len() > MAX_ANSWER_TEXT {
-        let end = (0..=MAX_ANSWER_TEXT)
-            .rev()
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(0);
-        s.truncate(end);
-        s.push('…');
-    }
-    s
+fn cut(s: String) -> String {
+    super::truncate_to(s, MAX_ANSWER_TEXT)
 }
 
 #[cfg(test)]

@@ -360,16 +360,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A `grpc-message` shown in an error: its first 200 bytes at most.
 fn cut(s: &str) -> &str {
-    let max = 200;
-    if s.len() <= max {
-        return s;
-    }
-    let end = (0..=max)
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0);
-    &s[..end]
+    &s[..super::prefix_len(s, 200)]
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use super::http1::Stream;
 use super::pool::{Endpoint, Shape, ShapeKey, Slot};
 use super::progress::{Failure, Phase, Progress};
-use super::{Prober, Reason, TlsFacts, net, tls};
+use super::{Prober, Reason, TlsFacts, net};
 use crate::config::{Service, TlsClient};
 
 /// How often an HTTP/2 connection is pinged, and how long a ping may go unanswered.
@@ -205,26 +205,14 @@ async fn open(
     client: Option<&TlsClient>,
     progress: &Progress,
 ) -> Result<Shared, Failure> {
-    let (tcp, slot) = net::connect(prober, svc, shape.target, progress).await?;
-    let (stream, facts) = match (shape.target.tls, client) {
-        (true, Some(client)) => {
-            progress.enter(Phase::Tls);
-            let (config, _) = client.for_origin(true);
-            let (tls_stream, facts) =
-                Box::pin(tls::handshake(config, shape.server_name(), tcp)).await?;
-            if !tls::negotiated_h2(&tls_stream) {
-                return Err(Failure::new(
-                    Reason::TlsHandshake,
-                    "the server did not choose HTTP/2 (h2) by ALPN, which gRPC needs",
-                ));
-            }
-            (Stream::Tls(Box::new(tls_stream)), facts)
-        }
-        (true, None) => {
-            return Err(Failure::new(Reason::TlsHandshake, "no TLS client"));
-        }
-        (false, _) => (Stream::Plain(tcp), None),
-    };
+    let (stream, slot, facts) =
+        Box::pin(net::open_stream(prober, svc, shape, client, progress)).await?;
+    if shape.target.tls && !net::is_h2(&stream) {
+        return Err(Failure::new(
+            Reason::TlsHandshake,
+            "the server did not choose HTTP/2 (h2) by ALPN, which gRPC needs",
+        ));
+    }
     progress.enter(Phase::Request);
     handshake(stream, slot, facts).await
 }

@@ -382,22 +382,11 @@ async fn open(
     client: Option<&TlsClient>,
     progress: &Progress,
 ) -> Result<Opened, Failure> {
-    let (tcp, slot) = net::connect(prober, svc, shape.target, progress).await?;
-    let (stream, facts) = match (shape.target.tls, client) {
-        (true, Some(client)) => {
-            progress.enter(Phase::Tls);
-            let (config, _) = client.for_origin(shape.same_origin);
-            // Boxed like the caller: the handshake's state is large and brief.
-            let (tls_stream, facts) =
-                Box::pin(tls::handshake(config, shape.server_name(), tcp)).await?;
-            progress.tls(facts.clone());
-            if tls::negotiated_h2(&tls_stream) {
-                return Ok(Opened::H2(Stream::Tls(Box::new(tls_stream)), slot, facts));
-            }
-            (Stream::Tls(Box::new(tls_stream)), facts)
-        }
-        _ => (Stream::Plain(tcp), None),
-    };
+    let (stream, slot, facts) =
+        Box::pin(net::open_stream(prober, svc, shape, client, progress)).await?;
+    if net::is_h2(&stream) {
+        return Ok(Opened::H2(stream, slot, facts));
+    }
     Ok(Opened::H1(Leased {
         connection: Connection::new(stream),
         opened: Instant::now(),

@@ -307,16 +307,26 @@ impl Outcome {
 /// Error messages end up in JSON and logs for every failing service: keep them short.
 const MAX_ERROR_LEN: usize = 300;
 
-fn truncate(mut s: String) -> String {
-    if s.len() > MAX_ERROR_LEN {
-        let cut = (0..=MAX_ERROR_LEN)
-            .rev()
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(0);
-        s.truncate(cut);
+fn truncate(s: String) -> String {
+    truncate_to(s, MAX_ERROR_LEN)
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
+fn truncate_to(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        s.truncate(prefix_len(&s, max));
         s.push('…');
     }
     s
+}
+
+/// The length of the longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary.
+fn prefix_len(s: &str, max: usize) -> usize {
+    (0..=max.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 /// Runs checks. One per daemon, shared by every sweep: it holds what outlives a check (the

@@ -1,14 +1,46 @@
 //! Getting a TCP connection to a target: a descriptor slot from the budget, the host's
-//! addresses (of the service's `ip_family`), and each address tried in turn until one connects.
+//! addresses (of the service's `ip_family`), and each address tried in turn until one connects;
+//! and for a TLS target the handshake on it ([`open_stream`], for HTTP/1.1, HTTP/2 and gRPC).
 
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-use super::pool::Slot;
+use super::http1::Stream;
+use super::pool::{Shape, Slot};
 use super::progress::{Failure, Phase, Progress};
-use super::{Prober, Reason};
-use crate::config::{IpFamily, Service, Target};
+use super::{Prober, Reason, TlsFacts, tls};
+use crate::config::{IpFamily, Service, Target, TlsClient};
+
+/// A new connection of `shape`: TCP, then for a TLS target the handshake with `client` (its
+/// identity presented to the service's own origin only), with the slot it holds and what the
+/// handshake showed.
+pub async fn open_stream(
+    prober: &Prober,
+    svc: &Service,
+    shape: &Shape<'_>,
+    client: Option<&TlsClient>,
+    progress: &Progress,
+) -> Result<(Stream, Slot, Option<std::sync::Arc<TlsFacts>>), Failure> {
+    let (tcp, slot) = connect(prober, svc, shape.target, progress).await?;
+    if !shape.target.tls {
+        return Ok((Stream::Plain(tcp), slot, None));
+    }
+    let Some(client) = client else {
+        return Err(Failure::new(Reason::TlsHandshake, "no TLS client"));
+    };
+    progress.enter(Phase::Tls);
+    let (config, _) = client.for_origin(shape.same_origin);
+    // Boxed: the handshake's state is large and brief.
+    let (tls_stream, facts) = Box::pin(tls::handshake(config, shape.server_name(), tcp)).await?;
+    progress.tls(facts.clone());
+    Ok((Stream::Tls(Box::new(tls_stream)), slot, facts))
+}
+
+/// Whether the server of `stream` chose HTTP/2 by ALPN.
+pub fn is_h2(stream: &Stream) -> bool {
+    matches!(stream, Stream::Tls(t) if tls::negotiated_h2(t))
+}
 
 /// A new TCP connection to `target` for a check of `svc`, with the slot it holds.
 pub async fn connect(
