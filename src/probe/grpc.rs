@@ -203,33 +203,45 @@ fn build_request(
     body: Bytes,
     cutoff: Instant,
 ) -> Result<Request<Full<Bytes>>, Failure> {
-    let scheme = if svc.target.tls { "https" } else { "http" };
-    let authority = svc.target.authority.to_str().unwrap_or_default();
-    let mut request = Request::builder()
-        .method(http::Method::POST)
-        .uri(format!("{scheme}://{authority}{CHECK_PATH}"))
-        .body(Full::new(body))
-        .map_err(|e| {
-            Failure::new(
-                Reason::InvalidResponse,
-                format!("building the request: {e}"),
-            )
-        })?;
+    let bad = |e: http::Error| {
+        Failure::new(
+            Reason::InvalidResponse,
+            format!("building the request: {e}"),
+        )
+    };
+    // From parts: the path is static and the authority already checked, so nothing is
+    // formatted and parsed again per check.
+    let uri = http::Uri::builder()
+        .scheme(if svc.target.tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        })
+        .authority(svc.target.authority.as_bytes())
+        .path_and_query(http::uri::PathAndQuery::from_static(CHECK_PATH))
+        .build()
+        .map_err(bad)?;
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
     let headers = request.headers_mut();
+    headers.reserve(4 + svc.headers.len());
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(TE, HeaderValue::from_static("trailers"));
     headers.insert(
         USER_AGENT,
         HeaderValue::from_static(super::request::USER_AGENT_VALUE),
     );
-    // The check's time left, as the server's deadline (at least 1 ms).
+    // The check's time left, as the server's deadline (at least 1 ms). Different in every
+    // request, so marked never-indexed: HPACK then neither stores it in the connection's
+    // table nor evicts the headers that repeat to make room for it.
     let left = cutoff
         .saturating_duration_since(Instant::now())
         .as_millis()
-        .max(1);
-    if let Ok(v) = HeaderValue::from_str(&format!("{left}m")) {
-        headers.insert("grpc-timeout", v);
-    }
+        .clamp(1, 99_999_999);
+    let mut timeout = itoa_ms(left as u32);
+    timeout.set_sensitive(true);
+    headers.insert(&GRPC_TIMEOUT, timeout);
     for (name, value) in svc.headers.iter() {
         // gRPC metadata is lower-case HTTP/2 headers; the protocol's own stay ours.
         if name == CONTENT_TYPE || name == TE || name == http::header::HOST {
@@ -238,6 +250,24 @@ fn build_request(
         headers.insert(name.clone(), value.clone());
     }
     Ok(request)
+}
+
+static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
+/// `{ms}m`, the gRPC timeout form, without a heap string in between (at most 8 digits).
+fn itoa_ms(mut ms: u32) -> HeaderValue {
+    let mut buf = [0u8; 9];
+    let mut i = buf.len() - 1;
+    buf[i] = b'm';
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (ms % 10) as u8;
+        ms /= 10;
+        if ms == 0 || i == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&buf[i..]).unwrap_or(HeaderValue::from_static("1m"))
 }
 
 /// A length-prefixed gRPC message holding `HealthCheckRequest { service }`.
@@ -401,6 +431,13 @@ mod tests {
         ] {
             assert!(decode_status(garbage).is_err(), "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn the_timeout_is_written_in_milliseconds() {
+        assert_eq!(itoa_ms(1), "1m");
+        assert_eq!(itoa_ms(1500), "1500m");
+        assert_eq!(itoa_ms(99_999_999), "99999999m");
     }
 
     #[test]
