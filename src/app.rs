@@ -10,7 +10,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
@@ -28,7 +29,9 @@ use crate::probe::Prober;
 use crate::reload::{self, ReloadRequest, Reloader};
 use crate::server;
 use crate::snapshot::Snapshot;
+use crate::store::Store;
 use crate::sweep::Sweeper;
+use crate::{history, recorder};
 
 /// Longest a clean shutdown waits for the tasks, after which the process exits anyway.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(1500);
@@ -46,6 +49,8 @@ pub struct Settings {
     /// Connections checks may hold at once; also `max_in_flight` when the config does not say
     /// (see [`crate::limits`]).
     pub connection_budget: usize,
+    /// Where the state store keeps its database (`None`: history in memory only).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A started daemon.
@@ -76,19 +81,31 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
     let configs = fleet.configs();
     let discovery = fleet.status();
     let first = configs.borrow().clone();
-    let (snapshot_tx, snapshots) =
-        watch::channel(Arc::new(Snapshot::new(&first, SystemTime::now())));
+    // What the last run left, before the first sweep: states, thresholds and counters
+    // continue, the history shows again.
+    let store_errors = Arc::new(AtomicU64::new(0));
+    let mut store = settings
+        .state_dir
+        .as_deref()
+        .map(|dir| open_store(dir, store_errors.clone()));
+    let restored = store.as_mut().map(Store::load).unwrap_or_default();
+    let history: history::Shared = Arc::new(RwLock::new(restored.history));
+    let (snapshot_tx, snapshots) = watch::channel(Arc::new(
+        Snapshot::new(&first, SystemTime::now()).restored(&restored.services),
+    ));
     let (reload_requests, reload_rx) = mpsc::channel(reload::QUEUE);
 
     let metrics = Metrics::new(snapshots.clone(), reload_status.clone())
         .with_idle_connections(prober.idle_gauge())
-        .with_discovery(discovery.clone());
+        .with_discovery(discovery.clone())
+        .with_store_errors(store_errors);
     let api = Arc::new(Api {
         snapshots: snapshots.clone(),
         reload_status,
         reload_requests: reload_requests.clone(),
         metrics: Arc::new(metrics),
         discovery,
+        history: history.clone(),
     });
     let sweeper = Sweeper::new(prober, configs, snapshot_tx, settings.connection_budget)
         .with_watchdog(Watchdog::from_env());
@@ -127,6 +144,14 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
         }
         .instrument(info_span!("task", name = "server")),
     );
+    let (s, watched) = (shutdown.clone(), snapshots.clone());
+    tasks.spawn(
+        async move {
+            recorder::run(watched, history, store, s).await;
+            "recorder"
+        }
+        .instrument(info_span!("task", name = "recorder")),
+    );
     let (n, s, watched) = (notifier.clone(), shutdown.clone(), snapshots.clone());
     tasks.spawn(
         async move {
@@ -143,6 +168,15 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
         shutdown,
         notifier,
     })
+}
+
+/// The store in `dir`, created if missing. A directory that cannot be made is the store's
+/// error like any other: logged, counted, memory only.
+fn open_store(dir: &std::path::Path, errors: Arc<AtomicU64>) -> Store {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        warn!(path = %dir.display(), error = %e, "cannot create state_dir");
+    }
+    Store::open(dir, errors)
 }
 
 impl Running {

@@ -53,6 +53,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let path = std::env::temp_dir().join(format!("healthsweep-demo-{}.toml", std::process::id()));
     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     let _cleanup = RemoveOnDrop(path.clone());
+    // History survives restarts of the daemon; the demo's own lives as long as the demo.
+    let state_dir =
+        std::env::temp_dir().join(format!("healthsweep-demo-{}.state", std::process::id()));
+    let _state_cleanup = RemoveOnDrop(state_dir.clone());
     let config = config::parse(&path, &text).context("the demo config is valid")?;
 
     let running = app::start(
@@ -62,6 +66,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             overrides: config::Overrides::default(),
             listener,
             connection_budget: options.connection_budget,
+            state_dir: Some(state_dir.clone()),
         },
         shutdown.clone(),
     )?;
@@ -192,6 +197,10 @@ struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }

@@ -449,6 +449,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
+/// `[daemon] state_dir`, or under systemd its `StateDirectory=` (`$STATE_DIRECTORY`, the first
+/// when it lists several); `None` keeps history in memory only.
+fn state_dir(configured: Option<&Path>) -> Option<std::path::PathBuf> {
+    configured.map(Path::to_path_buf).or_else(|| {
+        let from_systemd = std::env::var_os("STATE_DIRECTORY")?;
+        let first = std::env::split_paths(&from_systemd).next()?;
+        (!first.as_os_str().is_empty()).then_some(first)
+    })
+}
+
 fn run_daemon(path: &Path, listen: Option<SocketAddr>, overrides: Overrides) -> ExitCode {
     let config = match load(path, overrides) {
         Ok(c) => c,
@@ -468,12 +478,14 @@ fn run_daemon(path: &Path, listen: Option<SocketAddr>, overrides: Overrides) -> 
         let services = config.services.len();
         let shard = config.daemon.shard;
         let shutdown = CancellationToken::new();
+        let state_dir = state_dir(config.daemon.state_dir.as_deref());
         let settings = Settings {
             config_path: path.to_path_buf(),
             config,
             overrides,
             listener,
             connection_budget: limits::connection_budget(nofile),
+            state_dir,
         };
         let running = match app::start(settings, shutdown.clone()) {
             Ok(r) => r,

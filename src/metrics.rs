@@ -146,6 +146,10 @@ const IDLE_CONNECTIONS: Family = gauge(
     "healthsweep_idle_connections",
     "Connections kept open now for reuse by the next checks.",
 );
+const STORE_ERRORS: Family = counter(
+    "healthsweep_state_store_errors_total",
+    "State store operations that failed (opening, reading or writing the database); the daemon goes on with memory only meanwhile.",
+);
 const MAX_IN_FLIGHT: Family = gauge(
     "healthsweep_sweep_max_in_flight",
     "Checks in flight at most during the latest sweep (from max_in_flight or the open-file limit).",
@@ -288,6 +292,7 @@ pub struct Metrics {
     reloads: watch::Receiver<ReloadStatus>,
     /// The prober's idle connections, read live (not a property of a sweep).
     idle_connections: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    store_errors: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The discovery sources' status.
     discovery: Option<watch::Receiver<crate::discovery::Statuses>>,
 }
@@ -318,6 +323,7 @@ impl Metrics {
             snapshots,
             reloads,
             idle_connections: None,
+            store_errors: None,
             discovery: None,
         }
     }
@@ -325,6 +331,12 @@ impl Metrics {
     /// Also report the discovery sources (`healthsweep_discovery_*{source}`).
     pub fn with_discovery(mut self, status: watch::Receiver<crate::discovery::Statuses>) -> Self {
         self.discovery = Some(status);
+        self
+    }
+
+    /// Also report the state store's errors (`healthsweep_state_store_errors_total`).
+    pub fn with_store_errors(mut self, errors: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.store_errors = Some(errors);
         self
     }
 
@@ -368,6 +380,13 @@ impl Metrics {
             daemon.push(family(
                 &IDLE_CONNECTIONS,
                 vec![metric(&IDLE_CONNECTIONS, Vec::new(), value)],
+            ));
+        }
+        if let Some(errors) = &self.store_errors {
+            let value = errors.load(std::sync::atomic::Ordering::Relaxed) as f64;
+            daemon.push(family(
+                &STORE_ERRORS,
+                vec![metric(&STORE_ERRORS, Vec::new(), value)],
             ));
         }
         if let Some(d) = &self.discovery {

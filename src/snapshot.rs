@@ -69,6 +69,18 @@ impl Counts {
     }
 }
 
+/// What of a service's state outlives the process (see `store`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    /// The URL it was checked at: at another one it starts over.
+    pub url: String,
+    pub state: State,
+    pub since: SystemTime,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub counts: Counts,
+}
+
 /// One service's state, carried from sweep to sweep.
 #[derive(Debug, Clone)]
 pub struct ServiceStatus {
@@ -274,6 +286,25 @@ impl Snapshot {
             sweeps_total: 0,
             deadline_exceeded_total: 0,
         }
+    }
+
+    /// This snapshot with the state a store kept (see [`crate::store`]): every service stored
+    /// at the same URL continues where it was, its threshold counts and counters included.
+    pub fn restored(mut self, kept: &foldhash::HashMap<String, Kept>) -> Self {
+        for st in &mut self.services {
+            let Some(s) = kept.get(&st.service.name) else {
+                continue;
+            };
+            if s.url != *st.service.url {
+                continue;
+            }
+            st.state = s.state;
+            st.since = s.since;
+            st.consecutive_failures = s.consecutive_failures;
+            st.consecutive_successes = s.consecutive_successes;
+            st.counts = s.counts;
+        }
+        self
     }
 
     /// This snapshot under a new config: services kept (same name and target) keep their state

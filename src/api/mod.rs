@@ -38,6 +38,8 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     /// Every discovery source's status.
     pub discovery: watch::Receiver<crate::discovery::Statuses>,
+    /// Recent results and events of every service.
+    pub history: crate::history::Shared,
 }
 
 impl Api {

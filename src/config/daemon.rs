@@ -72,6 +72,23 @@ impl Validator<'_> {
                 Err(e) => self.report(Some(&s.span()), e.to_string()),
             }
         }
+        if let Some(v) = raw.history_retention {
+            d.history_retention = self
+                .duration(DurationKey::HistoryRetention, &v)
+                .unwrap_or(d.history_retention);
+        }
+        if let Some(dir) = raw.state_dir {
+            if dir.get_ref().trim().is_empty() {
+                self.report(
+                    Some(&dir.span()),
+                    "state_dir must not be empty; leave it out to keep history in memory only",
+                );
+            } else {
+                // Relative to the config file, like every path in it; created at start if
+                // missing. Whether it is writable is found out then (and logged, not fatal).
+                d.state_dir = Some(access::resolve(&self.base_dir, dir.get_ref()));
+            }
+        }
         d.auth = raw.auth.and_then(|a| self.auth(a));
         d.tls = raw.tls.and_then(|t| self.server_tls(t));
         d

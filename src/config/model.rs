@@ -75,6 +75,11 @@ pub struct Daemon {
     /// `[daemon.tls]`: serve over TLS with this certificate. Turning TLS on or off needs a
     /// restart; a new certificate is picked up by a reload.
     pub tls: Option<ServerTls>,
+    /// `state_dir`: where the state store keeps its database (`None`: memory only, unless
+    /// systemd gives a `STATE_DIRECTORY`). Changes need a restart.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How long the history of a removed service, and events, are kept.
+    pub history_retention: Duration,
 }
 
 impl Daemon {
@@ -90,6 +95,9 @@ impl Daemon {
     }
 }
 
+/// `history_retention` unless the config says.
+pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
 impl Default for Daemon {
     fn default() -> Self {
         Daemon {
@@ -103,6 +111,8 @@ impl Default for Daemon {
             shard: Shard::WHOLE,
             auth: None,
             tls: None,
+            state_dir: None,
+            history_retention: DEFAULT_HISTORY_RETENTION,
         }
     }
 }

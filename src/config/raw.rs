@@ -91,6 +91,9 @@ pub struct RawDaemon {
     pub tls: Option<Spanned<RawTls>>,
     /// A directory of `*.toml` files with more `[[service]]` tables.
     pub services_dir: Option<Spanned<String>>,
+    /// Where the state store keeps its database.
+    pub state_dir: Option<Spanned<String>>,
+    pub history_retention: Option<Spanned<String>>,
 }
 
 /// `[daemon.auth]`: bearer-token auth for the daemon's own endpoints.

@@ -39,6 +39,7 @@ pub(super) enum DurationKey {
     MaxLatency,
     /// A discovery source's `refresh`.
     Refresh,
+    HistoryRetention,
 }
 
 impl DurationKey {
@@ -49,6 +50,7 @@ impl DurationKey {
             DurationKey::Timeout => "timeout",
             DurationKey::MaxLatency => "max_latency",
             DurationKey::Refresh => "refresh",
+            DurationKey::HistoryRetention => "history_retention",
         }
     }
 
@@ -61,6 +63,10 @@ impl DurationKey {
                 (Duration::from_millis(1), MAX_CHECK_DURATION)
             }
             DurationKey::Refresh => (Duration::from_secs(1), MAX_INTERVAL),
+            DurationKey::HistoryRetention => (
+                Duration::from_secs(86_400),
+                Duration::from_secs(400 * 86_400),
+            ),
         }
     }
 
@@ -74,6 +80,7 @@ impl DurationKey {
             DurationKey::Refresh => {
                 " (files are also watched; DNS and HTTP are asked every refresh)"
             }
+            DurationKey::HistoryRetention => " (the status page shows 30 days)",
         }
     }
 }

@@ -322,7 +322,7 @@ fn truncate_to(mut s: String, max: usize) -> String {
 
 /// The length of the longest prefix of `s` of at most `max` bytes that ends on a character
 /// boundary.
-fn prefix_len(s: &str, max: usize) -> usize {
+pub fn prefix_len(s: &str, max: usize) -> usize {
     (0..=max.min(s.len()))
         .rev()
         .find(|&i| s.is_char_boundary(i))

@@ -1,0 +1,496 @@
+//! What the daemon remembers of each service beyond its current state: its recent results (the
+//! last [`RECENT`]), its state changes ([`Event`]s), and uptime computed exactly from them.
+//!
+//! The [`Recorder`] is the only writer: it follows the published snapshots (never the sweep
+//! itself) and folds each new one in. Readers (the status page, `/status`, badges) take the read
+//! lock for as long as they copy what they show. A service removed by a reload keeps its history
+//! for `history_retention` and has it again when it returns. [`crate::store`] makes it all
+//! survive restarts.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::probe::Reason;
+use crate::snapshot::{Snapshot, State};
+
+/// Results kept per service (the strip on the status page).
+pub const RECENT: usize = 60;
+
+/// State changes kept per service with their error text; older events keep time and state.
+const ERRORS_KEPT: usize = 20;
+
+/// Uptime windows shown everywhere, with their names.
+pub const WINDOWS: [(&str, Duration); 3] = [
+    ("24h", Duration::from_secs(86_400)),
+    ("7d", Duration::from_secs(7 * 86_400)),
+    ("30d", Duration::from_secs(30 * 86_400)),
+];
+
+/// Milliseconds since the Unix epoch (negative before it, which never happens in practice).
+pub type Millis = i64;
+
+pub fn millis(t: SystemTime) -> Millis {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+pub fn system_time(ms: Millis) -> SystemTime {
+    if ms >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+/// What one check said, in eight bytes: a fleet of 100,000 keeps 60 of them each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Result(u64);
+
+impl Result {
+    /// Latency is kept in milliseconds up to 2^24 - 1 (4.6 hours, far above any timeout).
+    const LATENCY_MAX: u64 = (1 << 24) - 1;
+
+    pub fn new(at: SystemTime, latency: Duration, outcome: Verdict) -> Self {
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs().min(u64::from(u32::MAX)))
+            .unwrap_or(0);
+        let latency = (latency.as_millis() as u64).min(Self::LATENCY_MAX);
+        Result(secs << 32 | latency << 8 | u64::from(outcome.code()))
+    }
+
+    pub fn at(self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(self.0 >> 32)
+    }
+
+    pub fn latency(self) -> Duration {
+        Duration::from_millis((self.0 >> 8) & Self::LATENCY_MAX)
+    }
+
+    pub fn verdict(self) -> Verdict {
+        Verdict::from_code(self.0 as u8)
+    }
+
+    /// The packed form, as stored.
+    pub fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u64) -> Self {
+        Result(bits)
+    }
+}
+
+/// A check's verdict: passed, passed slowly, or failed for a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Up,
+    Degraded,
+    Down(Reason),
+}
+
+impl Verdict {
+    fn code(self) -> u8 {
+        match self {
+            Verdict::Up => 0,
+            Verdict::Degraded => 1,
+            Verdict::Down(r) => 2 + r.index() as u8,
+        }
+    }
+
+    fn from_code(code: u8) -> Verdict {
+        match code {
+            0 => Verdict::Up,
+            1 => Verdict::Degraded,
+            c => Verdict::Down(
+                Reason::ALL
+                    .get(usize::from(c - 2))
+                    .copied()
+                    .unwrap_or(Reason::InvalidResponse),
+            ),
+        }
+    }
+
+    pub fn state(self) -> State {
+        match self {
+            Verdict::Up => State::Up,
+            Verdict::Degraded => State::Degraded,
+            Verdict::Down(_) => State::Down,
+        }
+    }
+
+    pub fn reason(self) -> Option<Reason> {
+        match self {
+            Verdict::Down(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// A state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub at: Millis,
+    pub from: State,
+    pub to: State,
+    pub reason: Option<Reason>,
+    /// The error of the check that caused it (kept for the latest [`ERRORS_KEPT`] events).
+    pub error: Option<Box<str>>,
+}
+
+/// One service's history.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceHistory {
+    /// The URL it was checked at: a service that comes back at another target starts over.
+    pub url: Box<str>,
+    recent: VecDeque<Result>,
+    /// Oldest first, within the retention.
+    events: Vec<Event>,
+    /// The state the history last saw, and since when (the latest event, or first sight).
+    pub state: Option<State>,
+    /// When a reload removed it; its history goes once that is `history_retention` ago.
+    pub removed_at: Option<Millis>,
+    /// What the state store last got of its state (see `recorder`): a row is written when
+    /// this changes.
+    pub written: u64,
+}
+
+impl ServiceHistory {
+    pub fn new(url: &str) -> Self {
+        ServiceHistory {
+            url: url.into(),
+            ..ServiceHistory::default()
+        }
+    }
+
+    pub fn push(&mut self, r: Result) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(r);
+    }
+
+    pub fn recent(&self) -> impl DoubleEndedIterator<Item = Result> + ExactSizeIterator + '_ {
+        self.recent.iter().copied()
+    }
+
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    pub fn record(&mut self, event: Event) {
+        self.state = Some(event.to);
+        self.events.push(event);
+        let n = self.events.len();
+        if n > ERRORS_KEPT {
+            self.events[n - ERRORS_KEPT - 1].error = None;
+        }
+    }
+
+    /// Drops events that ended before `cutoff`, keeping the one in force at it.
+    pub fn forget_before(&mut self, cutoff: Millis) {
+        let in_force = self.events.partition_point(|e| e.at <= cutoff);
+        if in_force > 1 {
+            self.events.drain(..in_force - 1);
+        }
+    }
+
+    /// The share of known time (up, degraded or down; not unknown) in `[from, to)` the service
+    /// was up or degraded, or `None` when no state was known in it. Exact: from the events.
+    pub fn uptime(&self, from: Millis, to: Millis) -> Option<f64> {
+        let (up, known) = self.time_in(from, to);
+        (known > 0).then(|| up as f64 / known as f64)
+    }
+
+    /// Milliseconds up and milliseconds known in `[from, to)`.
+    fn time_in(&self, from: Millis, to: Millis) -> (i64, i64) {
+        let (mut up, mut known) = (0i64, 0i64);
+        for (i, e) in self.events.iter().enumerate() {
+            let end = self.events.get(i + 1).map_or(to, |n| n.at).min(to);
+            let start = e.at.max(from);
+            if end <= start {
+                continue;
+            }
+            let span = end - start;
+            match e.to {
+                State::Up | State::Degraded => {
+                    up += span;
+                    known += span;
+                }
+                State::Down => known += span,
+                State::Unknown => {}
+            }
+        }
+        (up, known)
+    }
+
+    /// Uptime per UTC day for the `days` days ending with today's (oldest first).
+    pub fn daily(&self, now: Millis, days: u32) -> Vec<(Millis, Option<f64>)> {
+        const DAY: i64 = 86_400_000;
+        let today = now.div_euclid(DAY) * DAY;
+        (0..i64::from(days))
+            .rev()
+            .map(|back| {
+                let start = today - back * DAY;
+                (start, self.uptime(start, (start + DAY).min(now)))
+            })
+            .collect()
+    }
+}
+
+/// Every service's history, by name.
+#[derive(Debug, Default)]
+pub struct History {
+    pub services: foldhash::HashMap<Box<str>, ServiceHistory>,
+}
+
+/// The history, shared: the recorder writes, the handlers read.
+pub type Shared = Arc<RwLock<History>>;
+
+/// Reads the shared history, a poisoned lock included (the data is plain values).
+pub fn read(shared: &Shared) -> std::sync::RwLockReadGuard<'_, History> {
+    shared.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn write(shared: &Shared) -> std::sync::RwLockWriteGuard<'_, History> {
+    shared.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a snapshot changed, for the state store.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Events, by service name.
+    pub events: Vec<(Box<str>, Event)>,
+    /// Services removed (by name) at this time.
+    pub removed: Vec<Box<str>>,
+    /// Services back after a removal.
+    pub returned: Vec<Box<str>>,
+}
+
+/// Folds snapshots into the history.
+pub struct Recorder {
+    shared: Shared,
+    /// The number of the last sweep folded in (results of earlier sweeps are not pushed again).
+    last_sweep: u64,
+    /// The config generation last seen, to notice removed services only when it changes.
+    last_generation: Option<u64>,
+    retention: Duration,
+}
+
+impl Recorder {
+    pub fn new(shared: Shared, retention: Duration) -> Self {
+        Recorder {
+            shared,
+            last_sweep: 0,
+            last_generation: None,
+            retention,
+        }
+    }
+
+    pub fn set_retention(&mut self, retention: Duration) {
+        self.retention = retention;
+    }
+
+    /// Folds `snapshot` in: a result per service judged since the last one folded, an event
+    /// per state change, removals and returns. What changed comes back for the store.
+    pub fn record(&mut self, snapshot: &Snapshot, now: SystemTime) -> Changes {
+        let mut changes = Changes::default();
+        let mut h = write(&self.shared);
+        let new_sweep = snapshot.sweeps_total > self.last_sweep;
+        let reconfigured = self.last_generation != Some(snapshot.generation);
+        for st in &snapshot.services {
+            let name = st.service.name.as_str();
+            let url = &*st.service.url;
+            let entry = match h.services.get_mut(name) {
+                Some(e) if &*e.url == url => e,
+                _ => {
+                    // New, or at another target: a history of its own.
+                    h.services.insert(name.into(), ServiceHistory::new(url));
+                    h.services.get_mut(name).expect("just inserted")
+                }
+            };
+            if entry.removed_at.take().is_some() {
+                changes.returned.push(name.into());
+            }
+            if new_sweep
+                && st.last_judged > self.last_sweep
+                && let Some(last) = &st.last
+            {
+                let verdict = match (last.reason, last.degraded) {
+                    (Some(r), _) => Verdict::Down(r),
+                    (None, true) => Verdict::Degraded,
+                    (None, false) => Verdict::Up,
+                };
+                entry.push(Result::new(last.at, last.duration, verdict));
+            }
+            if entry.state != Some(st.state) {
+                let event = Event {
+                    at: millis(st.since),
+                    from: entry.state.unwrap_or(State::Unknown),
+                    to: st.state,
+                    reason: st
+                        .last
+                        .as_ref()
+                        .and_then(|o| o.reason)
+                        .filter(|_| !st.state.is_up()),
+                    error: st
+                        .last
+                        .as_ref()
+                        .and_then(|o| o.error.clone())
+                        .filter(|_| !st.state.is_up()),
+                };
+                // Restored from the store with the same state: nothing happened.
+                if !(event.from == State::Unknown && event.to == State::Unknown) {
+                    changes.events.push((name.into(), event.clone()));
+                }
+                entry.record(event);
+            }
+        }
+        let now_ms = millis(now);
+        if reconfigured {
+            let present: foldhash::HashSet<&str> = snapshot
+                .services
+                .iter()
+                .map(|s| s.service.name.as_str())
+                .collect();
+            for (name, e) in h.services.iter_mut() {
+                if e.removed_at.is_none() && !present.contains(&**name) {
+                    e.removed_at = Some(now_ms);
+                    // The time it is gone is unknown time, not the last state.
+                    if e.state != Some(State::Unknown) {
+                        let event = Event {
+                            at: now_ms,
+                            from: e.state.unwrap_or(State::Unknown),
+                            to: State::Unknown,
+                            reason: None,
+                            error: None,
+                        };
+                        changes.events.push((name.clone(), event.clone()));
+                        e.record(event);
+                    }
+                    changes.removed.push(name.clone());
+                }
+            }
+        }
+        let cutoff = now_ms - i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        if new_sweep && snapshot.sweeps_total % 64 == 1 {
+            h.services
+                .retain(|_, e| e.removed_at.is_none_or(|at| at > cutoff));
+            for e in h.services.values_mut() {
+                e.forget_before(cutoff);
+            }
+        }
+        self.last_sweep = self.last_sweep.max(snapshot.sweeps_total);
+        self.last_generation = Some(snapshot.generation);
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at: Millis, to: State) -> Event {
+        Event {
+            at,
+            from: State::Unknown,
+            to,
+            reason: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn results_pack_into_eight_bytes_and_back() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for v in [
+            Verdict::Up,
+            Verdict::Degraded,
+            Verdict::Down(Reason::ALL[0]),
+            Verdict::Down(*Reason::ALL.last().expect("reasons")),
+        ] {
+            let r = Result::new(at, Duration::from_millis(1234), v);
+            assert_eq!(r.at(), at);
+            assert_eq!(r.latency(), Duration::from_millis(1234));
+            assert_eq!(r.verdict(), v);
+            assert_eq!(Result::from_bits(r.to_bits()), r);
+        }
+        let slow = Result::new(at, Duration::from_secs(86_400), Verdict::Up);
+        assert_eq!(
+            slow.latency().as_millis(),
+            (1 << 24) - 1,
+            "capped, not wrapped"
+        );
+        assert!(Reason::ALL.len() + 2 <= 256, "a verdict fits a byte");
+    }
+
+    #[test]
+    fn the_ring_keeps_the_latest_sixty() {
+        let mut h = ServiceHistory::new("http://a");
+        for i in 0..100u64 {
+            h.push(Result::new(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(i),
+                Duration::ZERO,
+                Verdict::Up,
+            ));
+        }
+        assert_eq!(h.recent().len(), RECENT);
+        let first = h.recent().next().expect("results");
+        assert_eq!(first.at(), SystemTime::UNIX_EPOCH + Duration::from_secs(40));
+    }
+
+    #[test]
+    fn uptime_is_exact_from_the_events_and_ignores_unknown_time() {
+        let mut h = ServiceHistory::new("http://a");
+        h.record(event(0, State::Up));
+        h.record(event(750, State::Down));
+        h.record(event(1000, State::Unknown));
+        h.record(event(2000, State::Up));
+        // [0, 750) up, [750, 1000) down, [1000, 2000) unknown, [2000, 3000) up.
+        assert_eq!(h.uptime(0, 3000), Some(1750.0 / 2000.0));
+        assert_eq!(h.uptime(500, 1000), Some(0.5));
+        assert_eq!(h.uptime(1000, 2000), None, "nothing known");
+        assert_eq!(h.uptime(-100, 0), None, "before the first event");
+    }
+
+    #[test]
+    fn forgetting_keeps_the_state_in_force() {
+        let mut h = ServiceHistory::new("http://a");
+        h.record(event(0, State::Up));
+        h.record(event(100, State::Down));
+        h.record(event(200, State::Up));
+        h.forget_before(150);
+        assert_eq!(h.events().len(), 2);
+        assert_eq!(h.uptime(150, 250), Some(0.5));
+    }
+
+    #[test]
+    fn only_the_latest_events_keep_their_error_text() {
+        let mut h = ServiceHistory::new("http://a");
+        for i in 0..30 {
+            h.record(Event {
+                error: Some("boom".into()),
+                ..event(i, State::Down)
+            });
+        }
+        let with_error = h.events().iter().filter(|e| e.error.is_some()).count();
+        assert_eq!(with_error, ERRORS_KEPT);
+        assert!(h.events().last().is_some_and(|e| e.error.is_some()));
+    }
+
+    #[test]
+    fn daily_uptime_is_per_utc_day() {
+        const DAY: i64 = 86_400_000;
+        let mut h = ServiceHistory::new("http://a");
+        h.record(event(0, State::Up));
+        h.record(event(DAY + DAY / 2, State::Down));
+        let days = h.daily(2 * DAY + DAY / 4, 3);
+        assert_eq!(days.len(), 3);
+        assert_eq!(days[0], (0, Some(1.0)));
+        assert_eq!(days[1], (DAY, Some(0.5)));
+        assert_eq!(days[2], (2 * DAY, Some(0.0)));
+    }
+}

@@ -1,0 +1,120 @@
+//! The recorder task: follows the published snapshots into the [`history`] and the
+//! [`store`], off the sweep's path. The sweep only publishes; when the recorder is slow (a
+//! disk stalls), snapshots in between coalesce: no state change is lost (each is a difference
+//! between the snapshots it does see), only the results of the sweeps it skipped.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::history::{self, Recorder};
+use crate::snapshot::{ServiceStatus, Snapshot};
+use crate::store::{self, Batch, Row, Saved, Store};
+
+/// Prune old events once per this many sweeps.
+const PRUNE_EVERY: u64 = 240;
+
+/// Runs until shutdown, then writes every service's row once more.
+pub async fn run(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    shared: history::Shared,
+    mut store: Option<Store>,
+    shutdown: CancellationToken,
+) {
+    let first = snapshots.borrow_and_update().clone();
+    let mut recorder = Recorder::new(shared.clone(), first.config.daemon.history_retention);
+    let mut last = first;
+    let mut stopping = false;
+    loop {
+        let changes = recorder.record(&last, SystemTime::now());
+        let all = stopping;
+        let batch = batch(&last, &shared, changes, all);
+        if let Some(s) = store.take() {
+            match tokio::task::spawn_blocking(move || {
+                let mut s = s;
+                s.write(&batch);
+                s
+            })
+            .await
+            {
+                Ok(s) => store = Some(s),
+                Err(e) => warn!(error = %e, "state store writer failed; going on with memory only"),
+            }
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    stopping = true;
+                }
+            }
+            () = shutdown.cancelled() => stopping = true,
+        }
+        last = snapshots.borrow_and_update().clone();
+        recorder.set_retention(last.config.daemon.history_retention);
+    }
+}
+
+/// What `snapshot` gives the store: the events, and the rows of the services whose state or
+/// threshold counts moved plus this sweep's share of the rest (every row when `all`).
+fn batch(
+    snapshot: &Snapshot,
+    shared: &history::Shared,
+    changes: history::Changes,
+    all: bool,
+) -> Batch {
+    let now = history::millis(SystemTime::now());
+    let sweep = snapshot.sweeps_total;
+    let mut batch = Batch {
+        events: changes.events,
+        removed: changes.removed.into_iter().map(|n| (n, now)).collect(),
+        returned: changes.returned,
+        prune_before: (sweep % PRUNE_EVERY == 1).then(|| {
+            now - i64::try_from(snapshot.config.daemon.history_retention.as_millis())
+                .unwrap_or(i64::MAX)
+        }),
+        ..Batch::default()
+    };
+    let mut h = history::write(shared);
+    for (i, st) in snapshot.services.iter().enumerate() {
+        let Some(entry) = h.services.get_mut(st.service.name.as_str()) else {
+            continue;
+        };
+        let fp = fingerprint(st);
+        let due = all || (i as u64) % store::SPREAD == sweep % store::SPREAD;
+        if fp == entry.written && !due {
+            continue;
+        }
+        entry.written = fp;
+        batch.rows.push(Row {
+            name: st.service.name.as_str().into(),
+            saved: Saved {
+                url: st.service.url.to_string(),
+                state: st.state,
+                since: st.since,
+                consecutive_failures: st.consecutive_failures,
+                consecutive_successes: st.consecutive_successes,
+                counts: st.counts,
+            },
+            recent: entry.recent().collect(),
+        });
+    }
+    batch
+}
+
+/// What must not be lost of a service's state: it, since when, and the counts the thresholds
+/// look at (successes only up to the threshold: beyond it they change nothing).
+fn fingerprint(st: &ServiceStatus) -> u64 {
+    let since = history::millis(st.since) as u64;
+    let successes = st.consecutive_successes.min(st.service.success_threshold);
+    let failures = st.consecutive_failures.min(st.service.failure_threshold);
+    since.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (st.state as u64)
+        ^ u64::from(failures) << 8
+        ^ u64::from(successes) << 36
+}
