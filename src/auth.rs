@@ -27,6 +27,12 @@ impl Refusal {
         }
     }
 
+    /// The challenge that makes a browser ask for a user name and password (RFC 7617): any
+    /// user name, the token as the password.
+    pub fn basic_challenge(self) -> &'static str {
+        "Basic realm=\"healthsweep\", charset=\"UTF-8\""
+    }
+
     /// The `WWW-Authenticate` challenge (RFC 6750).
     pub fn challenge(self) -> &'static str {
         if self.presented {
@@ -41,8 +47,8 @@ impl Refusal {
 /// `None` lets the request through.
 pub fn refusal(auth: Option<&Auth>, what: Protected, headers: &HeaderMap) -> Option<Refusal> {
     let auth = auth.filter(|a| a.protects(what))?;
-    match bearer(headers) {
-        Some(presented) if auth.token.matches(presented) => None,
+    match presented(headers) {
+        Some(presented) if auth.token.matches(&presented) => None,
         presented => {
             debug!(
                 endpoint = what.as_str(),
@@ -56,14 +62,24 @@ pub fn refusal(auth: Option<&Auth>, what: Protected, headers: &HeaderMap) -> Opt
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 7235).
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+/// The token presented: `Authorization: Bearer <token>`, or `Basic` with the token as the
+/// password and any user name (what a browser sends). Schemes are case-insensitive (RFC 7235).
+fn presented(headers: &HeaderMap) -> Option<Vec<u8>> {
+    use base64::Engine as _;
     let value = headers.get(AUTHORIZATION)?.as_bytes();
-    let (scheme, rest) = value.split_at_checked(7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if scheme.eq_ignore_ascii_case(b"bearer") && rest.first() == Some(&b' ') {
+        return Some(rest.trim_ascii().to_vec());
     }
-    Some(rest.trim_ascii())
+    let (scheme, rest) = value.split_at_checked(5)?;
+    if scheme.eq_ignore_ascii_case(b"basic") && rest.first() == Some(&b' ') {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim_ascii())
+            .ok()?;
+        let colon = decoded.iter().position(|&b| b == b':')?;
+        return Some(decoded[colon + 1..].to_vec());
+    }
+    None
 }
 
 #[cfg(test)]
@@ -80,12 +96,27 @@ mod tests {
     }
 
     #[test]
-    fn the_bearer_scheme_is_case_insensitive_and_other_schemes_are_not_tokens() {
-        assert_eq!(bearer(&headers("Bearer abc")), Some(&b"abc"[..]));
-        assert_eq!(bearer(&headers("bearer  abc ")), Some(&b"abc"[..]));
-        assert_eq!(bearer(&headers("Basic abc")), None);
-        assert_eq!(bearer(&headers("Bear")), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
+    fn bearer_and_basic_present_the_token_and_other_schemes_do_not() {
+        let p = |v: &str| presented(&headers(v));
+        assert_eq!(p("Bearer abc"), Some(b"abc".to_vec()));
+        assert_eq!(p("bearer  abc "), Some(b"abc".to_vec()));
+        // base64("anyone:s3cret:with:colons")
+        assert_eq!(
+            p("Basic YW55b25lOnMzY3JldDp3aXRoOmNvbG9ucw=="),
+            Some(b"s3cret:with:colons".to_vec()),
+            "the password is everything after the first colon"
+        );
+        assert_eq!(
+            p("basic Og=="),
+            Some(Vec::new()),
+            "base64(\":\"): an empty password"
+        );
+        assert_eq!(p("Basic not base64!"), None);
+        assert_eq!(p("Basic YWJj"), None, "no colon");
+        assert_eq!(p("Digest abc"), None);
+        assert_eq!(p("Bearerabc"), None);
+        assert_eq!(p("Bear"), None);
+        assert_eq!(presented(&HeaderMap::new()), None);
     }
 
     #[test]

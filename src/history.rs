@@ -4,8 +4,8 @@
 //! The [`Recorder`] is the only writer: it follows the published snapshots (never the sweep
 //! itself) and folds each new one in. Readers (the status page, `/status`, badges) take the read
 //! lock for as long as they copy what they show. A service removed by a reload keeps its history
-//! for `history_retention` and has it again when it returns. [`crate::store`] makes it all
-//! survive restarts.
+//! for `history_retention` and has it again when it returns. The state store (`store`) makes it
+//! all survive restarts.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};

@@ -288,7 +288,7 @@ impl Snapshot {
         }
     }
 
-    /// This snapshot with the state a store kept (see [`crate::store`]): every service stored
+    /// This snapshot with the state the state store kept (`store`): every service stored
     /// at the same URL continues where it was, its threshold counts and counters included.
     pub fn restored(mut self, kept: &foldhash::HashMap<String, Kept>) -> Self {
         for st in &mut self.services {

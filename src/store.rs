@@ -122,7 +122,7 @@ enum StoreError {
 pub struct Store {
     path: PathBuf,
     conn: Option<Connection>,
-    failed_at: Option<std::time::Instant>,
+    failed_at: Option<tokio::time::Instant>,
     errors: Arc<AtomicU64>,
 }
 
@@ -151,7 +151,7 @@ impl Store {
         self.errors.fetch_add(1, Ordering::Relaxed);
         error!(path = %self.path.display(), error = %e, "state store: {what}; going on with memory only");
         self.conn = None;
-        self.failed_at = Some(std::time::Instant::now());
+        self.failed_at = Some(tokio::time::Instant::now());
     }
 
     /// Opens the database if it is not open and a retry is due.
@@ -581,8 +581,10 @@ mod tests {
     }
 
     fn saved(state: State) -> Saved {
-        let mut counts = Counts::default();
-        counts.ok = 7;
+        let mut counts = Counts {
+            ok: 7,
+            ..Counts::default()
+        };
         counts.failed[Reason::ALL[2].index()] = 3;
         Saved {
             url: "http://127.0.0.1:1/health".into(),

@@ -5,6 +5,9 @@
 //! sweeper. Every error is JSON (`{"error": "..."}`) with the right status: 404 for unknown
 //! paths and services, 405 (with `Allow`) for wrong methods, 400 for bad query strings.
 
+mod badge;
+mod page;
+mod service;
 mod status;
 
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use crate::config::{ConfigError, Protected};
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 use crate::reload::{ReloadRequest, ReloadStatus};
 use crate::snapshot::Snapshot;
-use status::{ServiceDoc, StatusQuery, status_pieces};
+use status::{StatusQuery, status_pieces};
 pub use status::{rfc3339, status_document};
 
 /// The response type of every handler.
@@ -52,6 +55,16 @@ impl Api {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Index,
+    /// `/` for a browser: the overview page.
+    Page,
+    /// `/service/{name}`: the service page.
+    ServicePage,
+    /// `/ui/overview`: the JSON the overview page reads.
+    Overview,
+    /// `/assets/{file}`: the pages' script and style.
+    Asset,
+    /// `/badge/...svg`.
+    Badge,
     Metrics,
     Status,
     Service,
@@ -69,7 +82,11 @@ impl Route {
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
             "/-/reload" => Route::Reload,
+            "/ui/overview" => Route::Overview,
             p if p.starts_with("/status/") && p.len() > "/status/".len() => Route::Service,
+            p if p.starts_with("/service/") && p.len() > "/service/".len() => Route::ServicePage,
+            p if p.starts_with("/assets/") => Route::Asset,
+            p if p.starts_with("/badge/") => Route::Badge,
             _ => return None,
         })
     }
@@ -78,9 +95,15 @@ impl Route {
     fn protected_as(self) -> Option<Protected> {
         match self {
             Route::Metrics => Some(Protected::Metrics),
-            Route::Status | Route::Service => Some(Protected::Status),
+            // The pages and badges show what /status shows.
+            Route::Status
+            | Route::Service
+            | Route::Page
+            | Route::ServicePage
+            | Route::Overview
+            | Route::Badge => Some(Protected::Status),
             Route::Reload => Some(Protected::Reload),
-            Route::Index | Route::Healthz | Route::Readyz => None,
+            Route::Index | Route::Asset | Route::Healthz | Route::Readyz => None,
         }
     }
 
@@ -98,20 +121,36 @@ impl Route {
 pub async fn handle<B>(api: &Api, req: Request<B>) -> HttpResponse {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
-    let Some(route) = Route::of(path) else {
+    let Some(mut route) = Route::of(path) else {
         return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
     };
+    if route == Route::Index && page::wants_html(req.headers()) {
+        route = Route::Page;
+    }
     if !route.methods().contains(req.method()) {
         return method_not_allowed(req.method(), route.methods());
     }
     if let Some(what) = route.protected_as() {
         let config = api.snapshot().config.clone();
         if let Some(refused) = auth::refusal(config.daemon.auth.as_ref(), what, req.headers()) {
-            return unauthorized(refused);
+            // A browser opening a page is asked for the token as a password (Basic).
+            let basic = matches!(route, Route::Page | Route::ServicePage);
+            return unauthorized(refused, basic);
         }
     }
     match route {
         Route::Index => index(),
+        Route::Page => page::shell(page::Page::Overview),
+        Route::ServicePage => page::shell(page::Page::Service),
+        Route::Overview => page::overview(api, query),
+        Route::Asset => page::asset(&path["/assets/".len()..]),
+        Route::Badge => match badge::Badge::parse(&path["/badge/".len()..]) {
+            Some(b) => badge::badge(api, b),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "badges are /badge/{name}.svg and /badge/{name}/uptime/{24h,7d,30d}.svg",
+            ),
+        },
         Route::Metrics => metrics(api),
         Route::Status => status(api, query),
         Route::Service => one_service(api, &path["/status/".len()..], query),
@@ -151,7 +190,9 @@ fn index() -> HttpResponse {
             "endpoints": {
                 "/metrics": "Prometheus metrics",
                 "/status": "JSON status of every service (?state=up|degraded|down|unknown, ?group=NAME, ?pretty)",
-                "/status/{name}": "JSON status of one service",
+                "/status/{name}": "JSON status of one service, with its recent results, events and daily uptime",
+                "/ (Accept: text/html)": "the status page; /service/{name} for one service",
+                "/badge/{name}.svg": "a state badge; /badge/{name}/uptime/{24h,7d,30d}.svg for uptime",
                 "/healthz": "200 while the process runs",
                 "/readyz": "200 once the first sweep has finished",
                 "/-/reload": "POST: reload the config (with the token of [daemon.auth], or when reload_api = true)",
@@ -176,7 +217,10 @@ fn status(api: &Api, query: &str) -> HttpResponse {
     let snapshot = api.snapshot();
     let reload = api.reload_status.borrow().clone();
     let discovery = api.discovery.borrow().clone();
-    let mut r = Response::new(Body::pieces(status_pieces(snapshot, reload, discovery, q)));
+    let history = Some(api.history.clone());
+    let mut r = Response::new(Body::pieces(status_pieces(
+        snapshot, reload, discovery, history, q,
+    )));
     json_headers(&mut r);
     r
 }
@@ -199,7 +243,15 @@ fn one_service(api: &Api, raw_name: &str, query: &str) -> HttpResponse {
     let name = percent_encoding::percent_decode_str(raw_name).decode_utf8_lossy();
     let snapshot = api.snapshot();
     match snapshot.service(&name) {
-        Some(s) => json_bytes(StatusCode::OK, to_json(&ServiceDoc::new(s), pretty)),
+        Some(s) => {
+            let h = crate::history::read(&api.history);
+            let detail = service::ServiceDetail::new(
+                s,
+                h.services.get(name.as_ref()),
+                std::time::SystemTime::now(),
+            );
+            json_bytes(StatusCode::OK, to_json(&detail, pretty))
+        }
         None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
     }
 }
@@ -309,11 +361,16 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse 
 }
 
 /// The 401 for a request [`auth`] refused, with its `WWW-Authenticate` challenge.
-fn unauthorized(refused: Refusal) -> HttpResponse {
+fn unauthorized(refused: Refusal, basic: bool) -> HttpResponse {
     let mut r = error(StatusCode::UNAUTHORIZED, refused.message());
+    let challenge = if basic {
+        refused.basic_challenge()
+    } else {
+        refused.challenge()
+    };
     r.headers_mut().insert(
         http::header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(refused.challenge()),
+        HeaderValue::from_static(challenge),
     );
     r
 }

@@ -119,8 +119,10 @@ pub(super) fn status_pieces(
     snapshot: Arc<Snapshot>,
     reload: ReloadStatus,
     discovery: crate::discovery::Statuses,
+    history: Option<crate::history::Shared>,
     query: StatusQuery,
 ) -> Pieces {
+    let now = crate::history::millis(SystemTime::now());
     let pretty = query.pretty;
     let head = to_json(
         &StatusDoc::new(&snapshot, &reload, &discovery, [(); 0]),
@@ -143,6 +145,8 @@ pub(super) fn status_pieces(
         }
         let mut out = Vec::new();
         let end = (next + STATUS_PIECE_SERVICES).min(snapshot.services.len());
+        // The read lock for one piece at a time: the recorder waits at most that long.
+        let h = history.as_ref().map(crate::history::read);
         for st in snapshot.services[next..end]
             .iter()
             .filter(|s| query.matches(s))
@@ -150,7 +154,10 @@ pub(super) fn status_pieces(
             if std::mem::replace(&mut any, true) {
                 out.push(b',');
             }
-            service_json(&mut out, st, pretty);
+            let kept = h
+                .as_ref()
+                .and_then(|h| h.services.get(st.service.name.as_str()));
+            service_json(&mut out, st, UptimeDoc::of(kept, now), pretty);
         }
         next = end;
         if next == snapshot.services.len() && any && pretty {
@@ -166,8 +173,8 @@ pub(super) fn status_pieces(
 }
 
 /// One service of the streamed `/status`, as it sits in the whole document.
-fn service_json(out: &mut Vec<u8>, st: &ServiceStatus, pretty: bool) {
-    let doc = ServiceDoc::new(st);
+fn service_json(out: &mut Vec<u8>, st: &ServiceStatus, uptime: UptimeDoc, pretty: bool) {
+    let doc = ServiceDoc::new(st, uptime);
     if pretty {
         // Inside `"services": [` the items are indented twice; JSON text holds no raw newline
         // but between tokens, so indenting every line is exact.
@@ -249,6 +256,40 @@ pub(super) struct ServiceDoc<'a> {
     /// Checks since the service was added: `ok`, and each failure reason seen.
     checks: CountsDoc<'a>,
     last: Option<LastDoc<'a>>,
+    /// The share of known time it was up (or degraded) per window, from its state changes;
+    /// `null` where nothing is known of the window.
+    uptime: UptimeDoc,
+}
+
+/// `{"24h": 0.9993, "7d": 0.9999, "30d": null}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct UptimeDoc(pub(super) [Option<f64>; crate::history::WINDOWS.len()]);
+
+impl UptimeDoc {
+    pub(super) fn of(
+        h: Option<&crate::history::ServiceHistory>,
+        now: crate::history::Millis,
+    ) -> Self {
+        let mut out = [None; crate::history::WINDOWS.len()];
+        if let Some(h) = h {
+            for (slot, (_, window)) in out.iter_mut().zip(crate::history::WINDOWS) {
+                let from = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+                *slot = h.uptime(from, now).map(|u| (u * 1e6).round() / 1e6);
+            }
+        }
+        UptimeDoc(out)
+    }
+}
+
+impl Serialize for UptimeDoc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for ((name, _), v) in crate::history::WINDOWS.iter().zip(self.0) {
+            m.serialize_entry(name, &v)?;
+        }
+        m.end()
+    }
 }
 
 /// `{"ok": 120, "http_status": 3}`, written straight from the counters.
@@ -373,7 +414,7 @@ impl<S: Serialize> StatusDoc<S> {
 }
 
 impl<'a> ServiceDoc<'a> {
-    pub(super) fn new(s: &'a ServiceStatus) -> Self {
+    pub(super) fn new(s: &'a ServiceStatus, uptime: UptimeDoc) -> Self {
         ServiceDoc {
             name: &s.service.name,
             group: s.service.group.as_deref(),
@@ -411,6 +452,7 @@ impl<'a> ServiceDoc<'a> {
                     message: g.message.as_deref(),
                 }),
             }),
+            uptime,
         }
     }
 }
@@ -421,6 +463,7 @@ pub fn status_document(snapshot: &Arc<Snapshot>, reload: &ReloadStatus) -> Vec<u
         snapshot.clone(),
         reload.clone(),
         Arc::new(Vec::new()),
+        None,
         StatusQuery::default(),
     )
     .flat_map(|b| b.to_vec())
@@ -453,7 +496,7 @@ mod tests {
                     .services
                     .iter()
                     .filter(|st| self.1.matches(st))
-                    .map(ServiceDoc::new),
+                    .map(|st| ServiceDoc::new(st, UptimeDoc::default())),
             )
         }
     }
@@ -526,10 +569,15 @@ mod tests {
                     &StatusDoc::new(&snapshot, &reload, &[], AllServices(&snapshot, &q)),
                     q.pretty,
                 );
-                let streamed: Vec<u8> =
-                    status_pieces(snapshot.clone(), reload.clone(), Arc::new(Vec::new()), q)
-                        .flat_map(|b| b.to_vec())
-                        .collect();
+                let streamed: Vec<u8> = status_pieces(
+                    snapshot.clone(),
+                    reload.clone(),
+                    Arc::new(Vec::new()),
+                    None,
+                    q,
+                )
+                .flat_map(|b| b.to_vec())
+                .collect();
                 assert_eq!(
                     String::from_utf8(streamed).expect("UTF-8"),
                     String::from_utf8(whole).expect("UTF-8"),
@@ -575,7 +623,8 @@ mod tests {
                         "ok": true, "reason": null, "http_status": null, "duration_seconds": 0.003,
                         "at": "1970-01-01T00:00:00.000Z", "error": null, "reused_connection": false,
                         "degraded": false, "http_version": null, "redirects": 0, "tls": null
-                    }
+                    },
+                    "uptime": {"24h": null, "7d": null, "30d": null}
                 },
                 {
                     "name": "s1", "group": "g1", "labels": {}, "url": "http://127.0.0.1:9/1", "source": null,
@@ -587,7 +636,8 @@ mod tests {
                         "duration_seconds": 0.001, "at": "1970-01-01T00:00:00.000Z",
                         "error": "refused \"quoted\"", "reused_connection": false,
                         "degraded": false, "http_version": null, "redirects": 0, "tls": null
-                    }
+                    },
+                    "uptime": {"24h": null, "7d": null, "30d": null}
                 }
             ]
         });

@@ -472,6 +472,16 @@ impl StatusMatcher {
     }
 }
 
+/// As written in the config: `200` or `2xx`.
+impl std::fmt::Display for StatusMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatusMatcher::Code(c) => write!(f, "{c}"),
+            StatusMatcher::Class(c) => write!(f, "{c}xx"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

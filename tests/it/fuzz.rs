@@ -207,6 +207,7 @@ fn api() -> Api {
         reload_status,
         reload_requests,
         discovery: tokio::sync::watch::channel(Arc::new(Vec::new())).1,
+        history: Default::default(),
     }
 }
 
@@ -240,6 +241,15 @@ fn path_and_query() -> impl Strategy<Value = String> {
             "status%2Fa",
             "%",
             "%zz",
+            "service",
+            "badge",
+            "a.svg",
+            "uptime",
+            "24h.svg",
+            "ui",
+            "overview",
+            "assets",
+            "page.js",
         ])
         .prop_map(str::to_string),
         "[a-zA-Z0-9._~%!$&'()*+,;=:@-]{0,12}",
@@ -248,7 +258,9 @@ fn path_and_query() -> impl Strategy<Value = String> {
         Just(String::new()),
         prop::collection::vec(
             (
-                prop::sample::select(vec!["state", "group", "pretty", "x", "", "state[]"]),
+                prop::sample::select(vec![
+                    "state", "group", "pretty", "x", "", "state[]", "q", "page", "per_page",
+                ]),
                 "[a-zA-Z0-9%=&+._~-]{0,10}",
             ),
             0..4
@@ -296,7 +308,28 @@ fn routing_answers_every_method_path_and_query_with_json_and_never_a_5xx() {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            if !is_metrics {
+            // Pages, their assets and badges (a badge even for an unknown service, so a wiki
+            // page is not broken) are not JSON; every other answer and error is.
+            let is_page = status == 200
+                && ["/service/", "/assets/", "/badge/"]
+                    .iter()
+                    .any(|p| path.starts_with(p));
+            let is_badge = path.starts_with("/badge/") && content_type == "image/svg+xml";
+            if is_page || is_badge {
+                prop_assert!(
+                    [
+                        "text/html; charset=utf-8",
+                        "text/javascript; charset=utf-8",
+                        "text/css; charset=utf-8",
+                        "image/svg+xml"
+                    ]
+                    .contains(&content_type.as_str()),
+                    "{} {}: {}",
+                    method,
+                    uri,
+                    content_type
+                );
+            } else if !is_metrics {
                 prop_assert_eq!(content_type, "application/json", "{} {}", method, uri);
                 let body = rt.block_on(http_body_util::BodyExt::collect(r.into_body()));
                 let bytes = body.expect("a Full body cannot fail").to_bytes();

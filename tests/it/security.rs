@@ -97,15 +97,56 @@ async fn a_token_guards_what_protect_names_and_a_reload_rotates_it() {
         &with_token(d.addr, "POST", "/-/reload", None).await,
         "reload",
     );
-    // A Basic credential carrying the token is not a bearer token.
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x:{TOKEN}"));
-    let r = raw(
-        d.addr,
-        format!("GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n")
+    // A browser: HTTP Basic, any user name, the token as the password.
+    let basic = |user_pass: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(user_pass);
+        move |path: &str| {
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nAuthorization: Basic {b64}\r\nConnection: close\r\n\r\n"
+            )
+        }
+    };
+    let good = basic(&format!("anyone:{TOKEN}"));
+    let wrong = basic("anyone:guess");
+    for path in ["/", "/service/a", "/status", "/ui/overview", "/badge/a.svg"] {
+        let r = raw(d.addr, good(path).as_bytes()).await;
+        assert_eq!(r.status, 200, "basic {path}: {}", r.body);
+        let r = raw(d.addr, wrong(path).as_bytes()).await;
+        assert_eq!(r.status, 401, "wrong basic {path}");
+        assert!(
+            !r.body.contains("guess"),
+            "what was presented is not echoed"
+        );
+    }
+    // The page without a token: a browser is asked for one (Basic), the JSON stays Bearer.
+    for (path, scheme) in [
+        ("/", "Basic"),
+        ("/service/a", "Basic"),
+        ("/ui/overview", "Bearer"),
+    ] {
+        let r = raw(
+            d.addr,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+            )
             .as_bytes(),
-    )
-    .await;
-    assert_unauthorized(&r, "basic");
+        )
+        .await;
+        assert_eq!(r.status, 401, "{path}");
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|v| v.starts_with(scheme)),
+            "{path}: {:?}",
+            r.headers
+        );
+    }
+    // The assets hold no data: open, so the browser can show the login's outcome.
+    assert_eq!(
+        with_token(d.addr, "GET", "/assets/page.js", None)
+            .await
+            .status,
+        200
+    );
     // Orchestrators' probes stay open.
     for path in ["/healthz", "/readyz", "/"] {
         assert_eq!(
