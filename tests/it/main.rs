@@ -16,6 +16,7 @@ mod dns_probe;
 mod faults;
 mod fuzz;
 mod grpc;
+mod history;
 mod hostile;
 mod kubernetes;
 mod probes;

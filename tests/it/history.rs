@@ -1,0 +1,169 @@
+//! History that survives restarts: the real binary with a `state_dir`, killed with SIGKILL and
+//! started again; services removed and re-added by reloads; a state store that cannot work.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+fn config(state_dir: &std::path::Path, up: &str, gone: bool) -> String {
+    let mut c = daemon_section(
+        "200ms",
+        "150ms",
+        &format!("state_dir = {:?}\n", state_dir.display().to_string()),
+    );
+    c.push_str(&service("up", up));
+    if gone {
+        c.push_str(&format!(
+            "[[service]]\nname = \"gone\"\nurl = \"http://127.0.0.1:{}/health\"\nfailure_threshold = 100\n\n",
+            closed_port()
+        ));
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_keeps_down_since_thresholds_counters_and_events() {
+    let stop = CancellationToken::new();
+    let up = mock(&stop).await;
+    let state = TempDir::new("state");
+    let text = config(state.path(), &up.url("/health"), true);
+    let mut first = Daemon::start(&text);
+    let before = first.status_after_sweeps(6).await;
+    let gone = service_status(&before, "gone").clone();
+    assert_eq!(gone["state"], "down", "{gone}");
+    let since = gone["since"].clone();
+    let failures = gone["consecutive_failures"].as_u64().expect("count");
+    assert!(failures >= 5, "{gone}");
+    let ok = service_status(&before, "up")["checks"]["ok"]
+        .as_u64()
+        .expect("count");
+    first.signal("KILL");
+    assert!(first.wait_exit(Duration::from_secs(5)).is_some());
+
+    let second = Daemon::start(&text);
+    // Before its first sweep ends, and after: the same story.
+    let now = second.json("/status").await;
+    let gone_now = service_status(&now, "gone");
+    assert_eq!(
+        gone_now["state"], "down",
+        "not unknown after a restart: {gone_now}"
+    );
+    assert_eq!(gone_now["since"], since, "down since the first run said");
+    let after = second.status_after_sweeps(1).await;
+    let gone_after = service_status(&after, "gone");
+    assert_eq!(gone_after["since"], since);
+    assert!(
+        gone_after["consecutive_failures"].as_u64().expect("count") > failures,
+        "the threshold count continues: {gone_after} (was {failures})"
+    );
+    let up_after = service_status(&after, "up");
+    assert!(
+        up_after["checks"]["ok"].as_u64().expect("count") > 1,
+        "counters continue (were {ok}): {up_after}"
+    );
+    // The events and recent results of the first run are there.
+    let detail = second.json("/status/gone").await;
+    let events = detail["events"].as_array().expect("events");
+    let down = events
+        .iter()
+        .find(|e| e["to"] == "down")
+        .unwrap_or_else(|| panic!("the first run's event: {detail}"));
+    assert_eq!(down["at"], since);
+    assert_eq!(down["reason"], "connect");
+    assert!(down["error"].is_string(), "{down}");
+    assert!(
+        detail["history"].as_array().expect("history").len() >= 5,
+        "recent results restored: {detail}"
+    );
+    assert_eq!(
+        detail["uptime"]["24h"], 0.0,
+        "down all the known time: {detail}"
+    );
+    assert!(
+        second.logs_containing("state store: restored").len() == 1,
+        "the restore is logged"
+    );
+    // No error, no panic, in either run.
+    let metrics = second.get("/metrics").await.body;
+    assert!(
+        metrics.contains("healthsweep_state_store_errors_total 0"),
+        "{metrics}"
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_removed_by_a_reload_gets_its_history_back_when_it_returns() {
+    let stop = CancellationToken::new();
+    let up = mock(&stop).await;
+    let state = TempDir::new("state");
+    let with = config(state.path(), &up.url("/health"), true);
+    let d = Daemon::start(&with);
+    let before = d.status_after_sweeps(2).await;
+    let since = service_status(&before, "gone")["since"].clone();
+    d.write_config(&config(state.path(), &up.url("/health"), false));
+    d.signal("HUP");
+    let without = d.status_at_generation(2).await;
+    assert!(!has_service(&without, "gone"));
+    assert_eq!(d.get("/status/gone").await.status, 404);
+    d.write_config(&with);
+    d.signal("HUP");
+    d.status_at_generation(3).await;
+    let detail = d.json("/status/gone").await;
+    let events = detail["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["to"] == "down" && e["at"] == since),
+        "its old events: {detail}"
+    );
+    assert!(
+        events.iter().any(|e| e["to"] == "unknown"),
+        "the time it was gone is unknown time, not downtime: {detail}"
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_work_is_counted_and_sweeping_goes_on() {
+    let stop = CancellationToken::new();
+    let up = mock(&stop).await;
+    // state_dir is a file: nothing can be created in it.
+    let dir = TempDir::new("state");
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "x").expect("write");
+    let d = Daemon::start(&config(&not_a_dir, &up.url("/health"), false));
+    let status = d.status_after_sweeps(2).await;
+    assert_eq!(service_status(&status, "up")["state"], "up");
+    let metrics = d.get("/metrics").await.body;
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("healthsweep_state_store_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the counter: {metrics}"));
+    assert!(errors >= 1.0, "{metrics}");
+    assert!(!d.logs_containing("going on with memory only").is_empty());
+    // The history still works, in memory.
+    let detail = d.json("/status/up").await;
+    assert!(!detail["history"].as_array().expect("history").is_empty());
+
+    // A corrupt database is moved aside, byte for byte, and a fresh one started.
+    let state = TempDir::new("state");
+    let garbage = vec![0x42u8; 10_000];
+    std::fs::write(state.path().join("state.db"), &garbage).expect("write");
+    let d = Daemon::start(&config(state.path(), &up.url("/health"), false));
+    d.status_after_sweeps(2).await;
+    let aside: Vec<_> = std::fs::read_dir(state.path())
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.db.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "moved aside, not deleted");
+    assert_eq!(std::fs::read(aside[0].path()).expect("read"), garbage);
+    assert!(!d.logs_containing("moved aside").is_empty());
+    stop.cancel();
+}
