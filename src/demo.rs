@@ -138,7 +138,7 @@ fn print_banner(listen: SocketAddr, path: &std::path::Path) {
     println!(
         "healthsweep demo: {HEALTHY} mock services answering in {} ms, plus 4 broken ones \
          (a 500, a wrong body, one that hangs, a refused port)\n\
-         \n  metrics:  http://{listen}/metrics\n  status:   http://{listen}/status?pretty\n  \
+         \n  page:     http://{listen}/  (in a browser)\n  metrics:  http://{listen}/metrics\n  status:   http://{listen}/status?pretty\n  \
          down:     http://{listen}/status?state=down&pretty\n  one:      http://{listen}/status/hanging\n  \
          config:   {}  (edit, then: kill -HUP {}  or  curl -X POST http://{listen}/-/reload)\n\
          \nPress Ctrl-C to stop.\n",

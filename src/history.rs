@@ -342,11 +342,13 @@ impl Recorder {
                         .and_then(|o| o.error.clone())
                         .filter(|_| !st.state.is_up()),
                 };
-                // Restored from the store with the same state: nothing happened.
-                if !(event.from == State::Unknown && event.to == State::Unknown) {
+                if event.from == State::Unknown && event.to == State::Unknown {
+                    // First sight of a service not checked yet: nothing happened.
+                    entry.state = Some(State::Unknown);
+                } else {
                     changes.events.push((name.into(), event.clone()));
+                    entry.record(event);
                 }
-                entry.record(event);
             }
         }
         let now_ms = millis(now);

@@ -19,6 +19,7 @@ mod grpc;
 mod history;
 mod hostile;
 mod kubernetes;
+mod page;
 mod probes;
 mod prometheus;
 mod scale;

@@ -74,8 +74,10 @@
     const age = Date.now() - Date.parse(s.finished_at);
     banner(age > limit ? "Sweeps have stopped: the latest finished " + duration(age / 1000) +
       " ago (" + s.finished_at + "). What is shown may no longer be true." : "");
+    const every = data.interval_seconds < 1 ? Math.round(data.interval_seconds * 1000) + " ms"
+      : duration(data.interval_seconds);
     meta.textContent = "sweep " + s.number + " finished " + ago(s.finished_at) + " ago · every " +
-      duration(data.interval_seconds) + " · generation " + data.generation;
+      every + " · generation " + data.generation;
     meta.title = exact(s.finished_at);
   }
   function unreachable(why) {
@@ -198,7 +200,8 @@
     document.title = name + " · healthsweep";
     let data = null;
     function chart(history) {
-      const W = 600, H = 140, P = 22;
+      // Drawn at the width it is shown at, so text and line are not stretched.
+      const W = Math.max(300, Math.round(app.clientWidth) || 600), H = 140, P = 22;
       const s = svg("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, role: "img",
         "aria-label": "latency of the last " + history.length + " results" });
       if (!history.length) { s.append(svg("text", { x: P, y: H / 2, text: "no results yet" })); return s; }

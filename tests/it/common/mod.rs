@@ -1,6 +1,7 @@
 //! Test harness: starts the real `healthsweep` binary on loopback, talks HTTP to it, and waits
 //! for conditions with a bound on time. Every wait ends by itself.
 
+pub mod chromium;
 pub mod tls;
 pub mod unbound;
 
@@ -751,6 +752,8 @@ pub enum Tool {
     Unbound,
     /// Python with grpcio and grpcio-health-checking (the reference gRPC health server).
     GrpcPython,
+    /// Headless Chromium, for the status page.
+    Chromium,
     /// Root, with `unshare(1)`: a private mount namespace (its own /etc/hosts or
     /// /etc/resolv.conf) and low ports.
     Root,
@@ -766,6 +769,7 @@ impl Tool {
             Tool::Openssl => "openssl",
             Tool::Unbound => "unbound",
             Tool::GrpcPython => "python3",
+            Tool::Chromium => "chromium",
             Tool::Root => "unshare",
         }
     }
@@ -780,6 +784,7 @@ impl Tool {
             Tool::GrpcPython => {
                 "pip install grpcio grpcio-health-checking (scripts/test does, into target/test-venv)"
             }
+            Tool::Chromium => "apt-get install chromium",
             Tool::Root => "run the tests as root (util-linux provides unshare)",
         }
     }
