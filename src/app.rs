@@ -173,7 +173,12 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
 /// The store in `dir`, created if missing. A directory that cannot be made is the store's
 /// error like any other: logged, counted, memory only.
 fn open_store(dir: &std::path::Path, errors: Arc<AtomicU64>) -> Store {
-    if let Err(e) = std::fs::create_dir_all(dir) {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         warn!(path = %dir.display(), error = %e, "cannot create state_dir");
     }
     Store::open(dir, errors)

@@ -148,6 +148,10 @@ enum Command {
         /// first load, and refreshes that change 1 % of the targets.
         #[arg(long, value_delimiter = ',')]
         discovery: Vec<usize>,
+        /// Measure the history and the state store instead, at these numbers of services:
+        /// memory, writer CPU per sweep, the database after 30 days, the page's render.
+        #[arg(long, value_delimiter = ',')]
+        history: Vec<usize>,
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
@@ -232,6 +236,9 @@ fn dispatch(command: Command) -> ExitCode {
             json,
             ..
         } if !discovery.is_empty() => report(bench::discovery::run(&discovery, sweeps, json)),
+        Command::Bench { history, json, .. } if !history.is_empty() => {
+            report(bench::history::run(&history, json))
+        }
         Command::Bench {
             services,
             sweeps,
@@ -244,6 +251,7 @@ fn dispatch(command: Command) -> ExitCode {
             dns_unanswered,
             grpc,
             discovery: _,
+            history: _,
             json,
         } => report(bench::run(&bench::BenchOptions {
             sizes: services,

@@ -12,7 +12,7 @@ use tracing::warn;
 
 use crate::history::{self, Recorder};
 use crate::snapshot::{ServiceStatus, Snapshot};
-use crate::store::{self, Batch, Row, Saved, Store};
+use crate::store::{self, Batch, Row, Store};
 
 /// Prune old events once per this many sweeps.
 const PRUNE_EVERY: u64 = 240;
@@ -62,7 +62,7 @@ pub async fn run(
 
 /// What `snapshot` gives the store: the events, and the rows of the services whose state or
 /// threshold counts moved plus this sweep's share of the rest (every row when `all`).
-fn batch(
+pub fn batch(
     snapshot: &Snapshot,
     shared: &history::Shared,
     changes: history::Changes,
@@ -81,26 +81,31 @@ fn batch(
         ..Batch::default()
     };
     let mut h = history::write(shared);
+    // This sweep's share of the fleet: a window of `chunk` services, moving on every sweep.
+    let n = snapshot.services.len();
+    let chunk = n
+        .div_ceil(store::SPREAD as usize)
+        .max(store::MIN_ROWS.min(n))
+        .max(1);
+    let first = (sweep as usize).wrapping_mul(chunk) % n.max(1);
+    let due_at = |i: usize| (i + n - first) % n.max(1) < chunk;
     for (i, st) in snapshot.services.iter().enumerate() {
         let Some(entry) = h.services.get_mut(st.service.name.as_str()) else {
             continue;
         };
         let fp = fingerprint(st);
-        let due = all || (i as u64) % store::SPREAD == sweep % store::SPREAD;
+        let due = all || due_at(i);
         if fp == entry.written && !due {
             continue;
         }
         entry.written = fp;
         batch.rows.push(Row {
-            name: st.service.name.as_str().into(),
-            saved: Saved {
-                url: st.service.url.to_string(),
-                state: st.state,
-                since: st.since,
-                consecutive_failures: st.consecutive_failures,
-                consecutive_successes: st.consecutive_successes,
-                counts: st.counts,
-            },
+            service: st.service.clone(),
+            state: st.state,
+            since: st.since,
+            consecutive_failures: st.consecutive_failures,
+            consecutive_successes: st.consecutive_successes,
+            counts: st.counts,
             recent: entry.recent().collect(),
         });
     }

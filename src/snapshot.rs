@@ -72,7 +72,8 @@ impl Counts {
 /// What of a service's state outlives the process (see `store`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kept {
-    /// The URL it was checked at: at another one it starts over.
+    /// The URL it was checked at, credentials left out (they are secrets, and the store is a
+    /// file): at another URL it starts over.
     pub url: String,
     pub state: State,
     pub since: SystemTime,
@@ -295,7 +296,7 @@ impl Snapshot {
             let Some(s) = kept.get(&st.service.name) else {
                 continue;
             };
-            if s.url != *st.service.url {
+            if s.url != st.service.redacted_url() {
                 continue;
             }
             st.state = s.state;

@@ -4,7 +4,8 @@
 //!
 //! What is written is what changed: an event per state change, a service's row when its state
 //! or a threshold count moved, and every service's row (counters, recent results) once per
-//! [`SPREAD`] sweeps, a share of the fleet each sweep. Uptime is computed from the events, so
+//! [`SPREAD`] sweeps (or every sweep for a fleet of at most [`MIN_ROWS`]), a share of the
+//! fleet each sweep. Uptime is computed from the events, so
 //! the file grows with state changes, not with sweeps.
 //!
 //! The store never stops the daemon. An error (locked, full, read-only, corrupt) is logged,
@@ -27,8 +28,12 @@ use crate::snapshot::{Counts, State};
 /// The file in `state_dir`.
 pub const FILE: &str = "state.db";
 
-/// Every service's row is written at least once per this many sweeps.
-pub const SPREAD: u64 = 12;
+/// Every service's row is written at least once per this many sweeps (10 minutes at a 15 s
+/// interval): its counters and recent results are at most that old after a `kill -9`.
+pub const SPREAD: u64 = 40;
+
+/// ... but never fewer rows a sweep than this (all of a small fleet, every sweep).
+pub const MIN_ROWS: usize = 250;
 
 /// Error texts are stored up to this many bytes.
 const ERROR_BYTES: usize = 300;
@@ -70,11 +75,16 @@ CREATE INDEX IF NOT EXISTS event_by_service ON event(service, at);
 /// A service's state as stored.
 pub use crate::snapshot::Kept as Saved;
 
-/// A service's row to write.
+/// A service's row to write. The service itself, not copies of its name and URL: a sweep
+/// writes thousands.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub name: Box<str>,
-    pub saved: Saved,
+    pub service: Arc<crate::config::Service>,
+    pub state: State,
+    pub since: SystemTime,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub counts: Counts,
     pub recent: Vec<history::Result>,
 }
 
@@ -110,6 +120,8 @@ pub struct Restored {
 enum StoreError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create the file: {0}")]
+    Create(std::io::Error),
     #[error("the database is corrupt: {0}")]
     Corrupt(String),
     #[error(
@@ -127,7 +139,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// The store in `dir`, opened now if it can be (see [`Store::errors`] otherwise).
+    /// The store in `dir`, opened now if it can be (otherwise the error is logged and counted, and it tries again later).
     pub fn open(dir: &Path, errors: Arc<AtomicU64>) -> Store {
         let mut store = Store {
             path: dir.join(FILE),
@@ -249,6 +261,17 @@ fn is_corrupt(e: &rusqlite::Error) -> bool {
 }
 
 fn open_checked(path: &Path) -> Result<Connection, StoreError> {
+    // Only the daemon's user reads it (SQLite would make it world-readable, and its WAL and
+    // shared-memory files take the database's mode).
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(StoreError::Create)?;
+    }
     let conn = Connection::open(path)?;
     let classify = |e: rusqlite::Error| {
         if is_corrupt(&e) {
@@ -310,14 +333,16 @@ fn reason_of(name: &str) -> Option<Reason> {
     Reason::ALL.iter().copied().find(|r| r.as_str() == name)
 }
 
-/// Counters as JSON by reason name, so a version that adds reasons reads them.
-fn counts_json(c: &Counts) -> String {
-    let mut m = serde_json::Map::new();
-    m.insert("ok".into(), c.ok.into());
+/// Counters as JSON by reason name, so a version that adds reasons reads them. Written by
+/// hand into a reused buffer: the names are plain identifiers, nothing needs escaping.
+fn counts_json(c: &Counts, out: &mut String) {
+    use std::fmt::Write as _;
+    out.clear();
+    let _ = write!(out, "{{\"ok\":{}", c.ok);
     for (r, n) in c.failures() {
-        m.insert(r.as_str().into(), n.into());
+        let _ = write!(out, ",\"{}\":{n}", r.as_str());
     }
-    serde_json::Value::Object(m).to_string()
+    out.push('}');
 }
 
 fn counts_of(text: &str) -> Counts {
@@ -339,14 +364,14 @@ fn counts_of(text: &str) -> Counts {
 /// Recent results, delta-encoded: each as varints of (seconds after the previous one,
 /// latency in ms) and the verdict's reason by name index in a trailing table, so a ring of
 /// 60 takes ~250 bytes rather than 480.
-fn encode_recent(recent: &[history::Result]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(recent.len() * 5);
+fn encode_recent(recent: &[history::Result], out: &mut Vec<u8>) {
+    out.clear();
     let mut prev = 0u64;
     for r in recent {
         let secs = r.to_bits() >> 32;
-        put_varint(&mut out, secs.wrapping_sub(prev));
+        put_varint(out, secs.wrapping_sub(prev));
         prev = secs;
-        put_varint(&mut out, r.latency().as_millis() as u64);
+        put_varint(out, r.latency().as_millis() as u64);
         let (code, reason) = match r.verdict() {
             history::Verdict::Up => (0u8, None),
             history::Verdict::Degraded => (1, None),
@@ -359,7 +384,6 @@ fn encode_recent(recent: &[history::Result]) -> Vec<u8> {
             out.extend_from_slice(name);
         }
     }
-    out
 }
 
 fn decode_recent(mut bytes: &[u8]) -> Vec<history::Result> {
@@ -487,17 +511,21 @@ fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
                consecutive_failures = excluded.consecutive_failures, consecutive_successes = excluded.consecutive_successes,
                counts = excluded.counts, recent = excluded.recent, removed_at = NULL",
         )?;
+        let mut counts = String::new();
+        let mut recent = Vec::new();
         for row in &batch.rows {
-            let s = &row.saved;
+            counts_json(&row.counts, &mut counts);
+            encode_recent(&row.recent, &mut recent);
             upsert.execute(params![
-                &*row.name,
-                s.url,
-                state_code(s.state),
-                history::millis(s.since),
-                s.consecutive_failures,
-                s.consecutive_successes,
-                counts_json(&s.counts),
-                encode_recent(&row.recent),
+                row.service.name,
+                // Never the credentials a URL may carry: the file is not a place for secrets.
+                row.service.redacted_url(),
+                state_code(row.state),
+                history::millis(row.since),
+                row.consecutive_failures,
+                row.consecutive_successes,
+                counts,
+                recent,
             ])?;
         }
         let mut ensure = tx.prepare_cached(
@@ -580,6 +608,15 @@ mod tests {
         N.fetch_add(1, Ordering::Relaxed)
     }
 
+    fn service(name: &str, url: &str) -> Arc<crate::config::Service> {
+        let c = crate::config::parse(
+            Path::new("t.toml"),
+            &format!("[[service]]\nname = \"{name}\"\nurl = \"{url}\"\n"),
+        )
+        .expect("valid");
+        c.services[0].clone()
+    }
+
     fn saved(state: State) -> Saved {
         let mut counts = Counts {
             ok: 7,
@@ -615,10 +652,15 @@ mod tests {
             result(1_700_000_015, history::Verdict::Down(Reason::ALL[3])),
             result(1_700_000_030, history::Verdict::Degraded),
         ];
+        let s = saved(State::Down);
         let mut batch = Batch {
             rows: vec![Row {
-                name: "a".into(),
-                saved: saved(State::Down),
+                service: service("a", &s.url),
+                state: s.state,
+                since: s.since,
+                consecutive_failures: s.consecutive_failures,
+                consecutive_successes: s.consecutive_successes,
+                counts: s.counts,
                 recent: recent.clone(),
             }],
             ..Batch::default()
@@ -724,7 +766,8 @@ mod tests {
         for i in 0..60 {
             rs.push(result(1_700_000_000 + i * 15, history::Verdict::Up));
         }
-        let bytes = encode_recent(&rs);
+        let mut bytes = Vec::new();
+        encode_recent(&rs, &mut bytes);
         assert!(bytes.len() < 60 * 5, "{} bytes", bytes.len());
         assert_eq!(decode_recent(&bytes), rs);
         for cut in 0..bytes.len() {

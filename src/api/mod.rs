@@ -27,6 +27,15 @@ use crate::snapshot::Snapshot;
 use status::{StatusQuery, status_pieces};
 pub use status::{rfc3339, status_document};
 
+/// `/ui/overview` as served, for the benchmark.
+pub fn overview_document(
+    snapshot: &Arc<Snapshot>,
+    history: &crate::history::Shared,
+    query: &str,
+) -> Vec<u8> {
+    page::overview_body(snapshot, history, query).unwrap_or_default()
+}
+
 /// The response type of every handler.
 pub type HttpResponse = Response<Body>;
 

@@ -13,7 +13,7 @@ use super::status::UptimeDoc;
 use super::{Api, HttpResponse, error, json_bytes, to_json};
 use crate::body::Body;
 use crate::history;
-use crate::snapshot::{ServiceStatus, State};
+use crate::snapshot::{ServiceStatus, Snapshot, State};
 
 const HTML: &str = include_str!("assets/page.html");
 const SCRIPT: &str = include_str!("assets/page.js");
@@ -227,11 +227,19 @@ struct Row<'a> {
 
 /// `/ui/overview`.
 pub(super) fn overview(api: &Api, query: &str) -> HttpResponse {
-    let q = match OverviewQuery::parse(query) {
-        Ok(q) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let snapshot = api.snapshot();
+    match overview_body(&api.snapshot(), &api.history, query) {
+        Ok(body) => json_bytes(StatusCode::OK, body),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// The `/ui/overview` document, or what is wrong with the query.
+pub(super) fn overview_body(
+    snapshot: &Snapshot,
+    history: &history::Shared,
+    query: &str,
+) -> Result<Vec<u8>, String> {
+    let q = OverviewQuery::parse(query)?;
     let now = history::millis(SystemTime::now());
     let mut matching: Vec<&ServiceStatus> =
         snapshot.services.iter().filter(|s| q.matches(s)).collect();
@@ -256,7 +264,7 @@ pub(super) fn overview(api: &Api, query: &str) -> HttpResponse {
         .collect();
     groups.sort_unstable();
     groups.dedup();
-    let h = history::read(&api.history);
+    let h = history::read(history);
     let services = matching
         .iter()
         .skip(q.page.saturating_mul(q.per_page))
@@ -309,7 +317,7 @@ pub(super) fn overview(api: &Api, query: &str) -> HttpResponse {
         per_page: q.per_page,
         services,
     };
-    json_bytes(StatusCode::OK, to_json(&doc, false))
+    Ok(to_json(&doc, false))
 }
 
 #[cfg(test)]

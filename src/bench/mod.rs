@@ -10,6 +10,7 @@
 //! - this **orchestrator**, which starts the others and prints one table per size.
 
 pub mod discovery;
+pub mod history;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

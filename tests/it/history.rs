@@ -167,3 +167,73 @@ async fn a_store_that_cannot_work_is_counted_and_sweeping_goes_on() {
     assert!(!d.logs_containing("moved aside").is_empty());
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_holds_no_secret_and_only_its_user_reads_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let stop = CancellationToken::new();
+    let up = mock(&stop).await;
+    let root = TempDir::new("state");
+    let state = root.path().join("made-by-the-daemon");
+    let url = up
+        .url("/health")
+        .replace("http://", "http://probe:url-pass-4f9a@");
+    let mut text = daemon_section(
+        "200ms",
+        "150ms",
+        &format!("state_dir = {:?}\n", state.display().to_string()),
+    );
+    text.push_str(&format!(
+        "[[service]]\nname = \"api\"\nurl = \"{url}\"\nheaders = {{ \"X-Api-Key\" = \"header-pass-77c1\" }}\n\n"
+    ));
+    text.push_str(&format!(
+        "[[service]]\nname = \"down\"\nurl = \"http://probe:url-pass-4f9a@127.0.0.1:{}/\"\n",
+        closed_port()
+    ));
+    let mut d = Daemon::start(&text);
+    d.status_after_sweeps(45).await;
+    // A clean stop writes every row once more.
+    d.signal("TERM");
+    assert!(d.wait_exit(Duration::from_secs(5)).is_some());
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700, "the directory it made");
+    let mut bytes = Vec::new();
+    for e in std::fs::read_dir(&state)
+        .expect("dir")
+        .filter_map(Result::ok)
+    {
+        assert_eq!(mode(&e.path()), 0o600, "{}", e.path().display());
+        bytes.extend(std::fs::read(e.path()).expect("read"));
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("api"), "the store was written");
+    for secret in ["url-pass-4f9a", "header-pass-77c1"] {
+        assert!(!text.contains(secret), "{secret} is in the state store");
+    }
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_the_state_directory_is_the_default() {
+    let stop = CancellationToken::new();
+    let up = mock(&stop).await;
+    let state = TempDir::new("state");
+    let text = format!(
+        "{}{}",
+        daemon_section("200ms", "150ms", ""),
+        service("api", &up.url("/health"))
+    );
+    let d = Daemon::with_config(&text)
+        .env("STATE_DIRECTORY", &state.path().display().to_string())
+        .start();
+    d.status_after_sweeps(2).await;
+    assert!(
+        wait_for(Duration::from_secs(5), || async {
+            state.path().join("state.db").exists()
+        })
+        .await,
+        "state.db in $STATE_DIRECTORY"
+    );
+    stop.cancel();
+}

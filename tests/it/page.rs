@@ -52,7 +52,9 @@ async fn the_page_shows_states_filters_and_a_service_going_down_without_a_reload
         b.eval("document.body.innerText").await
     );
     let listed = b
-        .eval(&format!("[...{rows}].map(r => [r.dataset.name, r.dataset.state])"))
+        .eval(&format!(
+            "[...{rows}].map(r => [r.dataset.name, r.dataset.state])"
+        ))
         .await;
     assert_eq!(
         listed[0],
@@ -74,9 +76,14 @@ async fn the_page_shows_states_filters_and_a_service_going_down_without_a_reload
             .await,
         "down"
     );
-    assert_eq!(b.eval("document.querySelectorAll('#services em').length").await, 0);
     assert_eq!(
-        b.eval("document.querySelector('#summary').innerText.includes('1')").await,
+        b.eval("document.querySelectorAll('#services em').length")
+            .await,
+        0
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#summary').innerText.includes('1')")
+            .await,
         true
     );
 
@@ -86,7 +93,8 @@ async fn the_page_shows_states_filters_and_a_service_going_down_without_a_reload
         b.wait_until(&format!("{rows}.length === 2"), Duration::from_secs(5))
             .await,
         "filtered: {}",
-        b.eval(&format!("[...{rows}].map(r => r.dataset.name)")).await
+        b.eval(&format!("[...{rows}].map(r => r.dataset.name)"))
+            .await
     );
     assert_eq!(b.eval("location.search").await, "?q=ORDERS");
     b.eval("(() => { const s = document.getElementById('filter-group'); s.value = 'payments'; s.dispatchEvent(new Event('change')); const i = document.getElementById('filter-name'); i.value = ''; i.dispatchEvent(new Event('input')); return true; })()").await;
@@ -112,7 +120,11 @@ async fn the_page_shows_states_filters_and_a_service_going_down_without_a_reload
         "ledger down on the page: {}",
         b.eval("document.body.innerText").await
     );
-    assert_eq!(b.eval("window.__same_page === true").await, true, "no reload");
+    assert_eq!(
+        b.eval("window.__same_page === true").await,
+        true,
+        "no reload"
+    );
     assert_eq!(
         b.eval("location.search").await,
         "?group=payments",
@@ -141,7 +153,8 @@ async fn the_page_shows_states_filters_and_a_service_going_down_without_a_reload
         "the reason: {text}"
     );
     assert_eq!(
-        b.eval("document.querySelector('#current .state').textContent").await,
+        b.eval("document.querySelector('#current .state').textContent")
+            .await,
         "down"
     );
     b.screenshot(&screenshots().join("service.png")).await;
@@ -156,7 +169,8 @@ async fn the_page_shows_states_filters_and_a_service_going_down_without_a_reload
     b.wait_until(&format!("{rows}.length === 5"), Duration::from_secs(10))
         .await;
     assert_eq!(
-        b.eval("document.documentElement.scrollWidth <= window.innerWidth + 1").await,
+        b.eval("document.documentElement.scrollWidth <= window.innerWidth + 1")
+            .await,
         true,
         "no sideways scrolling on a phone"
     );
@@ -211,9 +225,13 @@ async fn a_browser_signs_in_with_the_token_as_a_basic_password() {
     )
     .await;
     assert_eq!(r.status, 401);
-    assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Basic")));
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Basic"))
+    );
     let mut b = Browser::start(1024, 700).await;
-    let credentials = base64::engine::general_purpose::STANDARD.encode("oncall:page-token-1234567890");
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode("oncall:page-token-1234567890");
     b.set_headers(json!({"Authorization": format!("Basic {credentials}")}))
         .await;
     b.navigate(&format!("http://{}/", d.addr)).await;

@@ -89,7 +89,10 @@ impl Browser {
                 json!({"targetId": target_id, "flatten": true}),
             )
             .await;
-        b.session = attached["sessionId"].as_str().expect("sessionId").to_string();
+        b.session = attached["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string();
         for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
             b.call(domain, json!({})).await;
         }
@@ -135,9 +138,10 @@ impl Browser {
 
     fn note(&mut self, event: &Value) {
         match event["method"].as_str() {
-            Some("Runtime.exceptionThrown") => self
-                .problems
-                .push(format!("exception: {}", event["params"]["exceptionDetails"])),
+            Some("Runtime.exceptionThrown") => self.problems.push(format!(
+                "exception: {}",
+                event["params"]["exceptionDetails"]
+            )),
             Some("Log.entryAdded") if event["params"]["entry"]["level"] == "error" => self
                 .problems
                 .push(format!("console: {}", event["params"]["entry"]["text"])),

@@ -7,12 +7,13 @@
 //! for `history_retention` and has it again when it returns. The state store (`store`) makes it
 //! all survive restarts.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::probe::Reason;
 use crate::snapshot::{Snapshot, State};
+
+mod recent;
 
 /// Results kept per service (the strip on the status page).
 pub const RECENT: usize = 60;
@@ -54,12 +55,7 @@ impl Result {
     const LATENCY_MAX: u64 = (1 << 24) - 1;
 
     pub fn new(at: SystemTime, latency: Duration, outcome: Verdict) -> Self {
-        let secs = at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs().min(u64::from(u32::MAX)))
-            .unwrap_or(0);
-        let latency = (latency.as_millis() as u64).min(Self::LATENCY_MAX);
-        Result(secs << 32 | latency << 8 | u64::from(outcome.code()))
+        Result::from_parts(recent::secs_of(at), latency, outcome.code())
     }
 
     pub fn at(self) -> SystemTime {
@@ -72,6 +68,19 @@ impl Result {
 
     pub fn verdict(self) -> Verdict {
         Verdict::from_code(self.0 as u8)
+    }
+
+    fn secs(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    fn code(self) -> u8 {
+        self.0 as u8
+    }
+
+    fn from_parts(secs: u32, latency: Duration, code: u8) -> Self {
+        let latency = (latency.as_millis() as u64).min(Self::LATENCY_MAX);
+        Result(u64::from(secs) << 32 | latency << 8 | u64::from(code))
     }
 
     /// The packed form, as stored.
@@ -137,16 +146,17 @@ pub struct Event {
     pub from: State,
     pub to: State,
     pub reason: Option<Reason>,
-    /// The error of the check that caused it (kept for the latest [`ERRORS_KEPT`] events).
+    /// The error of the check that caused it (kept for the latest 20 events).
     pub error: Option<Box<str>>,
 }
 
 /// One service's history.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceHistory {
-    /// The URL it was checked at: a service that comes back at another target starts over.
-    pub url: Box<str>,
-    recent: VecDeque<Result>,
+    /// A digest of the URL it was checked at: a service that comes back at another target
+    /// starts over. (A digest, not the URL: one allocation less per service.)
+    url: u64,
+    recent: recent::Recent,
     /// Oldest first, within the retention.
     events: Vec<Event>,
     /// The state the history last saw, and since when (the latest event, or first sight).
@@ -161,20 +171,27 @@ pub struct ServiceHistory {
 impl ServiceHistory {
     pub fn new(url: &str) -> Self {
         ServiceHistory {
-            url: url.into(),
+            url: url_digest(url),
             ..ServiceHistory::default()
         }
     }
 
-    pub fn push(&mut self, r: Result) {
-        if self.recent.len() == RECENT {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(r);
+    /// Whether this is the history of a service checked at `url`.
+    pub fn is_at(&self, url: &str) -> bool {
+        self.url == url_digest(url)
     }
 
-    pub fn recent(&self) -> impl DoubleEndedIterator<Item = Result> + ExactSizeIterator + '_ {
-        self.recent.iter().copied()
+    pub fn push(&mut self, r: Result) {
+        self.recent.push(r);
+    }
+
+    /// The latest results, oldest first.
+    pub fn recent(&self) -> std::vec::IntoIter<Result> {
+        self.recent.to_vec().into_iter()
+    }
+
+    pub fn recent_len(&self) -> usize {
+        self.recent.len()
     }
 
     pub fn events(&self) -> &[Event] {
@@ -183,6 +200,8 @@ impl ServiceHistory {
 
     pub fn record(&mut self, event: Event) {
         self.state = Some(event.to);
+        // Most services change state rarely: room for one more, not four.
+        self.events.reserve_exact(1);
         self.events.push(event);
         let n = self.events.len();
         if n > ERRORS_KEPT {
@@ -239,6 +258,10 @@ impl ServiceHistory {
             })
             .collect()
     }
+}
+
+fn url_digest(url: &str) -> u64 {
+    xxhash_rust::xxh64::xxh64(url.as_bytes(), 0)
 }
 
 /// Every service's history, by name.
@@ -303,9 +326,10 @@ impl Recorder {
         let reconfigured = self.last_generation != Some(snapshot.generation);
         for st in &snapshot.services {
             let name = st.service.name.as_str();
-            let url = &*st.service.url;
+            // Without credentials, as the store keeps it: a new password is the same target.
+            let url = st.service.redacted_url();
             let entry = match h.services.get_mut(name) {
-                Some(e) if &*e.url == url => e,
+                Some(e) if e.is_at(url) => e,
                 _ => {
                     // New, or at another target: a history of its own.
                     h.services.insert(name.into(), ServiceHistory::new(url));
@@ -481,6 +505,97 @@ mod tests {
         let with_error = h.events().iter().filter(|e| e.error.is_some()).count();
         assert_eq!(with_error, ERRORS_KEPT);
         assert!(h.events().last().is_some_and(|e| e.error.is_some()));
+    }
+
+    fn loaded(generation: u64, names: &[&str]) -> crate::config::Loaded {
+        let text: String = names
+            .iter()
+            .map(|n| format!("[[service]]\nname = \"{n}\"\nurl = \"http://127.0.0.1:9/{n}\"\n"))
+            .collect();
+        crate::config::Loaded {
+            generation,
+            config: Arc::new(
+                crate::config::parse(std::path::Path::new("t.toml"), &text).expect("valid"),
+            ),
+        }
+    }
+
+    fn sweep(s: &Snapshot, at: SystemTime, failing: &[&str]) -> Snapshot {
+        use crate::probe::Outcome;
+        let outcomes = s
+            .config
+            .services
+            .iter()
+            .map(|svc| {
+                if failing.contains(&svc.name.as_str()) {
+                    Outcome::failed(Reason::ALL[1], at, Duration::from_millis(2), "refused")
+                } else {
+                    Outcome::passed(at, Duration::from_millis(5))
+                }
+            })
+            .collect();
+        s.swept(crate::snapshot::SweepReport {
+            config: s.config.clone(),
+            started_at: at,
+            duration: Duration::from_millis(5),
+            outcomes,
+            max_in_flight: 1,
+            not_started: 0,
+            cut_short: 0,
+            judged: Vec::new(),
+            idle_connections: 0,
+        })
+        .0
+    }
+
+    #[test]
+    fn the_recorder_turns_snapshots_into_results_events_removals_and_returns() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let shared: Shared = Default::default();
+        let mut r = Recorder::new(shared.clone(), Duration::from_secs(86_400));
+        let first = Snapshot::new(&loaded(1, &["a", "b"]), t0);
+        let c = r.record(&first, t0);
+        assert!(
+            c.events.is_empty(),
+            "unknown at first sight is no event: {c:?}"
+        );
+        let s1 = sweep(&first, t0, &["b"]);
+        let c = r.record(&s1, t0);
+        assert_eq!(c.events.len(), 2, "{c:?}");
+        let (name, down) = c.events.iter().find(|(n, _)| &**n == "b").expect("b");
+        assert_eq!(&**name, "b");
+        assert_eq!(
+            (down.from, down.to, down.reason),
+            (State::Unknown, State::Down, Some(Reason::ALL[1]))
+        );
+        assert_eq!(down.error.as_deref(), Some("refused"));
+        // The same snapshot again adds nothing: no result twice.
+        assert!(r.record(&s1, t0).events.is_empty());
+        assert_eq!(read(&shared).services["a"].recent_len(), 1);
+        // b removed by a reload: its time from now is unknown, its history kept.
+        let t1 = t0 + Duration::from_secs(60);
+        let s2 = s1.reconfigured(&loaded(2, &["a"]), t1);
+        let c = r.record(&s2, t1);
+        assert_eq!(c.removed, vec![Box::<str>::from("b")]);
+        assert!(
+            c.events
+                .iter()
+                .any(|(n, e)| &**n == "b" && e.to == State::Unknown)
+        );
+        // And back.
+        let t2 = t1 + Duration::from_secs(60);
+        let s3 = sweep(&s2.reconfigured(&loaded(3, &["a", "b"]), t2), t2, &[]);
+        let c = r.record(&s3, t2);
+        assert_eq!(c.returned, vec![Box::<str>::from("b")]);
+        let h = read(&shared);
+        let b = &h.services["b"];
+        assert_eq!(b.events().len(), 3, "down, gone, up: {:?}", b.events());
+        // Down for 60 s, then unknown, then up for an instant: uptime counts known time only.
+        assert_eq!(b.uptime(history_ms(t0), history_ms(t2)), Some(0.0));
+    }
+
+    fn history_ms(t: SystemTime) -> Millis {
+        millis(t)
     }
 
     #[test]
