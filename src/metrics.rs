@@ -77,6 +77,10 @@ const TARGET_UP: Family = gauge(
     "healthsweep_target_up",
     "The target's state: 1 up (or degraded), 0 down; absent while unknown (not checked yet).",
 );
+const TARGET_BLOCKED: Family = gauge(
+    "healthsweep_target_blocked",
+    "1 while a dependency of the target (depends_on, and theirs) is down: its own failure is not the root cause. Only for targets with depends_on.",
+);
 const TARGET_DEGRADED: Family = gauge(
     "healthsweep_target_degraded",
     "1 while the target is up but slower than its max_latency; absent while unknown.",
@@ -213,74 +217,86 @@ impl Sample {
     }
 }
 
+/// What a service's series say beyond its status: views of the whole snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extra {
+    /// A dependency of it is down.
+    blocked: bool,
+}
+
 /// Each per-service family, with how to get its value from a service's status (`None`: no
 /// series for that service).
-type PerService = (Family, fn(&ServiceStatus) -> Option<Sample>);
+type PerService = (Family, fn(&ServiceStatus, Extra) -> Option<Sample>);
 
-const PER_SERVICE: [PerService; 14] = [
-    (PROBE_SUCCESS, |s| {
+const PER_SERVICE: [PerService; 15] = [
+    (PROBE_SUCCESS, |s, _| {
         s.last
             .as_ref()
             .and_then(|o| Sample::of(if o.ok() { 1.0 } else { 0.0 }))
     }),
-    (PROBE_DURATION, |s| {
+    (PROBE_DURATION, |s, _| {
         s.last
             .as_ref()
             .and_then(|o| Sample::of(o.duration.as_secs_f64()))
     }),
-    (PROBE_HTTP_STATUS, |s| {
+    (PROBE_HTTP_STATUS, |s, _| {
         s.last
             .as_ref()
             .and_then(|o| Sample::of(f64::from(o.http_status.unwrap_or(0))))
     }),
-    (FAILURE_REASON, |s| {
+    (FAILURE_REASON, |s, _| {
         s.last.as_ref().and_then(|o| o.reason).map(|r| Sample {
             value: 1.0,
             label: Some((labels::REASON, r.as_str())),
         })
     }),
-    (CONSECUTIVE_FAILURES, |s| {
+    (CONSECUTIVE_FAILURES, |s, _| {
         Sample::of(f64::from(s.consecutive_failures))
     }),
-    (TARGET_UP, |s| match s.state {
+    (TARGET_UP, |s, _| match s.state {
         State::Up | State::Degraded => Sample::of(1.0),
         State::Down => Sample::of(0.0),
         State::Unknown => None,
     }),
-    (TARGET_DEGRADED, |s| match s.state {
+    (TARGET_DEGRADED, |s, _| match s.state {
         State::Degraded => Sample::of(1.0),
         State::Up | State::Down => Sample::of(0.0),
         State::Unknown => None,
     }),
-    (SSL_EXPIRY, |s| {
+    (SSL_EXPIRY, |s, _| {
         let tls = s.last.as_ref()?.tls.as_ref()?;
         Sample::of(tls.earliest_expiry.as_f64())
     }),
-    (HTTP_VERSION, |s| {
+    (HTTP_VERSION, |s, _| {
         Sample::of(s.last.as_ref()?.http_version?.as_f64())
     }),
-    (DNS_LOOKUP, |s| {
+    (DNS_LOOKUP, |s, _| {
         Sample::of(s.last.as_ref()?.dns.as_ref()?.lookup.as_secs_f64())
     }),
-    (DNS_ANSWER_RRS, |s| {
+    (DNS_ANSWER_RRS, |s, _| {
         Sample::of(s.last.as_ref()?.dns.as_ref()?.answer_rrs as f64)
     }),
-    (GRPC_STATUS_CODE, |s| {
+    (GRPC_STATUS_CODE, |s, _| {
         Sample::of(f64::from(s.last.as_ref()?.grpc.as_ref()?.status_code))
     }),
-    (GRPC_HEALTH, |s| {
+    (GRPC_HEALTH, |s, _| {
         let serving = s.last.as_ref()?.grpc.as_ref()?.serving_name()?;
         Some(Sample {
             value: 1.0,
             label: Some((labels::SERVING_STATUS, serving)),
         })
     }),
-    (GRPC_SSL, |s| {
+    (GRPC_SSL, |s, _| {
         // `grpc_service` is set exactly for grpc:// and grpcs:// services.
         if s.service.grpc_service.is_none() || s.last.is_none() {
             return None;
         }
         Sample::of(if s.service.target.tls { 1.0 } else { 0.0 })
+    }),
+    (TARGET_BLOCKED, |s, x| {
+        // Only for services that have dependencies: the others can never be blocked.
+        s.service.depends_on.as_ref()?;
+        Sample::of(if x.blocked { 1.0 } else { 0.0 })
     }),
 ];
 
@@ -482,7 +498,10 @@ impl Iterator for Exposition {
                 write_checks(&mut out, status, &mut self.header_written);
             } else {
                 let (f, sample) = &PER_SERVICE[self.family];
-                if let Some(s) = sample(status) {
+                let extra = Extra {
+                    blocked: !self.snapshot.blocked.of(self.service - 1).is_empty(),
+                };
+                if let Some(s) = sample(status, extra) {
                     write_header(&mut out, f, &mut self.header_written);
                     if f.name == GRPC_HEALTH.name {
                         // As blackbox_exporter: a series per serving status, 1 for the one
@@ -942,6 +961,7 @@ mod tests {
         use std::time::Duration;
         let src = "[[service]]\nname = \"a\"\nurl = \"https://127.0.0.1:9/\"\ngroup = \"g\"\n\
                    labels = { own = \"x\" }\n\
+                   depends_on = [\"b\"]\n\
                    [[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:9/\"\n\
                    [[service]]\nname = \"c\"\nurl = \"grpcs://127.0.0.1:9\"\n";
         let config =

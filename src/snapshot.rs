@@ -269,6 +269,67 @@ pub struct Snapshot {
     pub sweeps_total: u64,
     /// Checks cut off by the sweep deadline since start.
     pub deadline_exceeded_total: u64,
+    /// Which services are blocked by a dependency that is down.
+    pub blocked: Blocked,
+}
+
+/// For each service with `depends_on`, its dependencies that are down, direct or through other
+/// dependencies, the one down longest first (the likely root cause). A view computed once per
+/// snapshot; empty when no service has dependencies.
+#[derive(Debug, Clone, Default)]
+pub struct Blocked(Arc<[Box<[u32]>]>);
+
+impl Blocked {
+    fn compute(services: &[ServiceStatus]) -> Blocked {
+        if services.iter().all(|s| s.service.depends_on.is_none()) {
+            return Blocked::default();
+        }
+        let index: foldhash::HashMap<&str, u32> = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.service.name.as_str(), i as u32))
+            .collect();
+        let deps = |i: u32| {
+            services[i as usize]
+                .service
+                .depends_on
+                .iter()
+                .flat_map(|d| d.names.iter())
+                .filter_map(|n| index.get(&**n).copied())
+        };
+        let blocked = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if s.service.depends_on.is_none() {
+                    return Box::default();
+                }
+                // Breadth first over the dependencies (a dependency of another shard, or one
+                // removed, is not there: it blocks nothing).
+                let mut seen = vec![i as u32];
+                let mut queue: std::collections::VecDeque<u32> = deps(i as u32).collect();
+                let mut down = Vec::new();
+                while let Some(j) = queue.pop_front() {
+                    if seen.contains(&j) {
+                        continue;
+                    }
+                    seen.push(j);
+                    if services[j as usize].state == State::Down {
+                        down.push(j);
+                    }
+                    queue.extend(deps(j));
+                }
+                down.sort_by_key(|&j| (services[j as usize].since, j));
+                down.into_boxed_slice()
+            })
+            .collect();
+        Blocked(blocked)
+    }
+
+    /// The down dependencies of the service at `i` (indices into the snapshot's services).
+    pub fn of(&self, i: usize) -> &[u32] {
+        self.0.get(i).map_or(&[], |b| b)
+    }
 }
 
 impl Snapshot {
@@ -286,7 +347,15 @@ impl Snapshot {
             last_sweep: None,
             sweeps_total: 0,
             deadline_exceeded_total: 0,
+            blocked: Blocked::default(),
         }
+        .with_blocked()
+    }
+
+    /// This snapshot with [`Snapshot::blocked`] computed for its states.
+    fn with_blocked(mut self) -> Self {
+        self.blocked = Blocked::compute(&self.services);
+        self
     }
 
     /// This snapshot with the state the state store kept (`store`): every service stored
@@ -305,7 +374,7 @@ impl Snapshot {
             st.consecutive_successes = s.consecutive_successes;
             st.counts = s.counts;
         }
-        self
+        self.with_blocked()
     }
 
     /// This snapshot under a new config: services kept (same name and target) keep their state
@@ -318,6 +387,7 @@ impl Snapshot {
             services,
             ..self.clone_without_services()
         }
+        .with_blocked()
     }
 
     /// This snapshot after `report`. Outcomes are matched to services by name, target and how
@@ -385,7 +455,9 @@ impl Snapshot {
             deadline_exceeded_total: self.deadline_exceeded_total
                 + summary.deadline_exceeded as u64,
             last_sweep: Some(summary),
-        };
+            blocked: Blocked::default(),
+        }
+        .with_blocked();
         (snapshot, transitions)
     }
 
@@ -412,6 +484,7 @@ impl Snapshot {
             last_sweep: self.last_sweep.clone(),
             sweeps_total: self.sweeps_total,
             deadline_exceeded_total: self.deadline_exceeded_total,
+            blocked: Blocked::default(),
         }
     }
 }

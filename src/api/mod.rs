@@ -251,11 +251,16 @@ fn one_service(api: &Api, raw_name: &str, query: &str) -> HttpResponse {
     };
     let name = percent_encoding::percent_decode_str(raw_name).decode_utf8_lossy();
     let snapshot = api.snapshot();
-    match snapshot.service(&name) {
-        Some(s) => {
+    let found = snapshot
+        .services
+        .iter()
+        .position(|s| s.service.name == name.as_ref());
+    match found.map(|i| (i, &snapshot.services[i])) {
+        Some((i, s)) => {
             let h = crate::history::read(&api.history);
             let detail = service::ServiceDetail::new(
                 s,
+                status::blocked_by(&snapshot, i),
                 h.services.get(name.as_ref()),
                 std::time::SystemTime::now(),
             );

@@ -90,6 +90,7 @@ struct ConfigView<'a> {
     expect_json: Vec<&'a str>,
     tls_server_name: Option<&'a str>,
     grpc_service: Option<&'a str>,
+    depends_on: Vec<&'a str>,
 }
 
 impl<'a> ConfigView<'a> {
@@ -120,16 +121,26 @@ impl<'a> ConfigView<'a> {
             expect_json: s.expect.json.iter().map(|(p, _)| p.as_str()).collect(),
             tls_server_name: s.server_name.as_deref(),
             grpc_service: s.grpc_service.as_deref(),
+            depends_on: s
+                .depends_on
+                .iter()
+                .flat_map(|d| d.names.iter().map(|n| &**n))
+                .collect(),
         }
     }
 }
 
 impl<'a> ServiceDetail<'a> {
-    pub(super) fn new(st: &'a ServiceStatus, h: Option<&ServiceHistory>, now: SystemTime) -> Self {
+    pub(super) fn new(
+        st: &'a ServiceStatus,
+        blocked_by: Vec<&'a str>,
+        h: Option<&ServiceHistory>,
+        now: SystemTime,
+    ) -> Self {
         let now_ms = history::millis(now);
         let events = h.map(|h| events(h.events(), now_ms)).unwrap_or_default();
         ServiceDetail {
-            service: ServiceDoc::new(st, UptimeDoc::of(h, now_ms)),
+            service: ServiceDoc::new(st, UptimeDoc::of(h, now_ms), blocked_by),
             history: h
                 .map(|h| h.recent().map(ResultDoc::new).collect())
                 .unwrap_or_default(),

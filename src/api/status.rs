@@ -147,9 +147,10 @@ pub(super) fn status_pieces(
         let end = (next + STATUS_PIECE_SERVICES).min(snapshot.services.len());
         // The read lock for one piece at a time: the recorder waits at most that long.
         let h = history.as_ref().map(crate::history::read);
-        for st in snapshot.services[next..end]
+        for (i, st) in snapshot.services[next..end]
             .iter()
-            .filter(|s| query.matches(s))
+            .enumerate()
+            .filter(|(_, s)| query.matches(s))
         {
             if std::mem::replace(&mut any, true) {
                 out.push(b',');
@@ -157,7 +158,12 @@ pub(super) fn status_pieces(
             let kept = h
                 .as_ref()
                 .and_then(|h| h.services.get(st.service.name.as_str()));
-            service_json(&mut out, st, UptimeDoc::of(kept, now), pretty);
+            let doc = ServiceDoc::new(
+                st,
+                UptimeDoc::of(kept, now),
+                blocked_by(&snapshot, next + i),
+            );
+            service_json(&mut out, &doc, pretty);
         }
         next = end;
         if next == snapshot.services.len() && any && pretty {
@@ -173,8 +179,7 @@ pub(super) fn status_pieces(
 }
 
 /// One service of the streamed `/status`, as it sits in the whole document.
-fn service_json(out: &mut Vec<u8>, st: &ServiceStatus, uptime: UptimeDoc, pretty: bool) {
-    let doc = ServiceDoc::new(st, uptime);
+fn service_json(out: &mut Vec<u8>, doc: &ServiceDoc<'_>, pretty: bool) {
     if pretty {
         // Inside `"services": [` the items are indented twice; JSON text holds no raw newline
         // but between tokens, so indenting every line is exact.
@@ -259,6 +264,20 @@ pub(super) struct ServiceDoc<'a> {
     /// The share of known time it was up (or degraded) per window, from its state changes;
     /// `null` where nothing is known of the window.
     uptime: UptimeDoc,
+    /// Its dependencies (`depends_on`, and theirs) that are down, the one down longest first:
+    /// while this is not empty, its own failure is not the root cause.
+    blocked_by: Vec<&'a str>,
+}
+
+/// The names of the down dependencies of the service at `i`.
+pub(super) fn blocked_by(snapshot: &Snapshot, i: usize) -> Vec<&str> {
+    snapshot
+        .blocked
+        .of(i)
+        .iter()
+        .filter_map(|&j| snapshot.services.get(j as usize))
+        .map(|s| s.service.name.as_str())
+        .collect()
 }
 
 /// `{"24h": 0.9993, "7d": 0.9999, "30d": null}`.
@@ -414,7 +433,7 @@ impl<S: Serialize> StatusDoc<S> {
 }
 
 impl<'a> ServiceDoc<'a> {
-    pub(super) fn new(s: &'a ServiceStatus, uptime: UptimeDoc) -> Self {
+    pub(super) fn new(s: &'a ServiceStatus, uptime: UptimeDoc, blocked_by: Vec<&'a str>) -> Self {
         ServiceDoc {
             name: &s.service.name,
             group: s.service.group.as_deref(),
@@ -453,6 +472,7 @@ impl<'a> ServiceDoc<'a> {
                 }),
             }),
             uptime,
+            blocked_by,
         }
     }
 }
@@ -495,8 +515,11 @@ mod tests {
                 self.0
                     .services
                     .iter()
-                    .filter(|st| self.1.matches(st))
-                    .map(|st| ServiceDoc::new(st, UptimeDoc::default())),
+                    .enumerate()
+                    .filter(|(_, st)| self.1.matches(st))
+                    .map(|(i, st)| {
+                        ServiceDoc::new(st, UptimeDoc::default(), blocked_by(self.0, i))
+                    }),
             )
         }
     }
@@ -624,7 +647,8 @@ mod tests {
                         "at": "1970-01-01T00:00:00.000Z", "error": null, "reused_connection": false,
                         "degraded": false, "http_version": null, "redirects": 0, "tls": null
                     },
-                    "uptime": {"24h": null, "7d": null, "30d": null}
+                    "uptime": {"24h": null, "7d": null, "30d": null},
+                    "blocked_by": []
                 },
                 {
                     "name": "s1", "group": "g1", "labels": {}, "url": "http://127.0.0.1:9/1", "source": null,
@@ -637,7 +661,8 @@ mod tests {
                         "error": "refused \"quoted\"", "reused_connection": false,
                         "degraded": false, "http_version": null, "redirects": 0, "tls": null
                     },
-                    "uptime": {"24h": null, "7d": null, "30d": null}
+                    "uptime": {"24h": null, "7d": null, "30d": null},
+                    "blocked_by": []
                 }
             ]
         });

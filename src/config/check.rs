@@ -45,6 +45,8 @@ pub(super) struct CheckOptions {
     pub(super) dns: super::dns_check::DnsOptions,
     /// `grpc_service`: the service named in the gRPC health check (`""`: the server).
     pub(super) grpc_service: Option<String>,
+    /// `depends_on`, shared by every service that inherits it.
+    pub(super) depends_on: Option<Arc<super::DependsOn>>,
 }
 
 /// TLS keys as given (paths resolved), turned into a [`TlsClient`] per service.
@@ -177,6 +179,9 @@ impl Validator<'_> {
                     format!("ip_family = {other:?} is not \"any\", \"ipv4\" or \"ipv6\""),
                 ),
             }
+        }
+        if let Some(d) = raw.depends_on {
+            o.depends_on = self.depends_on(&d);
         }
         if let Some(t) = raw.failure_threshold {
             o.failure_threshold = self

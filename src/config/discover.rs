@@ -329,6 +329,7 @@ impl Validator<'_> {
             tls: TlsSettings::default(),
             dns: super::dns_check::DnsOptions::default(),
             grpc_service: None,
+            depends_on: None,
         };
         let mut options = self.check_options(check, &base);
         // Prometheus' http_sd contract: the endpoint may shape its answer to the interval.

@@ -15,6 +15,7 @@ mod access;
 mod align;
 mod check;
 mod daemon;
+mod dependencies;
 mod discover;
 mod dns_check;
 mod error;

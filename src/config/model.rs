@@ -174,10 +174,22 @@ pub struct Service {
     pub dns: Option<Arc<super::DnsCheck>>,
     /// For `grpc://`: the service the health check asks about (`""`: the server as a whole).
     pub grpc_service: Option<Box<str>>,
+    /// `depends_on`: the services whose failure this one's follows from (names checked at
+    /// load: they exist, and no chain of them comes back to where it started).
+    pub depends_on: Option<Arc<DependsOn>>,
     /// A digest of everything that decides how the service is checked (see
     /// `Service::check_key`): a sweep that straddles a reload lands its results only on
     /// services still checked the same way.
     pub check_digest: u64,
+}
+
+/// A `depends_on` list, and where it was written (for errors found once every service is
+/// known).
+#[derive(Debug, PartialEq, Eq)]
+pub struct DependsOn {
+    pub names: Box<[Box<str>]>,
+    pub(super) file: usize,
+    pub(super) span: std::ops::Range<usize>,
 }
 
 /// What a check does.

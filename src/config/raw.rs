@@ -149,6 +149,8 @@ pub struct RawCheck {
     pub expect_rcode: Option<Spanned<Vec<String>>>,
     pub expect_answer: Option<Spanned<RawAnswerMatch>>,
     pub grpc_service: Option<Spanned<String>>,
+    /// Services this one depends on, by name.
+    pub depends_on: Option<Spanned<Vec<String>>>,
 }
 
 /// `expect_answer = { regex = "...", match = "any" | "all" }`.
@@ -212,6 +214,7 @@ pub struct RawService {
     pub expect_rcode: Rare<Vec<String>>,
     pub expect_answer: Rare<RawAnswerMatch>,
     pub grpc_service: Rare<String>,
+    pub depends_on: Rare<Vec<String>>,
 }
 
 impl RawService {
@@ -260,6 +263,7 @@ impl RawService {
             expect_rcode: unbox(self.expect_rcode),
             expect_answer: unbox(self.expect_answer),
             grpc_service: unbox(self.grpc_service),
+            depends_on: unbox(self.depends_on),
         };
         (identity, check)
     }

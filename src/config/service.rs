@@ -83,6 +83,7 @@ pub(super) fn assemble(
             })),
             _ => None,
         },
+        depends_on: o.depends_on.clone(),
         grpc_service: (kind == ProbeKind::Grpc)
             .then(|| o.grpc_service.clone().unwrap_or_default().into_boxed_str()),
         check_digest: 0,

@@ -144,6 +144,7 @@ impl Validator<'_> {
             tls: TlsSettings::default(),
             dns: super::dns_check::DnsOptions::default(),
             grpc_service: None,
+            depends_on: None,
         };
         let defaults = self.check_options(raw.defaults, &builtin);
 
@@ -168,6 +169,7 @@ impl Validator<'_> {
         }
         self.current = 0;
         let discover = self.discovers(raw.discover, &defaults);
+        self.dependencies(&services, &discover);
         Config {
             daemon,
             fleet_size: services.len(),

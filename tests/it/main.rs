@@ -8,6 +8,7 @@
 
 mod common;
 
+mod alerting;
 mod architecture;
 mod cli;
 mod daemon;

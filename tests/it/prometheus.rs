@@ -16,10 +16,20 @@ use tokio_util::sync::CancellationToken;
 /// Metrics the dashboard and alerts use that only some kinds of service have (this test's small
 /// fleet is plain HTTP), each with the test that shows the daemon exposing it. Everything else
 /// must be in this test's real `/metrics` output.
-const CONDITIONAL_METRICS: &[(&str, &str)] = &[(
-    "probe_ssl_earliest_cert_expiry",
-    "TLS services only; tests/probes.rs tls_failures_have_reasons_that_tell_the_cause_and_expiry_is_reported",
-)];
+const CONDITIONAL_METRICS: &[(&str, &str)] = &[
+    (
+        "probe_ssl_earliest_cert_expiry",
+        "TLS services only; tests/probes.rs tls_failures_have_reasons_that_tell_the_cause_and_expiry_is_reported",
+    ),
+    (
+        "healthsweep_target_blocked",
+        "services with depends_on only; tests/alerting.rs a_down_dependency_blocks_its_dependents_through_the_chain",
+    ),
+    (
+        "healthsweep_target_maintenance",
+        "services a maintenance window names only; tests/alerting.rs",
+    ),
+];
 
 /// Series Prometheus makes itself for every target.
 const PROMETHEUS_METRICS: &[&str] = &["up"];
