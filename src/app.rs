@@ -23,6 +23,7 @@ use tracing::{Instrument, error, info_span, warn};
 use crate::api::Api;
 use crate::config::{Config, Overrides};
 use crate::discovery::Fleet;
+use crate::maintenance::Windows;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, Watchdog};
 use crate::probe::Prober;
@@ -90,6 +91,7 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
         .map(|dir| open_store(dir, store_errors.clone()));
     let restored = store.as_mut().map(Store::load).unwrap_or_default();
     let history: history::Shared = Arc::new(RwLock::new(restored.history));
+    let windows = Arc::new(Windows::new(restored.ad_hoc));
     let (snapshot_tx, snapshots) = watch::channel(Arc::new(
         Snapshot::new(&first, SystemTime::now()).restored(&restored.services),
     ));
@@ -98,7 +100,8 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
     let metrics = Metrics::new(snapshots.clone(), reload_status.clone())
         .with_idle_connections(prober.idle_gauge())
         .with_discovery(discovery.clone())
-        .with_store_errors(store_errors);
+        .with_store_errors(store_errors)
+        .with_maintenance(windows.clone());
     let api = Arc::new(Api {
         snapshots: snapshots.clone(),
         reload_status,
@@ -106,6 +109,7 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
         metrics: Arc::new(metrics),
         discovery,
         history: history.clone(),
+        windows: windows.clone(),
     });
     let sweeper = Sweeper::new(prober, configs, snapshot_tx, settings.connection_budget)
         .with_watchdog(Watchdog::from_env());
@@ -147,7 +151,7 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
     let (s, watched) = (shutdown.clone(), snapshots.clone());
     tasks.spawn(
         async move {
-            recorder::run(watched, history, store, s).await;
+            recorder::run(watched, history, windows, store, s).await;
             "recorder"
         }
         .instrument(info_span!("task", name = "recorder")),

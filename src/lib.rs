@@ -42,6 +42,7 @@ pub mod history;
 pub mod hostile;
 pub mod labels;
 pub mod limits;
+pub mod maintenance;
 pub mod metrics;
 pub mod mock;
 pub mod notify;

@@ -77,6 +77,10 @@ const TARGET_UP: Family = gauge(
     "healthsweep_target_up",
     "The target's state: 1 up (or degraded), 0 down; absent while unknown (not checked yet).",
 );
+const TARGET_MAINTENANCE: Family = gauge(
+    "healthsweep_target_maintenance",
+    "1 while the target is in a maintenance window (scheduled in the config, or opened through POST /-/maintenance), 0 otherwise. Only for targets a window covers.",
+);
 const TARGET_BLOCKED: Family = gauge(
     "healthsweep_target_blocked",
     "1 while a dependency of the target (depends_on, and theirs) is down: its own failure is not the root cause. Only for targets with depends_on.",
@@ -222,13 +226,15 @@ impl Sample {
 struct Extra {
     /// A dependency of it is down.
     blocked: bool,
+    /// `None`: no maintenance window covers it; else whether it is in one now.
+    maintenance: Option<bool>,
 }
 
 /// Each per-service family, with how to get its value from a service's status (`None`: no
 /// series for that service).
 type PerService = (Family, fn(&ServiceStatus, Extra) -> Option<Sample>);
 
-const PER_SERVICE: [PerService; 15] = [
+const PER_SERVICE: [PerService; 16] = [
     (PROBE_SUCCESS, |s, _| {
         s.last
             .as_ref()
@@ -293,6 +299,10 @@ const PER_SERVICE: [PerService; 15] = [
         }
         Sample::of(if s.service.target.tls { 1.0 } else { 0.0 })
     }),
+    (TARGET_MAINTENANCE, |_, x| {
+        // Only for services a window covers.
+        Sample::of(if x.maintenance? { 1.0 } else { 0.0 })
+    }),
     (TARGET_BLOCKED, |s, x| {
         // Only for services that have dependencies: the others can never be blocked.
         s.service.depends_on.as_ref()?;
@@ -309,6 +319,8 @@ pub struct Metrics {
     /// The prober's idle connections, read live (not a property of a sweep).
     idle_connections: Option<Arc<std::sync::atomic::AtomicUsize>>,
     store_errors: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The ad-hoc maintenance windows (scheduled ones are in the snapshot's config).
+    windows: Option<Arc<crate::maintenance::Windows>>,
     /// The discovery sources' status.
     discovery: Option<watch::Receiver<crate::discovery::Statuses>>,
 }
@@ -340,6 +352,7 @@ impl Metrics {
             reloads,
             idle_connections: None,
             store_errors: None,
+            windows: None,
             discovery: None,
         }
     }
@@ -347,6 +360,12 @@ impl Metrics {
     /// Also report the discovery sources (`healthsweep_discovery_*{source}`).
     pub fn with_discovery(mut self, status: watch::Receiver<crate::discovery::Statuses>) -> Self {
         self.discovery = Some(status);
+        self
+    }
+
+    /// Also report which targets are in a maintenance window.
+    pub fn with_maintenance(mut self, windows: Arc<crate::maintenance::Windows>) -> Self {
+        self.windows = Some(windows);
         self
     }
 
@@ -367,9 +386,15 @@ impl Metrics {
     pub fn pieces(self: &Arc<Self>) -> Pieces {
         // Clone the Arc and let go at once: the sweeper is never held up by a scrape.
         let snapshot = self.snapshots.borrow().clone();
+        let maintenance = self
+            .windows
+            .as_deref()
+            .map(|w| crate::maintenance::View::at(&snapshot, w, crate::maintenance::now_ms()))
+            .unwrap_or_default();
         Box::new(Exposition {
             metrics: self.clone(),
             snapshot,
+            maintenance,
             family: 0,
             service: 0,
             header_written: false,
@@ -461,6 +486,8 @@ const PIECE_BYTES: usize = 32 * 1024;
 struct Exposition {
     metrics: Arc<Metrics>,
     snapshot: Arc<Snapshot>,
+    /// Who is in maintenance, as of the scrape's start.
+    maintenance: crate::maintenance::View,
     /// Index in [`PER_SERVICE`], then [`CHECKS`] at `PER_SERVICE.len()`, then the daemon's
     /// families; past that, done.
     family: usize,
@@ -500,6 +527,7 @@ impl Iterator for Exposition {
                 let (f, sample) = &PER_SERVICE[self.family];
                 let extra = Extra {
                     blocked: !self.snapshot.blocked.of(self.service - 1).is_empty(),
+                    maintenance: self.maintenance.of(self.service - 1).map(|w| w.is_some()),
                 };
                 if let Some(s) = sample(status, extra) {
                     write_header(&mut out, f, &mut self.header_written);
@@ -861,7 +889,7 @@ mod tests {
             last_success: SystemTime::UNIX_EPOCH,
             last_error: None,
         });
-        Arc::new(Metrics::new(snapshots, reloads))
+        Arc::new(Metrics::new(snapshots, reloads).with_maintenance(Default::default()))
     }
 
     /// The lines of family `name` in `text`, its header included.
@@ -963,7 +991,9 @@ mod tests {
                    labels = { own = \"x\" }\n\
                    depends_on = [\"b\"]\n\
                    [[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:9/\"\n\
-                   [[service]]\nname = \"c\"\nurl = \"grpcs://127.0.0.1:9\"\n";
+                   [[service]]\nname = \"c\"\nurl = \"grpcs://127.0.0.1:9\"\n\
+                   [[maintenance]]\nname = \"always\"\ntargets = { names = [\"a\"] }\n\
+                   start = \"00:00\"\nduration = \"1d\"\n";
         let config =
             Arc::new(crate::config::parse(std::path::Path::new("t.toml"), src).expect("valid"));
         let loaded = crate::config::Loaded {

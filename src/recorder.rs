@@ -14,6 +14,9 @@ use crate::history::{self, Recorder};
 use crate::snapshot::{ServiceStatus, Snapshot};
 use crate::store::{self, Batch, Row, Store};
 
+/// How soon a changed set of maintenance windows is stored.
+const WINDOWS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Prune old events once per this many sweeps.
 const PRUNE_EVERY: u64 = 240;
 
@@ -21,9 +24,11 @@ const PRUNE_EVERY: u64 = 240;
 pub async fn run(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     shared: history::Shared,
+    windows: Arc<crate::maintenance::Windows>,
     mut store: Option<Store>,
     shutdown: CancellationToken,
 ) {
+    let mut windows_stored = windows.version();
     let first = snapshots.borrow_and_update().clone();
     let mut recorder = Recorder::new(shared.clone(), first.config.daemon.history_retention);
     let mut last = first;
@@ -31,7 +36,12 @@ pub async fn run(
     loop {
         let changes = recorder.record(&last, SystemTime::now());
         let all = stopping;
-        let batch = batch(&last, &shared, changes, all);
+        let mut batch = batch(&last, &shared, changes, all);
+        let version = windows.version();
+        if version != windows_stored {
+            batch.ad_hoc = Some(windows.ad_hoc());
+            windows_stored = version;
+        }
         if let Some(s) = store.take() {
             match tokio::task::spawn_blocking(move || {
                 let mut s = s;
@@ -53,6 +63,9 @@ pub async fn run(
                     stopping = true;
                 }
             }
+            // A maintenance window opened between sweeps is stored within a second, not at
+            // the next sweep (which may be minutes away).
+            () = tokio::time::sleep(WINDOWS_EVERY), if windows.version() != windows_stored => {}
             () = shutdown.cancelled() => stopping = true,
         }
         last = snapshots.borrow_and_update().clone();

@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS event (
     error INTEGER REFERENCES error_text(id)
 );
 CREATE INDEX IF NOT EXISTS event_by_service ON event(service, at);
+CREATE TABLE IF NOT EXISTS maintenance (
+    id TEXT PRIMARY KEY,
+    targets TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
 ";
 
 /// A service's state as stored.
@@ -97,6 +104,8 @@ pub struct Batch {
     pub returned: Vec<Box<str>>,
     /// Forget events and removed services older than this (once in a while).
     pub prune_before: Option<Millis>,
+    /// The ad-hoc maintenance windows, all of them, when they changed.
+    pub ad_hoc: Option<Vec<crate::maintenance::AdHoc>>,
 }
 
 impl Batch {
@@ -106,6 +115,7 @@ impl Batch {
             && self.removed.is_empty()
             && self.returned.is_empty()
             && self.prune_before.is_none()
+            && self.ad_hoc.is_none()
     }
 }
 
@@ -114,6 +124,8 @@ impl Batch {
 pub struct Restored {
     pub services: foldhash::HashMap<String, Saved>,
     pub history: history::History,
+    /// Ad-hoc maintenance windows (those that ended long ago are dropped by the next change).
+    pub ad_hoc: Vec<crate::maintenance::AdHoc>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -498,6 +510,24 @@ fn load(conn: &Connection) -> rusqlite::Result<Restored> {
             error: r.get::<_, Option<String>>(5)?.map(String::into_boxed_str),
         });
     }
+    let mut windows =
+        conn.prepare("SELECT id, targets, start, end, reason FROM maintenance ORDER BY start")?;
+    let mut q = windows.query([])?;
+    while let Some(r) = q.next()? {
+        let targets: String = r.get(1)?;
+        // A window whose targets do not read (written by another version) is dropped: better
+        // than a window that covers what nobody meant.
+        let Ok(targets) = serde_json::from_str(&targets) else {
+            continue;
+        };
+        restored.ad_hoc.push(crate::maintenance::AdHoc {
+            id: r.get(0)?,
+            targets,
+            start: r.get(2)?,
+            end: r.get(3)?,
+            reason: r.get(4)?,
+        });
+    }
     Ok(restored)
 }
 
@@ -568,6 +598,16 @@ fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
         let mut back = tx.prepare_cached("UPDATE service SET removed_at = NULL WHERE name = ?1")?;
         for name in &batch.returned {
             back.execute([&**name])?;
+        }
+    }
+    if let Some(windows) = &batch.ad_hoc {
+        tx.execute("DELETE FROM maintenance", [])?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO maintenance (id, targets, start, end, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for w in windows {
+            let targets = serde_json::to_string(&w.targets).unwrap_or_else(|_| "{}".into());
+            insert.execute(params![w.id, targets, w.start, w.end, w.reason])?;
         }
     }
     if let Some(cutoff) = batch.prune_before {

@@ -6,6 +6,7 @@
 //! paths and services, 405 (with `Allow`) for wrong methods, 400 for bad query strings.
 
 mod badge;
+mod maintenance;
 mod page;
 mod service;
 mod status;
@@ -33,7 +34,7 @@ pub fn overview_document(
     history: &crate::history::Shared,
     query: &str,
 ) -> Vec<u8> {
-    page::overview_body(snapshot, history, query).unwrap_or_default()
+    page::overview_body(snapshot, history, &Default::default(), query).unwrap_or_default()
 }
 
 /// The response type of every handler.
@@ -52,6 +53,8 @@ pub struct Api {
     pub discovery: watch::Receiver<crate::discovery::Statuses>,
     /// Recent results and events of every service.
     pub history: crate::history::Shared,
+    /// The ad-hoc maintenance windows.
+    pub windows: Arc<crate::maintenance::Windows>,
 }
 
 impl Api {
@@ -74,6 +77,10 @@ enum Route {
     Asset,
     /// `/badge/...svg`.
     Badge,
+    /// `/-/maintenance`: list (GET) and open (POST) maintenance windows.
+    Maintenance,
+    /// `/-/maintenance/{id}`: end one (DELETE).
+    MaintenanceWindow,
     Metrics,
     Status,
     Service,
@@ -91,6 +98,10 @@ impl Route {
             "/healthz" => Route::Healthz,
             "/readyz" => Route::Readyz,
             "/-/reload" => Route::Reload,
+            "/-/maintenance" => Route::Maintenance,
+            p if p.starts_with("/-/maintenance/") && p.len() > "/-/maintenance/".len() => {
+                Route::MaintenanceWindow
+            }
             "/ui/overview" => Route::Overview,
             p if p.starts_with("/status/") && p.len() > "/status/".len() => Route::Service,
             p if p.starts_with("/service/") && p.len() > "/service/".len() => Route::ServicePage,
@@ -111,7 +122,10 @@ impl Route {
             | Route::ServicePage
             | Route::Overview
             | Route::Badge => Some(Protected::Status),
-            Route::Reload => Some(Protected::Reload),
+            // Authenticated like reload: it changes what pages.
+            Route::Reload | Route::Maintenance | Route::MaintenanceWindow => {
+                Some(Protected::Reload)
+            }
             Route::Index | Route::Asset | Route::Healthz | Route::Readyz => None,
         }
     }
@@ -119,15 +133,23 @@ impl Route {
     fn methods(self) -> &'static [Method] {
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         const POST: &[Method] = &[Method::POST];
+        const GET_POST: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
+        const DELETE: &[Method] = &[Method::DELETE];
         match self {
             Route::Reload => POST,
+            Route::Maintenance => GET_POST,
+            Route::MaintenanceWindow => DELETE,
             _ => GET,
         }
     }
 }
 
 /// Routes one request.
-pub async fn handle<B>(api: &Api, req: Request<B>) -> HttpResponse {
+pub async fn handle<B>(api: &Api, req: Request<B>) -> HttpResponse
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let Some(mut route) = Route::of(path) else {
@@ -171,6 +193,23 @@ pub async fn handle<B>(api: &Api, req: Request<B>) -> HttpResponse {
         }
         Route::Readyz => readyz(api),
         Route::Reload => reload(api).await,
+        Route::Maintenance | Route::MaintenanceWindow
+            if !api.snapshot().config.daemon.reload_enabled() =>
+        {
+            error(
+                StatusCode::FORBIDDEN,
+                "the maintenance API is off, as the reload API is: protect reload with a token ([daemon.auth]) or set reload_api = true under [daemon]",
+            )
+        }
+        Route::Maintenance if req.method() == Method::POST => {
+            maintenance::open(api, req.into_body()).await
+        }
+        Route::Maintenance => maintenance::list(api),
+        Route::MaintenanceWindow => {
+            let raw = &path["/-/maintenance/".len()..];
+            let id = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+            maintenance::end(api, &id)
+        }
     }
 }
 
@@ -228,7 +267,12 @@ fn status(api: &Api, query: &str) -> HttpResponse {
     let discovery = api.discovery.borrow().clone();
     let history = Some(api.history.clone());
     let mut r = Response::new(Body::pieces(status_pieces(
-        snapshot, reload, discovery, history, q,
+        snapshot,
+        reload,
+        discovery,
+        history,
+        Some(api.windows.clone()),
+        q,
     )));
     json_headers(&mut r);
     r
@@ -258,9 +302,18 @@ fn one_service(api: &Api, raw_name: &str, query: &str) -> HttpResponse {
     match found.map(|i| (i, &snapshot.services[i])) {
         Some((i, s)) => {
             let h = crate::history::read(&api.history);
+            let view =
+                crate::maintenance::View::at(&snapshot, &api.windows, crate::maintenance::now_ms());
             let detail = service::ServiceDetail::new(
                 s,
                 status::blocked_by(&snapshot, i),
+                status::MaintenanceDoc::of(&view, i),
+                &crate::maintenance::Exclusions::last_30_days(
+                    &snapshot,
+                    &api.windows,
+                    crate::maintenance::now_ms(),
+                )
+                .of(&s.service),
                 h.services.get(name.as_ref()),
                 std::time::SystemTime::now(),
             );

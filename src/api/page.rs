@@ -221,13 +221,15 @@ struct Row<'a> {
     latency_seconds: Option<f64>,
     /// The states of the latest results, oldest first.
     recent: Vec<State>,
-    /// 24 h, 7 d, 30 d.
+    /// 24 h, 7 d, 30 d, maintenance time left out.
     uptime: [Option<f64>; history::WINDOWS.len()],
+    /// When the maintenance window it is in ends, if it is in one.
+    maintenance_until: Option<crate::timestamp::Rfc3339>,
 }
 
 /// `/ui/overview`.
 pub(super) fn overview(api: &Api, query: &str) -> HttpResponse {
-    match overview_body(&api.snapshot(), &api.history, query) {
+    match overview_body(&api.snapshot(), &api.history, &api.windows, query) {
         Ok(body) => json_bytes(StatusCode::OK, body),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
@@ -237,10 +239,18 @@ pub(super) fn overview(api: &Api, query: &str) -> HttpResponse {
 pub(super) fn overview_body(
     snapshot: &Snapshot,
     history: &history::Shared,
+    windows: &crate::maintenance::Windows,
     query: &str,
 ) -> Result<Vec<u8>, String> {
     let q = OverviewQuery::parse(query)?;
     let now = history::millis(SystemTime::now());
+    let view = crate::maintenance::View::at(snapshot, windows, now);
+    let exclusions = crate::maintenance::Exclusions::last_30_days(snapshot, windows, now);
+    // Positions in the snapshot, for the maintenance view (by address: the slice is one).
+    let base = snapshot.services.as_ptr() as usize;
+    let index_of = |s: &ServiceStatus| {
+        (s as *const ServiceStatus as usize - base) / std::mem::size_of::<ServiceStatus>()
+    };
     let mut matching: Vec<&ServiceStatus> =
         snapshot.services.iter().filter(|s| q.matches(s)).collect();
     matching.sort_unstable_by(|a, b| {
@@ -286,7 +296,10 @@ pub(super) fn overview_body(
                 recent: kept
                     .map(|k| k.recent().map(|r| r.verdict().state()).collect())
                     .unwrap_or_default(),
-                uptime: UptimeDoc::of(kept, now).0,
+                uptime: UptimeDoc::of(kept, now, &exclusions.of(&s.service)).0,
+                maintenance_until: view.of(index_of(s)).flatten().map(|w| {
+                    crate::timestamp::UnixTime::from_system(history::system_time(w.end)).rfc3339()
+                }),
             }
         })
         .collect();

@@ -134,19 +134,26 @@ impl<'a> ServiceDetail<'a> {
     pub(super) fn new(
         st: &'a ServiceStatus,
         blocked_by: Vec<&'a str>,
+        maintenance: Option<super::status::MaintenanceDoc>,
+        excluded: &[(i64, i64)],
         h: Option<&ServiceHistory>,
         now: SystemTime,
     ) -> Self {
         let now_ms = history::millis(now);
         let events = h.map(|h| events(h.events(), now_ms)).unwrap_or_default();
         ServiceDetail {
-            service: ServiceDoc::new(st, UptimeDoc::of(h, now_ms), blocked_by),
+            service: ServiceDoc::new(
+                st,
+                UptimeDoc::of(h, now_ms, excluded),
+                blocked_by,
+                maintenance,
+            ),
             history: h
                 .map(|h| h.recent().map(ResultDoc::new).collect())
                 .unwrap_or_default(),
             events,
             daily_uptime: h
-                .map(|h| h.daily(now_ms, DAYS))
+                .map(|h| h.daily(now_ms, DAYS, excluded))
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(day, uptime)| DayDoc {

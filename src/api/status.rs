@@ -120,9 +120,18 @@ pub(super) fn status_pieces(
     reload: ReloadStatus,
     discovery: crate::discovery::Statuses,
     history: Option<crate::history::Shared>,
+    windows: Option<Arc<crate::maintenance::Windows>>,
     query: StatusQuery,
 ) -> Pieces {
     let now = crate::history::millis(SystemTime::now());
+    let view = windows
+        .as_deref()
+        .map(|w| crate::maintenance::View::at(&snapshot, w, now))
+        .unwrap_or_default();
+    let exclusions = windows
+        .as_deref()
+        .map(|w| crate::maintenance::Exclusions::last_30_days(&snapshot, w, now))
+        .unwrap_or_default();
     let pretty = query.pretty;
     let head = to_json(
         &StatusDoc::new(&snapshot, &reload, &discovery, [(); 0]),
@@ -160,8 +169,9 @@ pub(super) fn status_pieces(
                 .and_then(|h| h.services.get(st.service.name.as_str()));
             let doc = ServiceDoc::new(
                 st,
-                UptimeDoc::of(kept, now),
+                UptimeDoc::of(kept, now, &exclusions.of(&st.service)),
                 blocked_by(&snapshot, next + i),
+                MaintenanceDoc::of(&view, next + i),
             );
             service_json(&mut out, &doc, pretty);
         }
@@ -267,6 +277,32 @@ pub(super) struct ServiceDoc<'a> {
     /// Its dependencies (`depends_on`, and theirs) that are down, the one down longest first:
     /// while this is not empty, its own failure is not the root cause.
     blocked_by: Vec<&'a str>,
+    /// The maintenance window it is in now, if any.
+    maintenance: Option<MaintenanceDoc>,
+}
+
+/// A window a service is in.
+#[derive(Serialize)]
+pub(super) struct MaintenanceDoc {
+    name: String,
+    /// For a window opened through `POST /-/maintenance`.
+    id: Option<String>,
+    started_at: Timestamp,
+    ends_at: Timestamp,
+    reason: Option<String>,
+}
+
+impl MaintenanceDoc {
+    pub(super) fn of(view: &crate::maintenance::View, i: usize) -> Option<MaintenanceDoc> {
+        let w = view.of(i)??;
+        Some(MaintenanceDoc {
+            name: w.name.clone(),
+            id: w.id.clone(),
+            started_at: at(crate::history::system_time(w.start)),
+            ends_at: at(crate::history::system_time(w.end)),
+            reason: w.reason.clone(),
+        })
+    }
 }
 
 /// The names of the down dependencies of the service at `i`.
@@ -288,12 +324,15 @@ impl UptimeDoc {
     pub(super) fn of(
         h: Option<&crate::history::ServiceHistory>,
         now: crate::history::Millis,
+        excluded: &[(i64, i64)],
     ) -> Self {
         let mut out = [None; crate::history::WINDOWS.len()];
         if let Some(h) = h {
             for (slot, (_, window)) in out.iter_mut().zip(crate::history::WINDOWS) {
                 let from = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-                *slot = h.uptime(from, now).map(|u| (u * 1e6).round() / 1e6);
+                *slot = h
+                    .uptime_excluding(from, now, excluded)
+                    .map(|u| (u * 1e6).round() / 1e6);
             }
         }
         UptimeDoc(out)
@@ -433,7 +472,12 @@ impl<S: Serialize> StatusDoc<S> {
 }
 
 impl<'a> ServiceDoc<'a> {
-    pub(super) fn new(s: &'a ServiceStatus, uptime: UptimeDoc, blocked_by: Vec<&'a str>) -> Self {
+    pub(super) fn new(
+        s: &'a ServiceStatus,
+        uptime: UptimeDoc,
+        blocked_by: Vec<&'a str>,
+        maintenance: Option<MaintenanceDoc>,
+    ) -> Self {
         ServiceDoc {
             name: &s.service.name,
             group: s.service.group.as_deref(),
@@ -473,6 +517,7 @@ impl<'a> ServiceDoc<'a> {
             }),
             uptime,
             blocked_by,
+            maintenance,
         }
     }
 }
@@ -483,6 +528,7 @@ pub fn status_document(snapshot: &Arc<Snapshot>, reload: &ReloadStatus) -> Vec<u
         snapshot.clone(),
         reload.clone(),
         Arc::new(Vec::new()),
+        None,
         None,
         StatusQuery::default(),
     )
@@ -518,7 +564,7 @@ mod tests {
                     .enumerate()
                     .filter(|(_, st)| self.1.matches(st))
                     .map(|(i, st)| {
-                        ServiceDoc::new(st, UptimeDoc::default(), blocked_by(self.0, i))
+                        ServiceDoc::new(st, UptimeDoc::default(), blocked_by(self.0, i), None)
                     }),
             )
         }
@@ -597,6 +643,7 @@ mod tests {
                     reload.clone(),
                     Arc::new(Vec::new()),
                     None,
+                    None,
                     q,
                 )
                 .flat_map(|b| b.to_vec())
@@ -648,7 +695,8 @@ mod tests {
                         "degraded": false, "http_version": null, "redirects": 0, "tls": null
                     },
                     "uptime": {"24h": null, "7d": null, "30d": null},
-                    "blocked_by": []
+                    "blocked_by": [],
+                    "maintenance": null
                 },
                 {
                     "name": "s1", "group": "g1", "labels": {}, "url": "http://127.0.0.1:9/1", "source": null,
@@ -662,7 +710,8 @@ mod tests {
                         "degraded": false, "http_version": null, "redirects": 0, "tls": null
                     },
                     "uptime": {"24h": null, "7d": null, "30d": null},
-                    "blocked_by": []
+                    "blocked_by": [],
+                    "maintenance": null
                 }
             ]
         });

@@ -38,6 +38,8 @@ pub struct Config {
     pub sources: Sources,
     /// `[[discover]]` blocks: where more services come from while the daemon runs.
     pub discover: Vec<Arc<Discover>>,
+    /// `[[maintenance]]`: scheduled maintenance windows.
+    pub maintenance: Vec<Arc<super::Maintenance>>,
 }
 
 /// What the command line overrides in the file; applied at start-up and at every reload.

@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub services: Vec<Spanned<RawService>>,
     #[serde(default, rename = "discover")]
     pub discover: Vec<Spanned<RawDiscover>>,
+    #[serde(default)]
+    pub maintenance: Vec<Spanned<super::maintenance::RawMaintenance>>,
 }
 
 /// A `[[discover]]` block: where targets come from, and the template that makes services of

@@ -170,7 +170,9 @@ impl Validator<'_> {
         self.current = 0;
         let discover = self.discovers(raw.discover, &defaults);
         self.dependencies(&services, &discover);
+        let maintenance = self.maintenance(raw.maintenance);
         Config {
+            maintenance,
             daemon,
             fleet_size: services.len(),
             services,

@@ -338,6 +338,7 @@ fn compose(
         fleet_size,
         sources: config.sources.clone(),
         discover: config.discover.clone(),
+        maintenance: config.maintenance.clone(),
     };
     (composed, counts, made, skipped)
 }

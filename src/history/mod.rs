@@ -220,12 +220,23 @@ impl ServiceHistory {
     /// The share of known time (up, degraded or down; not unknown) in `[from, to)` the service
     /// was up or degraded, or `None` when no state was known in it. Exact: from the events.
     pub fn uptime(&self, from: Millis, to: Millis) -> Option<f64> {
-        let (up, known) = self.time_in(from, to);
+        self.uptime_excluding(from, to, &[])
+    }
+
+    /// [`ServiceHistory::uptime`] with the time in `excluded` (sorted, not overlapping:
+    /// maintenance windows) left out of both the time up and the time known.
+    pub fn uptime_excluding(
+        &self,
+        from: Millis,
+        to: Millis,
+        excluded: &[(Millis, Millis)],
+    ) -> Option<f64> {
+        let (up, known) = self.time_in(from, to, excluded);
         (known > 0).then(|| up as f64 / known as f64)
     }
 
-    /// Milliseconds up and milliseconds known in `[from, to)`.
-    fn time_in(&self, from: Millis, to: Millis) -> (i64, i64) {
+    /// Milliseconds up and milliseconds known in `[from, to)`, less `excluded`.
+    fn time_in(&self, from: Millis, to: Millis, excluded: &[(Millis, Millis)]) -> (i64, i64) {
         let (mut up, mut known) = (0i64, 0i64);
         for (i, e) in self.events.iter().enumerate() {
             let end = self.events.get(i + 1).map_or(to, |n| n.at).min(to);
@@ -233,7 +244,11 @@ impl ServiceHistory {
             if end <= start {
                 continue;
             }
-            let span = end - start;
+            let overlap: i64 = excluded
+                .iter()
+                .map(|&(s, x)| (x.min(end) - s.max(start)).max(0))
+                .sum();
+            let span = end - start - overlap;
             match e.to {
                 State::Up | State::Degraded => {
                     up += span;
@@ -246,15 +261,24 @@ impl ServiceHistory {
         (up, known)
     }
 
-    /// Uptime per UTC day for the `days` days ending with today's (oldest first).
-    pub fn daily(&self, now: Millis, days: u32) -> Vec<(Millis, Option<f64>)> {
+    /// Uptime per UTC day for the `days` days ending with today's (oldest first), less
+    /// `excluded`.
+    pub fn daily(
+        &self,
+        now: Millis,
+        days: u32,
+        excluded: &[(Millis, Millis)],
+    ) -> Vec<(Millis, Option<f64>)> {
         const DAY: i64 = 86_400_000;
         let today = now.div_euclid(DAY) * DAY;
         (0..i64::from(days))
             .rev()
             .map(|back| {
                 let start = today - back * DAY;
-                (start, self.uptime(start, (start + DAY).min(now)))
+                (
+                    start,
+                    self.uptime_excluding(start, (start + DAY).min(now), excluded),
+                )
             })
             .collect()
     }
@@ -483,6 +507,24 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_time_is_left_out_of_uptime() {
+        let mut h = ServiceHistory::new("http://a");
+        h.record(event(0, State::Up));
+        h.record(event(1000, State::Down));
+        // Down [1000, 2000), of which [1000, 1800) in maintenance.
+        assert_eq!(h.uptime(0, 2000), Some(0.5));
+        assert_eq!(
+            h.uptime_excluding(0, 2000, &[(1000, 1800)]),
+            Some(1000.0 / 1200.0)
+        );
+        assert_eq!(
+            h.uptime_excluding(1000, 2000, &[(900, 2100)]),
+            None,
+            "all of it"
+        );
+    }
+
+    #[test]
     fn forgetting_keeps_the_state_in_force() {
         let mut h = ServiceHistory::new("http://a");
         h.record(event(0, State::Up));
@@ -604,7 +646,7 @@ mod tests {
         let mut h = ServiceHistory::new("http://a");
         h.record(event(0, State::Up));
         h.record(event(DAY + DAY / 2, State::Down));
-        let days = h.daily(2 * DAY + DAY / 4, 3);
+        let days = h.daily(2 * DAY + DAY / 4, 3, &[]);
         assert_eq!(days.len(), 3);
         assert_eq!(days[0], (0, Some(1.0)));
         assert_eq!(days[1], (DAY, Some(0.5)));

@@ -208,6 +208,7 @@ fn api() -> Api {
         reload_requests,
         discovery: tokio::sync::watch::channel(Arc::new(Vec::new())).1,
         history: Default::default(),
+        windows: Default::default(),
     }
 }
 
@@ -250,6 +251,7 @@ fn path_and_query() -> impl Strategy<Value = String> {
             "overview",
             "assets",
             "page.js",
+            "maintenance",
         ])
         .prop_map(str::to_string),
         "[a-zA-Z0-9._~%!$&'()*+,;=:@-]{0,12}",
@@ -291,7 +293,11 @@ fn routing_answers_every_method_path_and_query_with_json_and_never_a_5xx() {
             let Ok(method) = Method::from_bytes(method.as_bytes()) else {
                 return Ok(());
             };
-            let Ok(req) = Request::builder().method(method.clone()).uri(&uri).body(()) else {
+            let Ok(req) = Request::builder()
+                .method(method.clone())
+                .uri(&uri)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+            else {
                 return Ok(());
             };
             let path = req.uri().path().to_string();
