@@ -31,12 +31,27 @@ pub async fn run(
     let mut windows_stored = windows.version();
     let first = snapshots.borrow_and_update().clone();
     let mut recorder = Recorder::new(shared.clone(), first.config.daemon.history_retention);
+    let mut turn = Turn::default();
     let mut last = first;
     let mut stopping = false;
     loop {
         let changes = recorder.record(&last, SystemTime::now());
         let all = stopping;
-        let mut batch = batch(&last, &shared, changes, all);
+        let Some(s) = store.take() else {
+            // No store: the history is all there is to keep.
+            if stopping {
+                return;
+            }
+            tokio::select! {
+                changed = snapshots.changed() => stopping = changed.is_err(),
+                () = shutdown.cancelled() => stopping = true,
+            }
+            last = snapshots.borrow_and_update().clone();
+            recorder.set_retention(last.config.daemon.history_retention);
+            continue;
+        };
+        store = Some(s);
+        let mut batch = batch_turn(&last, &shared, changes, all, &mut turn);
         let version = windows.version();
         if version != windows_stored {
             batch.ad_hoc = Some(windows.ad_hoc());
@@ -73,6 +88,15 @@ pub async fn run(
     }
 }
 
+/// Where the recorder is in its rounds: which share of the fleet's rows is next, and when it
+/// last pruned. Counted per batch, not per sweep number: snapshots that coalesce (a slow disk)
+/// skip sweep numbers, and every share must still get its turn.
+#[derive(Debug, Default)]
+pub struct Turn {
+    batches: u64,
+    pruned_at: Option<u64>,
+}
+
 /// What `snapshot` gives the store: the events, and the rows of the services whose state or
 /// threshold counts moved plus this sweep's share of the rest (every row when `all`).
 pub fn batch(
@@ -81,13 +105,32 @@ pub fn batch(
     changes: history::Changes,
     all: bool,
 ) -> Batch {
+    let mut turn = Turn {
+        batches: snapshot.sweeps_total,
+        pruned_at: None,
+    };
+    batch_turn(snapshot, shared, changes, all, &mut turn)
+}
+
+fn batch_turn(
+    snapshot: &Snapshot,
+    shared: &history::Shared,
+    changes: history::Changes,
+    all: bool,
+    turn: &mut Turn,
+) -> Batch {
     let now = history::millis(SystemTime::now());
-    let sweep = snapshot.sweeps_total;
+    turn.batches += 1;
+    let sweep = turn.batches;
+    let prune = turn.pruned_at.is_none_or(|at| sweep >= at + PRUNE_EVERY);
+    if prune {
+        turn.pruned_at = Some(sweep);
+    }
     let mut batch = Batch {
         events: changes.events,
         removed: changes.removed.into_iter().map(|n| (n, now)).collect(),
         returned: changes.returned,
-        prune_before: (sweep % PRUNE_EVERY == 1).then(|| {
+        prune_before: prune.then(|| {
             now - i64::try_from(snapshot.config.daemon.history_retention.as_millis())
                 .unwrap_or(i64::MAX)
         }),

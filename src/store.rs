@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS event (
     error INTEGER REFERENCES error_text(id)
 );
 CREATE INDEX IF NOT EXISTS event_by_service ON event(service, at);
+-- At another URL a service starts over: the old target's events are not its history.
+CREATE TRIGGER IF NOT EXISTS service_moved AFTER UPDATE OF url ON service
+    WHEN old.url != new.url
+    BEGIN DELETE FROM event WHERE service = old.id; END;
 CREATE TABLE IF NOT EXISTS maintenance (
     id TEXT PRIMARY KEY,
     targets TEXT NOT NULL,
@@ -95,8 +99,11 @@ pub struct Row {
     pub recent: Vec<history::Result>,
 }
 
+/// Events (and rows) kept at most while the database cannot be written.
+pub const MAX_PENDING: usize = 200_000;
+
 /// One sweep's writes, committed in one transaction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub rows: Vec<Row>,
     pub events: Vec<(Box<str>, Event)>,
@@ -109,6 +116,16 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// This batch, then `later`: what both would have written, in order.
+    fn absorb(&mut self, later: Batch) {
+        self.rows.extend(later.rows);
+        self.events.extend(later.events);
+        self.removed.extend(later.removed);
+        self.returned.extend(later.returned);
+        self.prune_before = later.prune_before.or(self.prune_before);
+        self.ad_hoc = later.ad_hoc.or(self.ad_hoc.take());
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
             && self.events.is_empty()
@@ -148,6 +165,8 @@ pub struct Store {
     conn: Option<Connection>,
     failed_at: Option<tokio::time::Instant>,
     errors: Arc<AtomicU64>,
+    /// What could not be written yet.
+    pending: Option<Batch>,
 }
 
 impl Store {
@@ -158,6 +177,7 @@ impl Store {
             conn: None,
             failed_at: None,
             errors,
+            pending: None,
         };
         store.connect();
         store
@@ -222,23 +242,51 @@ impl Store {
     }
 
     /// Commits `batch` in one transaction; on failure logs, counts and drops it.
+    /// A batch that cannot be written now (the database is locked, full, read-only or not
+    /// open) is kept and written with the next one, so no event is lost to a passing failure;
+    /// within bounds ([`MAX_PENDING`]).
     pub fn write(&mut self, batch: &Batch) {
-        if batch.is_empty() {
+        if batch.is_empty() && self.pending.is_none() {
             return;
         }
         self.connect();
+        let merged;
+        let todo: &Batch = match self.pending.take() {
+            Some(mut p) => {
+                p.absorb(batch.clone());
+                merged = p;
+                &merged
+            }
+            None => batch,
+        };
         let Some(conn) = &mut self.conn else {
+            self.keep(todo.clone());
             return;
         };
-        if let Err(e) = write(conn, batch) {
+        if let Err(e) = write(conn, todo) {
             let corrupt = is_corrupt(&e);
             self.failed("writing failed", &e);
+            self.keep(todo.clone());
             if corrupt {
                 self.move_aside(&e.to_string());
                 self.failed_at = None;
                 self.connect();
             }
         }
+    }
+
+    fn keep(&mut self, mut batch: Batch) {
+        let over = batch.events.len().saturating_sub(MAX_PENDING);
+        if over > 0 {
+            batch.events.drain(..over);
+            warn!(
+                dropped = over,
+                "state store: too many events waiting to be written; the oldest are dropped"
+            );
+        }
+        let over = batch.rows.len().saturating_sub(MAX_PENDING);
+        batch.rows.drain(..over);
+        self.pending = Some(batch);
     }
 
     /// Renames the database (and its WAL files) out of the way, keeping every byte.
@@ -590,8 +638,10 @@ fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
                 error_id,
             ])?;
         }
-        let mut removed =
-            tx.prepare_cached("UPDATE service SET removed_at = ?2 WHERE name = ?1")?;
+        // Gone is unknown from then on: a restart must not bring it back as what it was.
+        let mut removed = tx.prepare_cached(
+            "UPDATE service SET removed_at = ?2, state = 0, since = ?2, consecutive_failures = 0, consecutive_successes = 0 WHERE name = ?1",
+        )?;
         for (name, at) in &batch.removed {
             removed.execute(params![&**name, at])?;
         }
@@ -615,10 +665,24 @@ fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
             "DELETE FROM service WHERE removed_at IS NOT NULL AND removed_at < ?1",
             [cutoff],
         )?;
-        // Events before the cutoff go, but the one in force at it: uptime needs it.
+        // Events before the cutoff go, but the one in force at it (the latest before it):
+        // uptime needs it.
         tx.execute(
-            "DELETE FROM event WHERE at < ?1 AND rowid NOT IN (SELECT max(rowid) FROM event WHERE at < ?1 GROUP BY service)",
+            "DELETE FROM event WHERE rowid IN (
+               SELECT rowid FROM (
+                 SELECT rowid, ROW_NUMBER() OVER (PARTITION BY service ORDER BY at DESC, rowid DESC) AS n
+                 FROM event WHERE at < ?1)
+               WHERE n > 1)",
             [cutoff],
+        )?;
+        // And no service keeps more than the history does (a service flapping every sweep).
+        tx.execute(
+            "DELETE FROM event WHERE rowid IN (
+               SELECT rowid FROM (
+                 SELECT rowid, ROW_NUMBER() OVER (PARTITION BY service ORDER BY at DESC, rowid DESC) AS n
+                 FROM event)
+               WHERE n > ?1)",
+            [history::MAX_EVENTS as i64],
         )?;
         tx.execute(
             "DELETE FROM error_text WHERE id NOT IN (SELECT error FROM event WHERE error IS NOT NULL)",
@@ -798,6 +862,91 @@ mod tests {
             "30 was in force at 35"
         );
         assert!(!r.history.services.contains_key("gone"));
+    }
+
+    fn event(at: Millis, to: State) -> Event {
+        Event {
+            at,
+            from: State::Unknown,
+            to,
+            reason: None,
+            error: None,
+        }
+    }
+
+    fn row(name: &str, url: &str, state: State) -> Row {
+        Row {
+            service: service(name, url),
+            state,
+            since: history::system_time(5),
+            consecutive_failures: 0,
+            consecutive_successes: 1,
+            counts: Counts::default(),
+            recent: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn events_wait_out_a_locked_database_and_none_is_lost() {
+        let d = dir();
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut store = Store::open(&d, errors.clone());
+        store.write(&Batch {
+            rows: vec![row("a", "http://127.0.0.1:1/", State::Up)],
+            ..Batch::default()
+        });
+        // Another process holds the write lock.
+        let other = Connection::open(d.join(FILE)).expect("open");
+        other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        store.write(&Batch {
+            events: vec![("a".into(), event(10, State::Down))],
+            ..Batch::default()
+        });
+        assert_eq!(errors.load(Ordering::Relaxed), 1, "counted");
+        other.execute_batch("COMMIT").expect("unlock");
+        drop(other);
+        store.failed_at = None; // (the retry delay, not what is tested)
+        store.write(&Batch {
+            events: vec![("a".into(), event(20, State::Up))],
+            ..Batch::default()
+        });
+        let r = store.load();
+        let at: Vec<_> = r.history.services["a"]
+            .events()
+            .iter()
+            .map(|e| e.at)
+            .collect();
+        assert_eq!(at, [10, 20], "the held-back event too, in order");
+    }
+
+    #[test]
+    fn another_url_starts_over_and_a_removed_service_comes_back_unknown() {
+        let d = dir();
+        let mut store = Store::open(&d, Arc::new(AtomicU64::new(0)));
+        store.write(&Batch {
+            rows: vec![
+                row("a", "http://127.0.0.1:1/", State::Up),
+                row("b", "http://127.0.0.1:2/", State::Down),
+            ],
+            events: vec![
+                ("a".into(), event(1, State::Up)),
+                ("b".into(), event(1, State::Down)),
+            ],
+            ..Batch::default()
+        });
+        store.write(&Batch {
+            rows: vec![row("a", "http://127.0.0.1:9/", State::Up)],
+            removed: vec![("b".into(), 50)],
+            ..Batch::default()
+        });
+        let r = store.load();
+        assert!(
+            r.history.services["a"].events().is_empty(),
+            "the old target's events are gone"
+        );
+        assert_eq!(r.services["b"].state, State::Unknown);
+        assert_eq!(history::millis(r.services["b"].since), 50);
+        assert_eq!(r.history.services["b"].removed_at, Some(50));
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn escape(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
             // Not allowed in XML 1.0 at all.
-            c if (c as u32) < 0x20 => out.push('\u{fffd}'),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -196,6 +196,7 @@ mod tests {
         assert!(!s.contains("<script"));
         assert!(s.contains("&lt;script&gt;"));
         assert!(!s.contains('\u{1}'));
+        assert!(!render("a\u{fffe}\u{ffff}", "up", GREEN).contains('\u{fffe}'));
         assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
     }
 

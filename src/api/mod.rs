@@ -164,7 +164,9 @@ where
     if let Some(what) = route.protected_as() {
         let config = api.snapshot().config.clone();
         if let Some(refused) = auth::refusal(config.daemon.auth.as_ref(), what, req.headers()) {
-            // A browser opening a page is asked for the token as a password (Basic).
+            // A browser opening a page is asked for the token as a password (Basic) first;
+            // every protected route offers both schemes, so a page's own requests (which a
+            // browser may not send credentials to unasked) get the browser's sign-in too.
             let basic = matches!(route, Route::Page | Route::ServicePage);
             return unauthorized(refused, basic);
         }
@@ -301,9 +303,11 @@ fn one_service(api: &Api, raw_name: &str, query: &str) -> HttpResponse {
         .position(|s| s.service.name == name.as_ref());
     match found.map(|i| (i, &snapshot.services[i])) {
         Some((i, s)) => {
-            let h = crate::history::read(&api.history);
             let view =
                 crate::maintenance::View::at(&snapshot, &api.windows, crate::maintenance::now_ms());
+            // The history's read lock only while the document copies from it, not while it is
+            // written out: the recorder waits on it.
+            let h = crate::history::read(&api.history);
             let detail = service::ServiceDetail::new(
                 s,
                 status::blocked_by(&snapshot, i),
@@ -317,6 +321,7 @@ fn one_service(api: &Api, raw_name: &str, query: &str) -> HttpResponse {
                 h.services.get(name.as_ref()),
                 std::time::SystemTime::now(),
             );
+            drop(h);
             json_bytes(StatusCode::OK, to_json(&detail, pretty))
         }
         None => error(StatusCode::NOT_FOUND, format!("no service named {name:?}")),
@@ -430,15 +435,17 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse 
 /// The 401 for a request [`auth`] refused, with its `WWW-Authenticate` challenge.
 fn unauthorized(refused: Refusal, basic: bool) -> HttpResponse {
     let mut r = error(StatusCode::UNAUTHORIZED, refused.message());
-    let challenge = if basic {
-        refused.basic_challenge()
+    let (first, second) = if basic {
+        (refused.basic_challenge(), refused.challenge())
     } else {
-        refused.challenge()
+        (refused.challenge(), refused.basic_challenge())
     };
-    r.headers_mut().insert(
-        http::header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(challenge),
-    );
+    for challenge in [first, second] {
+        r.headers_mut().append(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
     r
 }
 

@@ -180,6 +180,9 @@ fn rank(s: State) -> u8 {
 
 #[derive(Serialize)]
 struct OverviewDoc<'a> {
+    /// The daemon's clock when it answered: the page compares the sweep's time with this, not
+    /// with the browser's clock.
+    now: crate::timestamp::Rfc3339,
     generation: u64,
     interval_seconds: f64,
     deadline_seconds: f64,
@@ -306,6 +309,7 @@ pub(super) fn overview_body(
     drop(h);
     let count = |st| snapshot.services.iter().filter(|s| s.state == st).count();
     let doc = OverviewDoc {
+        now: crate::timestamp::UnixTime::from_system(history::system_time(now)).rfc3339(),
         generation: snapshot.generation,
         interval_seconds: snapshot.config.daemon.interval.as_secs_f64(),
         deadline_seconds: snapshot.config.daemon.deadline.as_secs_f64(),

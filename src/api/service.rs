@@ -21,7 +21,7 @@ pub(super) struct ServiceDetail<'a> {
     service: ServiceDoc<'a>,
     /// The latest results, oldest first (at most [`history::RECENT`]).
     history: Vec<ResultDoc>,
-    /// State changes, newest first.
+    /// State changes, newest first (the latest 500).
     events: Vec<EventDoc>,
     /// Uptime per UTC day, oldest first, `null` for days nothing was known.
     daily_uptime: Vec<DayDoc>,
@@ -166,11 +166,15 @@ impl<'a> ServiceDetail<'a> {
     }
 }
 
+/// Events shown at most (the latest).
+const EVENTS_SHOWN: usize = 500;
+
 fn events(events: &[history::Event], now: Millis) -> Vec<EventDoc> {
     events
         .iter()
         .enumerate()
         .rev()
+        .take(EVENTS_SHOWN)
         .map(|(i, e)| {
             let end = events.get(i + 1).map_or(now, |n| n.at);
             EventDoc {
@@ -179,7 +183,7 @@ fn events(events: &[history::Event], now: Millis) -> Vec<EventDoc> {
                 to: e.to,
                 reason: e.reason,
                 error: e.error.clone(),
-                lasted_seconds: (end - e.at).max(0) as f64 / 1000.0,
+                lasted_seconds: end.saturating_sub(e.at).max(0) as f64 / 1000.0,
                 current: i + 1 == events.len(),
             }
         })

@@ -21,6 +21,11 @@ pub const RECENT: usize = 60;
 /// State changes kept per service with their error text; older events keep time and state.
 const ERRORS_KEPT: usize = 20;
 
+/// State changes kept per service at most (in memory and in the store): a service that
+/// changes state more often than that within the retention has uptime over the time the
+/// latest of them cover.
+pub const MAX_EVENTS: usize = 2000;
+
 /// Uptime windows shown everywhere, with their names.
 pub const WINDOWS: [(&str, Duration); 3] = [
     ("24h", Duration::from_secs(86_400)),
@@ -46,7 +51,7 @@ pub fn system_time(ms: Millis) -> SystemTime {
     }
 }
 
-/// What one check said, in eight bytes: a fleet of 100,000 keeps 60 of them each.
+/// What one check said, packed in a `u64` (the ring keeps four bytes of it, see `recent`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Result(u64);
 
@@ -198,10 +203,22 @@ impl ServiceHistory {
         &self.events
     }
 
-    pub fn record(&mut self, event: Event) {
+    pub fn record(&mut self, mut event: Event) {
         self.state = Some(event.to);
-        // Most services change state rarely: room for one more, not four.
-        self.events.reserve_exact(1);
+        // Oldest first, always: an event is never before the one it follows (a clock set
+        // back, a state restored from the store).
+        if let Some(last) = self.events.last() {
+            event.at = event.at.max(last.at);
+        }
+        // Most services change state rarely: room for one more, not four, while few.
+        if self.events.len() < 8 {
+            self.events.reserve_exact(1);
+        }
+        // A service flapping every sweep for a month would keep millions: the latest
+        // MAX_EVENTS are kept, and uptime is over the time they cover.
+        if self.events.len() >= MAX_EVENTS {
+            self.events.drain(..self.events.len() + 1 - MAX_EVENTS);
+        }
         self.events.push(event);
         let n = self.events.len();
         if n > ERRORS_KEPT {
@@ -238,7 +255,15 @@ impl ServiceHistory {
     /// Milliseconds up and milliseconds known in `[from, to)`, less `excluded`.
     fn time_in(&self, from: Millis, to: Millis, excluded: &[(Millis, Millis)]) -> (i64, i64) {
         let (mut up, mut known) = (0i64, 0i64);
-        for (i, e) in self.events.iter().enumerate() {
+        // From the event in force at `from` on.
+        let first = self
+            .events
+            .partition_point(|e| e.at <= from)
+            .saturating_sub(1);
+        for (i, e) in self.events.iter().enumerate().skip(first) {
+            if e.at >= to {
+                break;
+            }
             let end = self.events.get(i + 1).map_or(to, |n| n.at).min(to);
             let start = e.at.max(from);
             if end <= start {
@@ -325,6 +350,8 @@ pub struct Recorder {
     /// The config generation last seen, to notice removed services only when it changes.
     last_generation: Option<u64>,
     retention: Duration,
+    /// The sweep of the latest pruning.
+    pruned_at: u64,
 }
 
 impl Recorder {
@@ -334,6 +361,7 @@ impl Recorder {
             last_sweep: 0,
             last_generation: None,
             retention,
+            pruned_at: 0,
         }
     }
 
@@ -426,7 +454,8 @@ impl Recorder {
             }
         }
         let cutoff = now_ms - i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
-        if new_sweep && snapshot.sweeps_total % 64 == 1 {
+        if new_sweep && snapshot.sweeps_total >= self.pruned_at + 64 {
+            self.pruned_at = snapshot.sweeps_total;
             h.services
                 .retain(|_, e| e.removed_at.is_none_or(|at| at > cutoff));
             for e in h.services.values_mut() {
@@ -474,7 +503,10 @@ mod tests {
             (1 << 24) - 1,
             "capped, not wrapped"
         );
-        assert!(Reason::ALL.len() + 2 <= 256, "a verdict fits a byte");
+        assert!(
+            Reason::ALL.len() + 2 <= 32,
+            "a verdict fits the ring's five bits"
+        );
     }
 
     #[test]
@@ -521,6 +553,31 @@ mod tests {
             h.uptime_excluding(1000, 2000, &[(900, 2100)]),
             None,
             "all of it"
+        );
+    }
+
+    #[test]
+    fn a_flapping_service_keeps_the_latest_events_only_and_in_order() {
+        let mut h = ServiceHistory::new("http://a");
+        for i in 0..(MAX_EVENTS as i64 + 500) {
+            h.record(event(
+                i * 10,
+                if i % 2 == 0 {
+                    State::Up
+                } else {
+                    State::Degraded
+                },
+            ));
+        }
+        assert_eq!(h.events().len(), MAX_EVENTS);
+        assert_eq!(h.events()[0].at, 5000);
+        // An event stamped before the latest (a restored state, a clock set back) is not.
+        h.record(event(0, State::Down));
+        assert!(h.events().windows(2).all(|w| w[0].at <= w[1].at));
+        assert_eq!(
+            h.uptime(0, 10 * MAX_EVENTS as i64),
+            Some(1.0),
+            "over the time kept"
         );
     }
 

@@ -139,6 +139,17 @@ async fn a_token_guards_what_protect_names_and_a_reload_rotates_it() {
             "{path}: {:?}",
             r.headers
         );
+        // Both schemes offered, the preferred one first: a page's own requests (which a
+        // browser does not always send credentials to unasked) can sign in too.
+        let challenges: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("www-authenticate"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(challenges.len(), 2, "{path}: {challenges:?}");
+        assert!(challenges.iter().any(|c| c.starts_with("Basic")), "{path}");
+        assert!(challenges.iter().any(|c| c.starts_with("Bearer")), "{path}");
     }
     // The assets hold no data: open, so the browser can show the login's outcome.
     assert_eq!(

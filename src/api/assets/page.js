@@ -37,7 +37,9 @@
     if (h > 0) return h + "h " + (m % 60) + "m";
     return m + "m " + (secs % 60) + "s";
   }
-  function ago(iso) { return duration((Date.now() - Date.parse(iso)) / 1000); }
+  // The daemon's clock minus the browser's: relative times are on the daemon's clock.
+  let skew = 0;
+  function ago(iso) { return duration((Date.now() + skew - Date.parse(iso)) / 1000); }
   function exact(iso) { return new Date(iso).toLocaleString() + " (" + iso + ")"; }
   function when(iso, suffix) {
     return el("span", { title: exact(iso), text: ago(iso) + (suffix || "") });
@@ -68,10 +70,12 @@
   }
   function fresh(data) {
     failingSince = null;
+    if (data.now && data.received) skew = Date.parse(data.now) - data.received;
     const s = data.sweep;
     if (!s) { banner(""); return; }
     const limit = (2 * data.interval_seconds + data.deadline_seconds + 5) * 1000;
-    const age = Date.now() - Date.parse(s.finished_at);
+    // On the daemon's clock (the browser's may be off), plus the time since it answered.
+    const age = Date.parse(data.now) - Date.parse(s.finished_at) + (Date.now() - data.received);
     banner(age > limit ? "Sweeps have stopped: the latest finished " + duration(age / 1000) +
       " ago (" + s.finished_at + "). What is shown may no longer be true." : "");
     const every = data.interval_seconds < 1 ? Math.round(data.interval_seconds * 1000) + " ms"
@@ -183,6 +187,7 @@
       const mine = ++seq;
       try {
         const d = await getJSON("/ui/overview?" + url().toString());
+        d.received = Date.now();
         if (mine !== seq) return;
         data = d; render();
       } catch (e) {
@@ -196,7 +201,8 @@
 
   // ---- one service -------------------------------------------------------------------------
   function servicePage() {
-    const name = decodeURIComponent(location.pathname.slice("/service/".length));
+    let name = location.pathname.slice("/service/".length);
+    try { name = decodeURIComponent(name); } catch (e) { /* shown as it is */ }
     document.title = name + " · healthsweep";
     let data = null;
     function chart(history) {
@@ -270,6 +276,7 @@
           getJSON("/status/" + encodeURIComponent(name)),
           getJSON("/ui/overview?per_page=1"),
         ]);
+        daemon.received = Date.now();
         data = { service, daemon }; render();
       } catch (e) {
         if (e.message === "HTTP 404") {
