@@ -228,6 +228,8 @@ struct Row<'a> {
     uptime: [Option<f64>; history::WINDOWS.len()],
     /// When the maintenance window it is in ends, if it is in one.
     maintenance_until: Option<crate::timestamp::Rfc3339>,
+    /// Its down dependencies.
+    blocked_by: Vec<&'a str>,
 }
 
 /// `/ui/overview`.
@@ -300,6 +302,7 @@ pub(super) fn overview_body(
                     .map(|k| k.recent().map(|r| r.verdict().state()).collect())
                     .unwrap_or_default(),
                 uptime: UptimeDoc::of(kept, now, &exclusions.of(&s.service)).0,
+                blocked_by: super::status::blocked_by(snapshot, index_of(s)),
                 maintenance_until: view.of(index_of(s)).flatten().map(|w| {
                     crate::timestamp::UnixTime::from_system(history::system_time(w.end)).rfc3339()
                 }),

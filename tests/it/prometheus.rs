@@ -34,7 +34,7 @@ const CONDITIONAL_METRICS: &[(&str, &str)] = &[
 /// Series Prometheus makes itself for every target.
 const PROMETHEUS_METRICS: &[&str] = &["up"];
 
-fn deploy(path: &str) -> PathBuf {
+pub(crate) fn deploy(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("deploy")
         .join(path)
@@ -282,7 +282,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_one_the_daemon_exposes() {
 /// A real Prometheus on loopback, killed on drop.
 pub(crate) struct Prometheus {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     _dir: TempDir,
 }
 
@@ -394,7 +394,7 @@ impl Drop for Prometheus {
     }
 }
 
-fn replace_once(text: &str, from: &str, to: &str) -> String {
+pub(crate) fn replace_once(text: &str, from: &str, to: &str) -> String {
     assert_eq!(
         text.matches(from).count(),
         1,

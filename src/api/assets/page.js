@@ -123,7 +123,8 @@
         el("th", { class: "hide-narrow", text: "24 h" }), el("th", { class: "hide-narrow", text: "7 d" }),
         el("th", { class: "hide-narrow", text: "30 d" }))),
       tbody);
-    app.replaceChildren(summary, el("div", { class: "filters" }, search, group, stateSel), table, pager);
+    app.replaceChildren(summary, el("div", { class: "filters" }, search, group, stateSel), table, pager,
+      el("p", { class: "why", text: "Uptime is the share of the time known (checked, not in a maintenance window) the service was up." }));
 
     let data = null, timer = null, seq = 0;
     function url() {
@@ -164,7 +165,10 @@
       const rows = data.services.map((v) => el("tr", { "data-name": v.name, "data-state": v.state },
         el("td", {}, el("a", { href: "/service/" + encodeURIComponent(v.name), text: v.name }),
           v.group ? el("div", { class: "group", text: v.group }) : null),
-        el("td", {}, stateBadge(v.state)),
+        el("td", {}, stateBadge(v.state),
+          v.blocked_by.length ? el("div", { class: "why", text: "blocked by " + v.blocked_by.join(", ") }) : null,
+          v.maintenance_until ? el("div", { class: "why", title: exact(v.maintenance_until),
+            text: "in maintenance, " + duration((Date.parse(v.maintenance_until) - Date.now() - skew) / 1000) + " left" }) : null),
         el("td", { class: "num" }, when(v.since)),
         el("td", { class: "why" }, v.reason ? el("strong", { text: v.reason }) : (v.checked ? "ok" : "–"),
           v.error ? el("div", { text: v.error }) : null),
@@ -254,12 +258,15 @@
         el("section", {}, el("h2", { text: v.name + (v.group ? " · " + v.group : "") }),
           el("div", { class: "cards" },
             el("div", { class: "card", id: "current" }, el("h2", { text: "State" }), stateBadge(v.state),
-              el("div", {}, "since ", when(v.since, " ago"))),
+              el("div", {}, "since ", when(v.since, " ago")),
+              v.blocked_by.length ? el("div", { class: "why", text: "blocked by " + v.blocked_by.join(", ") }) : null,
+              v.maintenance ? el("div", { class: "why", text: "in maintenance (" + v.maintenance.name + ") until " +
+                new Date(v.maintenance.ends_at).toLocaleString() }) : null),
             el("div", { class: "card" }, el("h2", { text: "Latest check" }),
               last ? el("div", { class: "big", text: last.ok ? "passed" : (last.reason || "failed") }) : el("div", { text: "not checked yet" }),
               last ? el("div", { class: "why" }, latency(last.duration_seconds) + " · ", when(last.at, " ago"),
                 last.error ? el("div", { text: last.error }) : null) : null),
-            el("div", { class: "card" }, el("h2", { text: "Uptime 24 h · 7 d · 30 d" }),
+            el("div", { class: "card", title: "Maintenance time is left out of uptime." }, el("h2", { text: "Uptime 24 h · 7 d · 30 d (maintenance left out)" }),
               el("div", { class: "big", text: [v.uptime["24h"], v.uptime["7d"], v.uptime["30d"]].map(pct).join(" · ") })))),
         el("section", {}, el("h2", { text: "Last " + v.history.length + " results" }),
           strip(v.history.map((r) => r.state))),

@@ -754,6 +754,8 @@ pub enum Tool {
     GrpcPython,
     /// Headless Chromium, for the status page.
     Chromium,
+    /// Debian's `prometheus-alertmanager` (with `amtool`).
+    Alertmanager,
     /// Root, with `unshare(1)`: a private mount namespace (its own /etc/hosts or
     /// /etc/resolv.conf) and low ports.
     Root,
@@ -770,6 +772,7 @@ impl Tool {
             Tool::Unbound => "unbound",
             Tool::GrpcPython => "python3",
             Tool::Chromium => "chromium",
+            Tool::Alertmanager => "prometheus-alertmanager",
             Tool::Root => "unshare",
         }
     }
@@ -785,6 +788,7 @@ impl Tool {
                 "pip install grpcio grpcio-health-checking (scripts/test does, into target/test-venv)"
             }
             Tool::Chromium => "apt-get install chromium",
+            Tool::Alertmanager => "apt-get install prometheus-alertmanager",
             Tool::Root => "run the tests as root (util-linux provides unshare)",
         }
     }
