@@ -74,6 +74,10 @@ CREATE INDEX IF NOT EXISTS event_by_service ON event(service, at);
 CREATE TRIGGER IF NOT EXISTS service_moved AFTER UPDATE OF url ON service
     WHEN old.url != new.url
     BEGIN DELETE FROM event WHERE service = old.id; END;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS maintenance (
     id TEXT PRIMARY KEY,
     targets TEXT NOT NULL,
@@ -229,7 +233,7 @@ impl Store {
         let Some(conn) = &self.conn else {
             return Restored::default();
         };
-        match load(conn) {
+        match load(conn).and_then(|r| mark_downtime(conn, r)) {
             Ok(r) => {
                 info!(path = %self.path.display(), services = r.services.len(), "state store: restored");
                 r
@@ -508,6 +512,41 @@ fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
     None
 }
 
+/// The daemon was not running from its last write until now: every service it knew (and not
+/// removed) was unknown from then, recorded as an event in the store and the history. The
+/// restored state resumes when the first sweep sees it again.
+fn mark_downtime(conn: &Connection, mut restored: Restored) -> rusqlite::Result<Restored> {
+    let last: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'last_write'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(last) = last else {
+        return Ok(restored);
+    };
+    let mut insert = conn.prepare(
+        "INSERT INTO event (service, at, from_state, to_state) SELECT id, ?2, ?3, 0 FROM service WHERE name = ?1",
+    )?;
+    for (name, h) in restored.history.services.iter_mut() {
+        let Some(from) = h.state.filter(|s| *s != State::Unknown) else {
+            continue;
+        };
+        if h.removed_at.is_some() {
+            continue;
+        }
+        let at = last.max(h.events().last().map_or(last, |e| e.at));
+        insert.execute(params![&**name, at, state_code(from)])?;
+        h.record(Event {
+            at,
+            from,
+            to: State::Unknown,
+            reason: None,
+            error: None,
+        });
+    }
+    Ok(restored)
+}
+
 fn load(conn: &Connection) -> rusqlite::Result<Restored> {
     let mut restored = Restored::default();
     let mut ids = foldhash::HashMap::default();
@@ -689,6 +728,12 @@ fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
             [],
         )?;
     }
+    // When the daemon last wrote: after a stop, the time from then to the next start is
+    // unknown, not the state it was in.
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('last_write', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [history::millis(SystemTime::now())],
+    )?;
     tx.commit()
 }
 
@@ -786,8 +831,13 @@ mod tests {
         assert_eq!(r.services.get("a"), Some(&saved(State::Down)));
         let h = r.history.services.get("a").expect("history");
         assert_eq!(h.recent().collect::<Vec<_>>(), recent);
-        assert_eq!(h.events().len(), 1);
+        assert_eq!(h.events().len(), 2);
         assert_eq!(h.events()[0].error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            (h.events()[1].from, h.events()[1].to),
+            (State::Down, State::Unknown),
+            "the time the daemon was stopped is unknown"
+        );
         assert_eq!(errors.load(Ordering::Relaxed), 0);
     }
 
@@ -857,7 +907,11 @@ mod tests {
         let r = store.load();
         let h = r.history.services.get("a").expect("kept");
         assert_eq!(
-            h.events().iter().map(|e| e.at).collect::<Vec<_>>(),
+            h.events()
+                .iter()
+                .filter(|e| e.to != State::Unknown)
+                .map(|e| e.at)
+                .collect::<Vec<_>>(),
             [30, 40],
             "30 was in force at 35"
         );
@@ -914,6 +968,7 @@ mod tests {
         let at: Vec<_> = r.history.services["a"]
             .events()
             .iter()
+            .filter(|e| e.to != State::Unknown)
             .map(|e| e.at)
             .collect();
         assert_eq!(at, [10, 20], "the held-back event too, in order");

@@ -403,8 +403,15 @@ impl Recorder {
                 entry.push(Result::new(last.at, last.duration, verdict));
             }
             if entry.state != Some(st.state) {
+                // A state restored from before a time the history knows nothing of (the
+                // daemon was stopped): it holds again from now, not from its old `since`.
+                let since = millis(st.since);
+                let at = match entry.events.last() {
+                    Some(last) if since < last.at => millis(now),
+                    _ => since,
+                };
                 let event = Event {
-                    at: millis(st.since),
+                    at,
                     from: entry.state.unwrap_or(State::Unknown),
                     to: st.state,
                     reason: st
