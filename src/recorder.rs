@@ -98,21 +98,9 @@ pub struct Turn {
 }
 
 /// What `snapshot` gives the store: the events, and the rows of the services whose state or
-/// threshold counts moved plus this sweep's share of the rest (every row when `all`).
-pub fn batch(
-    snapshot: &Snapshot,
-    shared: &history::Shared,
-    changes: history::Changes,
-    all: bool,
-) -> Batch {
-    let mut turn = Turn {
-        batches: snapshot.sweeps_total,
-        pruned_at: None,
-    };
-    batch_turn(snapshot, shared, changes, all, &mut turn)
-}
-
-fn batch_turn(
+/// threshold counts moved plus this sweep's share of the rest (every row when `all`), and
+/// now and then the pruning of old events.
+pub fn batch_turn(
     snapshot: &Snapshot,
     shared: &history::Shared,
     changes: history::Changes,

@@ -42,6 +42,8 @@ pub struct HistoryReport {
     /// The database after 30 days of 1 % of the services changing state each hour.
     pub db_bytes_30_days: u64,
     pub events_30_days: usize,
+    /// CPU of one pruning of that database (the recorder prunes once per 240 sweeps).
+    pub prune_cpu_seconds: f64,
     /// `/ui/overview`, first page of 100, failing first: median of 5 renders.
     pub overview_seconds: f64,
     pub overview_bytes: usize,
@@ -99,6 +101,7 @@ fn measure(n: usize) -> anyhow::Result<HistoryReport> {
     let mut cpu = Vec::with_capacity(SWEEPS);
     let mut rows = Vec::with_capacity(SWEEPS);
     let mut down: Vec<usize> = Vec::new();
+    let mut turn = crate::recorder::Turn::default();
     for s in 0..SWEEPS {
         let at = start + INTERVAL * s as u32;
         // A few services change state each sweep: 1 % an hour.
@@ -109,7 +112,7 @@ fn measure(n: usize) -> anyhow::Result<HistoryReport> {
         snapshot = next;
         let t = cpu_seconds();
         let changes = recorder.record(&snapshot, at);
-        let batch = crate::recorder::batch(&snapshot, &shared, changes, false);
+        let batch = crate::recorder::batch_turn(&snapshot, &shared, changes, false, &mut turn);
         store.write(&batch);
         cpu.push(cpu_seconds() - t);
         rows.push(batch.rows.len() as f64);
@@ -134,7 +137,8 @@ fn measure(n: usize) -> anyhow::Result<HistoryReport> {
     drop(store);
 
     // 30 days of state changes, in a database of its own.
-    let (db_bytes_30_days, events_30_days) = thirty_days(&dir.join("30d"), &snap)?;
+    let (db_bytes_30_days, events_30_days, prune_cpu_seconds) =
+        thirty_days(&dir.join("30d"), &snap)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(HistoryReport {
         services: n,
@@ -144,6 +148,7 @@ fn measure(n: usize) -> anyhow::Result<HistoryReport> {
         rows_per_sweep,
         db_bytes_30_days,
         events_30_days,
+        prune_cpu_seconds,
         overview_seconds,
         overview_bytes,
     })
@@ -151,7 +156,7 @@ fn measure(n: usize) -> anyhow::Result<HistoryReport> {
 
 /// 720 hours, 1 % of the services changing state in each (down, and up again the next hour),
 /// written as the recorder writes them; then pruned as the daemon prunes. The file's size.
-fn thirty_days(dir: &std::path::Path, snapshot: &Snapshot) -> anyhow::Result<(u64, usize)> {
+fn thirty_days(dir: &std::path::Path, snapshot: &Snapshot) -> anyhow::Result<(u64, usize, f64)> {
     std::fs::create_dir_all(dir)?;
     let n = snapshot.services.len();
     let mut store = Store::open(dir, Arc::new(AtomicU64::new(0)));
@@ -164,7 +169,14 @@ fn thirty_days(dir: &std::path::Path, snapshot: &Snapshot) -> anyhow::Result<(u6
     let mut recorder = Recorder::new(shared.clone(), Duration::from_secs(30 * 86_400));
     let changes = recorder.record(snapshot, SystemTime::now());
     all.events = changes.events;
-    all.rows = crate::recorder::batch(snapshot, &shared, history::Changes::default(), true).rows;
+    all.rows = crate::recorder::batch_turn(
+        snapshot,
+        &shared,
+        history::Changes::default(),
+        true,
+        &mut crate::recorder::Turn::default(),
+    )
+    .rows;
     store.write(&all);
     let per_hour = (n / 100).max(1);
     let mut events = all.events.len();
@@ -205,17 +217,19 @@ fn thirty_days(dir: &std::path::Path, snapshot: &Snapshot) -> anyhow::Result<(u6
         events += batch.events.len();
         store.write(&batch);
     }
+    let t = cpu_seconds();
     store.write(&Batch {
         prune_before: Some(now - 30 * 24 * hour),
         ..Batch::default()
     });
+    let prune_cpu = cpu_seconds() - t;
     drop(store);
     let size = ["", "-wal", "-shm"]
         .iter()
         .filter_map(|s| std::fs::metadata(dir.join(format!("{}{s}", store::FILE))).ok())
         .map(|m| m.len())
         .sum();
-    Ok((size, events))
+    Ok((size, events, prune_cpu))
 }
 
 /// `snapshot` after a sweep at `at` in which the services at `down` failed and all others
@@ -256,7 +270,7 @@ pub fn table(r: &HistoryReport) -> String {
         "{} services, history and state store\n  \
          added memory       {:.1} MiB (60 results per service, 1 % changing state an hour)\n  \
          writer per sweep   p50 {:.1} ms CPU, max {:.1} ms ({} rows a sweep)\n  \
-         database, 30 days  {:.1} MiB ({} events written, pruned to 30 days)\n  \
+         database, 30 days  {:.1} MiB ({} events written, pruned to 30 days in {:.0} ms CPU)\n  \
          /ui/overview       {:.1} ms render, {} bytes (first page of 100, failing first)\n",
         r.services,
         mib(r.added_rss_bytes),
@@ -265,6 +279,7 @@ pub fn table(r: &HistoryReport) -> String {
         r.rows_per_sweep,
         mib(r.db_bytes_30_days),
         r.events_30_days,
+        r.prune_cpu_seconds * 1e3,
         r.overview_seconds * 1e3,
         r.overview_bytes,
     )
