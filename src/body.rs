@@ -134,9 +134,118 @@ impl hyper::body::Body for Body {
     }
 }
 
+/// Whether the client takes gzip (`Accept-Encoding: gzip`, not with `q=0`). Prometheus always
+/// asks.
+pub fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
+        })
+}
+
+/// `pieces`, gzip-compressed as they are rendered: still one piece at a time, never the whole
+/// body. The fastest level: the text of a large fleet is long and repetitive, and the CPU of a
+/// scrape matters more than its last bytes.
+pub fn gzip(pieces: Pieces) -> Pieces {
+    Box::new(Gzip {
+        inner: pieces,
+        encoder: Some(flate2::write::GzEncoder::new(
+            Vec::with_capacity(16 * 1024),
+            flate2::Compression::fast(),
+        )),
+    })
+}
+
+struct Gzip {
+    inner: Pieces,
+    encoder: Option<flate2::write::GzEncoder<Vec<u8>>>,
+}
+
+impl Iterator for Gzip {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        use std::io::Write as _;
+        loop {
+            let encoder = self.encoder.as_mut()?;
+            match self.inner.next() {
+                Some(piece) => {
+                    // Writing into a Vec cannot fail.
+                    let _ = encoder.write_all(&piece);
+                    let out = std::mem::take(encoder.get_mut());
+                    if !out.is_empty() {
+                        return Some(Bytes::from(out));
+                    }
+                }
+                None => {
+                    let encoder = self.encoder.take()?;
+                    return encoder.finish().ok().map(Bytes::from);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzipped_pieces_decode_to_the_same_text_and_stay_pieces() {
+        use std::io::Read as _;
+        let text: Vec<Bytes> = (0..200)
+            .map(|i| Bytes::from(format!("probe_success{{target=\"s{i}\"}} 1\n").repeat(50)))
+            .collect();
+        let whole: Vec<u8> = text.iter().flat_map(|b| b.to_vec()).collect();
+        let out: Vec<Bytes> = gzip(Box::new(text.into_iter())).collect();
+        assert!(out.len() > 1, "streamed, not one buffer");
+        assert!(out.iter().all(|b| !b.is_empty()));
+        let zipped: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+        assert!(
+            zipped.len() * 10 < whole.len(),
+            "compressed: {} of {}",
+            zipped.len(),
+            whole.len()
+        );
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&zipped[..])
+            .read_to_end(&mut back)
+            .expect("valid gzip");
+        assert_eq!(back, whole);
+        let empty: Vec<Bytes> = gzip(Box::new(std::iter::empty())).collect();
+        assert_eq!(empty.len(), 1, "a valid empty gzip stream");
+    }
+
+    #[test]
+    fn gzip_only_when_asked_and_not_refused() {
+        let ask = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_str(v).expect("valid"),
+            );
+            accepts_gzip(&h)
+        };
+        assert!(ask("gzip"));
+        assert!(ask("deflate, GZIP;q=0.5"));
+        assert!(ask("*"));
+        assert!(!ask("gzip;q=0"));
+        assert!(!ask("identity"));
+        assert!(!ask("br, zstd"));
+        assert!(!accepts_gzip(&http::HeaderMap::new()));
+    }
     use http_body_util::BodyExt;
 
     #[tokio::test]

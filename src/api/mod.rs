@@ -184,7 +184,7 @@ where
                 "badges are /badge/{name}.svg and /badge/{name}/uptime/{24h,7d,30d}.svg",
             ),
         },
-        Route::Metrics => metrics(api),
+        Route::Metrics => metrics(api, req.headers()),
         Route::Status => status(api, query),
         Route::Service => one_service(api, &path["/status/".len()..], query),
         Route::Healthz => {
@@ -251,11 +251,28 @@ fn index() -> HttpResponse {
     )
 }
 
-fn metrics(api: &Api) -> HttpResponse {
-    // Streamed: each piece is rendered when the client has taken the previous one.
-    let mut r = Response::new(Body::pieces(api.metrics.pieces()));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+fn metrics(api: &Api, headers: &http::HeaderMap) -> HttpResponse {
+    // Streamed: each piece is rendered (and compressed) when the client has taken the
+    // previous one.
+    let gzip = crate::body::accepts_gzip(headers);
+    let pieces = api.metrics.pieces();
+    let mut r = Response::new(Body::pieces(if gzip {
+        crate::body::gzip(pieces)
+    } else {
+        pieces
+    }));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+    h.insert(
+        http::header::VARY,
+        HeaderValue::from_static("Accept-Encoding"),
+    );
+    if gzip {
+        h.insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
     r
 }
 

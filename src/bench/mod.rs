@@ -82,6 +82,11 @@ pub struct SizeReport {
     pub sweep_under_scrape: Option<SweepMeasure>,
     pub metrics_render_seconds: f64,
     pub metrics_bytes: usize,
+    /// The same, gzipped as served to a scraper that asks (Prometheus does).
+    #[serde(default)]
+    pub metrics_gzip_seconds: f64,
+    #[serde(default)]
+    pub metrics_gzip_bytes: usize,
     pub status_render_seconds: f64,
     pub status_bytes: usize,
     pub peak_rss_bytes: u64,
@@ -337,6 +342,9 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     let (_reload_tx, reloads) = watch::channel(reload.clone());
     let metrics = Arc::new(Metrics::new(snapshots, reloads));
     let (metrics_render_seconds, metrics_bytes) = median_render(|| metrics.render().len());
+    // As served to Prometheus, which asks for gzip: streamed pieces, compressed one by one.
+    let (metrics_gzip_seconds, metrics_gzip_bytes) =
+        median_render(|| crate::body::gzip(metrics.pieces()).map(|b| b.len()).sum());
     let (status_render_seconds, status_bytes) =
         median_render(|| crate::api::status_document(&shared, &reload).len());
 
@@ -382,6 +390,8 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         sweeps,
         sweep_under_scrape: Some(under_scrape),
         metrics_render_seconds,
+        metrics_gzip_seconds,
+        metrics_gzip_bytes,
         metrics_bytes,
         status_render_seconds,
         status_bytes,
@@ -598,9 +608,11 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "  /metrics           {:.1} ms render, {:.2} MiB",
+        "  /metrics           {:.1} ms render, {:.2} MiB; gzipped {:.1} ms, {:.2} MiB",
         r.metrics_render_seconds * 1e3,
-        mib(r.metrics_bytes as u64)
+        mib(r.metrics_bytes as u64),
+        r.metrics_gzip_seconds * 1e3,
+        mib(r.metrics_gzip_bytes as u64)
     );
     let _ = writeln!(
         s,

@@ -535,3 +535,71 @@ async fn a_real_prometheus_scrapes_probe_success_and_evaluates_the_alerts_for_a_
     }
     stop.cancel();
 }
+
+/// `/metrics` gzipped when asked, as Prometheus asks: streamed (chunked), valid gzip, the same
+/// families as the plain text, and promtool accepts what it decodes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_gzipped_when_the_scraper_asks() {
+    use std::io::Read as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stop = CancellationToken::new();
+    let d = Daemon::start(&small_fleet(&stop).await);
+    d.status_after_sweeps(1).await;
+    let mut s = tokio::net::TcpStream::connect(d.addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("in time")
+        .expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    assert!(
+        head.contains("transfer-encoding: chunked"),
+        "streamed: {head}"
+    );
+    // De-chunk.
+    let mut body = &raw[split + 4..];
+    let mut zipped = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&body[..line_end]).expect("hex").trim(),
+            16,
+        )
+        .expect("a size");
+        body = &body[line_end + 2..];
+        if size == 0 {
+            break;
+        }
+        zipped.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_string(&mut text)
+        .expect("valid gzip");
+    assert!(text.contains("probe_success{"), "{text}");
+    assert!(zipped.len() * 3 < text.len(), "compressed");
+    let plain = d.get("/metrics").await;
+    assert!(
+        plain.header("content-encoding").is_none(),
+        "plain unless asked"
+    );
+    promtool_check_metrics(&text);
+    stop.cancel();
+}
