@@ -56,3 +56,4 @@ pub mod snapshot;
 pub mod store;
 pub mod sweep;
 pub mod timestamp;
+pub mod varint;

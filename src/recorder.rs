@@ -36,28 +36,14 @@ pub async fn run(
     let mut stopping = false;
     loop {
         let changes = recorder.record(&last, SystemTime::now());
-        let all = stopping;
-        let Some(s) = store.take() else {
-            // No store: the history is all there is to keep.
-            if stopping {
-                return;
-            }
-            tokio::select! {
-                changed = snapshots.changed() => stopping = changed.is_err(),
-                () = shutdown.cancelled() => stopping = true,
-            }
-            last = snapshots.borrow_and_update().clone();
-            recorder.set_retention(last.config.daemon.history_retention);
-            continue;
-        };
-        store = Some(s);
-        let mut batch = batch_turn(&last, &shared, changes, all, &mut turn);
-        let version = windows.version();
-        if version != windows_stored {
-            batch.ad_hoc = Some(windows.ad_hoc());
-            windows_stored = version;
-        }
+        // Without a store the history is all there is to keep.
         if let Some(s) = store.take() {
+            let mut batch = batch_turn(&last, &shared, changes, stopping, &mut turn);
+            let version = windows.version();
+            if version != windows_stored {
+                batch.ad_hoc = Some(windows.ad_hoc());
+                windows_stored = version;
+            }
             match tokio::task::spawn_blocking(move || {
                 let mut s = s;
                 s.write(&batch);
@@ -80,7 +66,8 @@ pub async fn run(
             }
             // A maintenance window opened between sweeps is stored within a second, not at
             // the next sweep (which may be minutes away).
-            () = tokio::time::sleep(WINDOWS_EVERY), if windows.version() != windows_stored => {}
+            () = tokio::time::sleep(WINDOWS_EVERY),
+                if store.is_some() && windows.version() != windows_stored => {}
             () = shutdown.cancelled() => stopping = true,
         }
         last = snapshots.borrow_and_update().clone();

@@ -433,9 +433,9 @@ fn encode_recent(recent: &[history::Result], out: &mut Vec<u8>) {
     let mut prev = 0u64;
     for r in recent {
         let secs = r.to_bits() >> 32;
-        put_varint(out, secs.wrapping_sub(prev));
+        crate::varint::put(out, secs.wrapping_sub(prev));
         prev = secs;
-        put_varint(out, r.latency().as_millis() as u64);
+        crate::varint::put(out, r.latency().as_millis() as u64);
         let (code, reason) = match r.verdict() {
             history::Verdict::Up => (0u8, None),
             history::Verdict::Degraded => (1, None),
@@ -454,10 +454,10 @@ fn decode_recent(mut bytes: &[u8]) -> Vec<history::Result> {
     let mut out = Vec::new();
     let mut prev = 0u64;
     while !bytes.is_empty() && out.len() < history::RECENT {
-        let Some((delta, rest)) = varint(bytes) else {
+        let Some((delta, rest)) = crate::varint::read(bytes) else {
             break;
         };
-        let Some((latency, rest)) = varint(rest) else {
+        let Some((latency, rest)) = crate::varint::read(rest) else {
             break;
         };
         let Some((&code, rest)) = rest.split_first() else {
@@ -491,25 +491,6 @@ fn decode_recent(mut bytes: &[u8]) -> Vec<history::Result> {
         ));
     }
     out
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, &bytes[i + 1..]));
-        }
-    }
-    None
 }
 
 /// The daemon was not running from its last write until now: every service it knew (and not
@@ -704,24 +685,18 @@ fn write(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
             "DELETE FROM service WHERE removed_at IS NOT NULL AND removed_at < ?1",
             [cutoff],
         )?;
-        // Events before the cutoff go, but the one in force at it (the latest before it):
-        // uptime needs it.
+        // In one pass over the events, per service: those before the cutoff go but the one in
+        // force at it (the latest before it: uptime needs it), and beyond the latest
+        // MAX_EVENTS go too (a service flapping every sweep keeps no more than the history).
         tx.execute(
             "DELETE FROM event WHERE rowid IN (
                SELECT rowid FROM (
-                 SELECT rowid, ROW_NUMBER() OVER (PARTITION BY service ORDER BY at DESC, rowid DESC) AS n
-                 FROM event WHERE at < ?1)
-               WHERE n > 1)",
-            [cutoff],
-        )?;
-        // And no service keeps more than the history does (a service flapping every sweep).
-        tx.execute(
-            "DELETE FROM event WHERE rowid IN (
-               SELECT rowid FROM (
-                 SELECT rowid, ROW_NUMBER() OVER (PARTITION BY service ORDER BY at DESC, rowid DESC) AS n
+                 SELECT rowid, at < ?1 AS old,
+                   ROW_NUMBER() OVER (PARTITION BY service ORDER BY at DESC, rowid DESC) AS newest,
+                   ROW_NUMBER() OVER (PARTITION BY service, at < ?1 ORDER BY at DESC, rowid DESC) AS latest_of_its_side
                  FROM event)
-               WHERE n > ?1)",
-            [history::MAX_EVENTS as i64],
+               WHERE newest > ?2 OR (old AND latest_of_its_side > 1))",
+            params![cutoff, history::MAX_EVENTS as i64],
         )?;
         tx.execute(
             "DELETE FROM error_text WHERE id NOT IN (SELECT error FROM event WHERE error IS NOT NULL)",

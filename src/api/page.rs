@@ -9,7 +9,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::status::UptimeDoc;
+use super::status::{SummaryDoc, UptimeDoc};
 use super::{Api, HttpResponse, error, json_bytes, to_json};
 use crate::body::Body;
 use crate::history;
@@ -187,7 +187,7 @@ struct OverviewDoc<'a> {
     interval_seconds: f64,
     deadline_seconds: f64,
     sweep: Option<SweepBrief>,
-    summary: Summary,
+    summary: SummaryDoc,
     groups: Vec<&'a str>,
     /// Services the filters keep (all pages).
     matching: usize,
@@ -200,15 +200,6 @@ struct OverviewDoc<'a> {
 struct SweepBrief {
     number: u64,
     finished_at: crate::timestamp::Rfc3339,
-}
-
-#[derive(Serialize)]
-struct Summary {
-    total: usize,
-    up: usize,
-    degraded: usize,
-    down: usize,
-    unknown: usize,
 }
 
 #[derive(Serialize)]
@@ -251,14 +242,14 @@ pub(super) fn overview_body(
     let now = history::millis(SystemTime::now());
     let view = crate::maintenance::View::at(snapshot, windows, now);
     let exclusions = crate::maintenance::Exclusions::last_30_days(snapshot, windows, now);
-    // Positions in the snapshot, for the maintenance view (by address: the slice is one).
-    let base = snapshot.services.as_ptr() as usize;
-    let index_of = |s: &ServiceStatus| {
-        (s as *const ServiceStatus as usize - base) / std::mem::size_of::<ServiceStatus>()
-    };
-    let mut matching: Vec<&ServiceStatus> =
-        snapshot.services.iter().filter(|s| q.matches(s)).collect();
-    matching.sort_unstable_by(|a, b| {
+    // With their positions in the snapshot, for the dependency and maintenance views.
+    let mut matching: Vec<(usize, &ServiceStatus)> = snapshot
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| q.matches(s))
+        .collect();
+    matching.sort_unstable_by(|(_, a), (_, b)| {
         (
             rank(a.state),
             a.service.group.is_none(),
@@ -284,7 +275,7 @@ pub(super) fn overview_body(
         .iter()
         .skip(q.page.saturating_mul(q.per_page))
         .take(q.per_page)
-        .map(|s| {
+        .map(|&(i, s)| {
             let kept = h.services.get(s.service.name.as_str());
             let last = s.last.as_ref();
             Row {
@@ -302,15 +293,14 @@ pub(super) fn overview_body(
                     .map(|k| k.recent().map(|r| r.verdict().state()).collect())
                     .unwrap_or_default(),
                 uptime: UptimeDoc::of(kept, now, &exclusions.of(&s.service)).0,
-                blocked_by: super::status::blocked_by(snapshot, index_of(s)),
-                maintenance_until: view.of(index_of(s)).flatten().map(|w| {
+                blocked_by: super::status::blocked_by(snapshot, i),
+                maintenance_until: view.of(i).flatten().map(|w| {
                     crate::timestamp::UnixTime::from_system(history::system_time(w.end)).rfc3339()
                 }),
             }
         })
         .collect();
     drop(h);
-    let count = |st| snapshot.services.iter().filter(|s| s.state == st).count();
     let doc = OverviewDoc {
         now: crate::timestamp::UnixTime::from_system(history::system_time(now)).rfc3339(),
         generation: snapshot.generation,
@@ -324,13 +314,7 @@ pub(super) fn overview_body(
             ))
             .rfc3339(),
         }),
-        summary: Summary {
-            total: snapshot.services.len(),
-            up: count(State::Up),
-            degraded: count(State::Degraded),
-            down: count(State::Down),
-            unknown: count(State::Unknown),
-        },
+        summary: SummaryDoc::of(snapshot),
         groups,
         matching: matching.len(),
         page: q.page,

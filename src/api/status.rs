@@ -219,13 +219,26 @@ struct ShardDoc {
     fleet_services: usize,
 }
 
+/// Services by state: in `/status`, and on the status page.
 #[derive(Serialize)]
-struct SummaryDoc {
+pub(super) struct SummaryDoc {
     total: usize,
     up: usize,
     degraded: usize,
     down: usize,
     unknown: usize,
+}
+
+impl SummaryDoc {
+    pub(super) fn of(s: &Snapshot) -> Self {
+        SummaryDoc {
+            total: s.services.len(),
+            up: s.count(State::Up),
+            degraded: s.count(State::Degraded),
+            down: s.count(State::Down),
+            unknown: s.count(State::Unknown),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -437,13 +450,7 @@ impl<S: Serialize> StatusDoc<S> {
                 count: s.config.daemon.shard.count(),
                 fleet_services: s.config.fleet_size,
             },
-            summary: SummaryDoc {
-                total: s.services.len(),
-                up: s.count(State::Up),
-                degraded: s.count(State::Degraded),
-                down: s.count(State::Down),
-                unknown: s.count(State::Unknown),
-            },
+            summary: SummaryDoc::of(s),
             sweep: s.last_sweep.as_ref().map(|w| SweepDoc {
                 number: s.sweeps_total,
                 started_at: rfc3339(w.started_at),

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::{cpu_seconds, current_rss, median, peak_rss, reset_peak_rss};
 use crate::config::{self, Loaded};
 use crate::discovery::Fleet;
-use crate::probe::{Outcome, Prober};
-use crate::snapshot::{Snapshot, State, SweepReport};
+use crate::probe::Prober;
+use crate::snapshot::{Snapshot, State};
 
 /// Targets per target group in the generated file (each group has its own labels).
 const GROUP: usize = 100;
@@ -279,23 +279,7 @@ async fn wait_for(
 /// `snapshot` after a sweep in which every check passed: so a refresh shows which services
 /// kept their state (`up`) and which are new (`unknown`).
 fn all_up(snapshot: &Snapshot) -> Snapshot {
-    let now = SystemTime::now();
-    let report = SweepReport {
-        config: snapshot.config.clone(),
-        started_at: now,
-        duration: Duration::from_millis(1),
-        outcomes: snapshot
-            .services
-            .iter()
-            .map(|_| Outcome::passed(now, Duration::from_millis(1)))
-            .collect(),
-        max_in_flight: 1,
-        not_started: 0,
-        cut_short: 0,
-        judged: Vec::new(),
-        idle_connections: 0,
-    };
-    snapshot.swept(report).0
+    super::swept(snapshot, SystemTime::now(), &[])
 }
 
 /// The report as a table, with medians of the refreshes.

@@ -16,11 +16,11 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{cpu_seconds, current_rss, median};
+use super::{cpu_seconds, current_rss, median, swept};
 use crate::config::{self, Loaded};
 use crate::history::{self, Event, Recorder};
-use crate::probe::{Outcome, Reason};
-use crate::snapshot::{Snapshot, State, SweepReport};
+use crate::probe::Reason;
+use crate::snapshot::{Snapshot, State};
 use crate::store::{self, Batch, Store};
 
 /// Sweeps folded in: enough to fill every ring (60) and a few more.
@@ -230,38 +230,6 @@ fn thirty_days(dir: &std::path::Path, snapshot: &Snapshot) -> anyhow::Result<(u6
         .map(|m| m.len())
         .sum();
     Ok((size, events, prune_cpu))
-}
-
-/// `snapshot` after a sweep at `at` in which the services at `down` failed and all others
-/// passed.
-fn swept(snapshot: &Snapshot, at: SystemTime, down: &[usize]) -> Snapshot {
-    let mut outcomes: Vec<Outcome> = snapshot
-        .services
-        .iter()
-        .map(|_| Outcome::passed(at, Duration::from_millis(200)))
-        .collect();
-    for &i in down {
-        if let Some(o) = outcomes.get_mut(i) {
-            *o = Outcome::failed(
-                Reason::ALL[1],
-                at,
-                Duration::from_millis(1),
-                "connect: Connection refused (os error 111)",
-            );
-        }
-    }
-    let report = SweepReport {
-        config: snapshot.config.clone(),
-        started_at: at,
-        duration: Duration::from_millis(210),
-        outcomes,
-        max_in_flight: 1,
-        not_started: 0,
-        cut_short: 0,
-        judged: Vec::new(),
-        idle_connections: 0,
-    };
-    snapshot.swept(report).0
 }
 
 pub fn table(r: &HistoryReport) -> String {

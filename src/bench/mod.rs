@@ -636,3 +636,35 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     );
     s
 }
+
+/// `snapshot` after a sweep at `at` in which the services at `down` failed and all others
+/// passed.
+pub(super) fn swept(snapshot: &Snapshot, at: SystemTime, down: &[usize]) -> Snapshot {
+    let mut outcomes: Vec<crate::probe::Outcome> = snapshot
+        .services
+        .iter()
+        .map(|_| crate::probe::Outcome::passed(at, Duration::from_millis(200)))
+        .collect();
+    for &i in down {
+        if let Some(o) = outcomes.get_mut(i) {
+            *o = crate::probe::Outcome::failed(
+                crate::probe::Reason::ALL[1],
+                at,
+                Duration::from_millis(1),
+                "connect: Connection refused (os error 111)",
+            );
+        }
+    }
+    let report = crate::snapshot::SweepReport {
+        config: snapshot.config.clone(),
+        started_at: at,
+        duration: Duration::from_millis(210),
+        outcomes,
+        max_in_flight: 1,
+        not_started: 0,
+        cut_short: 0,
+        judged: Vec::new(),
+        idle_connections: 0,
+    };
+    snapshot.swept(report).0
+}

@@ -275,7 +275,7 @@ fn request_body(service: &str) -> Bytes {
     let mut message = BytesMut::new();
     if !service.is_empty() {
         message.put_u8(0x0a); // field 1, length-delimited
-        put_varint(&mut message, service.len() as u64);
+        crate::varint::put(&mut message, service.len() as u64);
         message.put_slice(service.as_bytes());
     }
     let mut framed = BytesMut::with_capacity(5 + message.len());
@@ -283,14 +283,6 @@ fn request_body(service: &str) -> Bytes {
     framed.put_u32(message.len() as u32);
     framed.put_slice(&message);
     framed.freeze()
-}
-
-fn put_varint(out: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        out.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.put_u8(v as u8);
 }
 
 /// The `status` of a length-prefixed `HealthCheckResponse` (0, UNKNOWN, when absent).
@@ -311,12 +303,14 @@ fn decode_status(body: &[u8]) -> Result<u64, Failure> {
     let mut status = 0;
     let mut rest = message;
     while !rest.is_empty() {
-        let (key, after) = varint(rest).ok_or_else(|| bad("is not a protobuf message"))?;
+        let (key, after) =
+            crate::varint::read(rest).ok_or_else(|| bad("is not a protobuf message"))?;
         rest = after;
         let (field, wire) = (key >> 3, key & 7);
         match wire {
             0 => {
-                let (v, after) = varint(rest).ok_or_else(|| bad("is not a protobuf message"))?;
+                let (v, after) =
+                    crate::varint::read(rest).ok_or_else(|| bad("is not a protobuf message"))?;
                 if field == 1 {
                     status = v;
                 }
@@ -324,7 +318,8 @@ fn decode_status(body: &[u8]) -> Result<u64, Failure> {
             }
             1 => rest = rest.get(8..).ok_or_else(|| bad("is cut short"))?,
             2 => {
-                let (n, after) = varint(rest).ok_or_else(|| bad("is not a protobuf message"))?;
+                let (n, after) =
+                    crate::varint::read(rest).ok_or_else(|| bad("is not a protobuf message"))?;
                 let n = usize::try_from(n).map_err(|_| bad("is cut short"))?;
                 rest = after.get(n..).ok_or_else(|| bad("is cut short"))?;
             }
@@ -333,17 +328,6 @@ fn decode_status(body: &[u8]) -> Result<u64, Failure> {
         }
     }
     Ok(status)
-}
-
-fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, &bytes[i + 1..]));
-        }
-    }
-    None
 }
 
 fn code_name(code: u32) -> &'static str {
