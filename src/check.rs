@@ -70,6 +70,8 @@ pub fn table(report: &SweepReport) -> String {
         .services
         .iter()
         .zip(&report.outcomes)
+        // `healthsweep check` checks every service: none is skipped for its interval.
+        .filter_map(|(s, o)| Some((s, o.as_ref()?)))
         .map(|(s, o)| {
             [
                 s.name.clone(),
@@ -129,6 +131,8 @@ pub fn json(report: &SweepReport) -> String {
         .services
         .iter()
         .zip(&report.outcomes)
+        // `healthsweep check` checks every service: none is skipped for its interval.
+        .filter_map(|(s, o)| Some((s, o.as_ref()?)))
         .map(|(s, o)| {
             serde_json::json!({
                 "name": s.name,

@@ -528,7 +528,7 @@ fn check(path: &Path, format: Format) -> ExitCode {
         Format::Table => check::table(&report),
         Format::Json => check::json(&report),
     });
-    if report.outcomes.iter().all(|o| o.ok()) {
+    if report.checked().all(|o| o.ok()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::SERVICES_DOWN)

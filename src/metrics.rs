@@ -85,6 +85,10 @@ const TARGET_BLOCKED: Family = gauge(
     "healthsweep_target_blocked",
     "1 while a dependency of the target (depends_on, and theirs) is down: its own failure is not the root cause. Only for targets with depends_on.",
 );
+const LAST_CHECK: Family = gauge(
+    "healthsweep_target_last_check_timestamp_seconds",
+    "When the latest check of the target started, in seconds since the Unix epoch. Only for targets with an interval of their own (checked every Nth sweep): their series stay between checks, and this says how old they are.",
+);
 const TARGET_DEGRADED: Family = gauge(
     "healthsweep_target_degraded",
     "1 while the target is up but slower than its max_latency; absent while unknown.",
@@ -234,7 +238,7 @@ struct Extra {
 /// series for that service).
 type PerService = (Family, fn(&ServiceStatus, Extra) -> Option<Sample>);
 
-const PER_SERVICE: [PerService; 16] = [
+const PER_SERVICE: [PerService; 17] = [
     (PROBE_SUCCESS, |s, _| {
         s.last
             .as_ref()
@@ -298,6 +302,13 @@ const PER_SERVICE: [PerService; 16] = [
             return None;
         }
         Sample::of(if s.service.target.tls { 1.0 } else { 0.0 })
+    }),
+    (LAST_CHECK, |s, _| {
+        // Every other target is checked every sweep: healthsweep_last_sweep_timestamp_seconds.
+        if s.service.every <= 1 {
+            return None;
+        }
+        Sample::of(crate::timestamp::UnixTime::from_system(s.last.as_ref()?.at).as_f64())
     }),
     (TARGET_MAINTENANCE, |_, x| {
         // Only for services a window covers.
@@ -849,7 +860,7 @@ mod tests {
             generation: 1,
             config: config.clone(),
         };
-        let outcomes = (0..n)
+        let outcomes: Vec<_> = (0..n)
             .map(|i| {
                 if i % 2 == 0 {
                     Outcome {
@@ -867,10 +878,11 @@ mod tests {
             })
             .collect();
         let report = SweepReport {
+            slot: 0,
             config,
             started_at: SystemTime::UNIX_EPOCH,
             duration: Duration::from_millis(10),
-            outcomes,
+            outcomes: outcomes.into_iter().map(Some).collect(),
             max_in_flight: 10,
             not_started: 0,
             cut_short: 0,
@@ -991,6 +1003,7 @@ mod tests {
                    labels = { own = \"x\" }\n\
                    depends_on = [\"b\"]\n\
                    [[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:9/\"\n\
+                   interval = \"30s\"\n\
                    [[service]]\nname = \"c\"\nurl = \"grpcs://127.0.0.1:9\"\n\
                    [[maintenance]]\nname = \"always\"\ntargets = { names = [\"a\"] }\n\
                    start = \"00:00\"\nduration = \"1d\"\n";
@@ -1038,10 +1051,11 @@ mod tests {
             vec![passed, failed, grpc],
         ] {
             let report = SweepReport {
+                slot: 0,
                 config: config.clone(),
                 started_at: SystemTime::UNIX_EPOCH,
                 duration: Duration::from_millis(10),
-                outcomes,
+                outcomes: outcomes.into_iter().map(Some).collect(),
                 max_in_flight: 10,
                 not_started: 0,
                 cut_short: 0,

@@ -246,7 +246,7 @@ mod tests {
         if oks.is_empty() {
             return s;
         }
-        let outcomes = oks
+        let outcomes: Vec<_> = oks
             .iter()
             .map(|ok| match ok {
                 Some(true) => Outcome {
@@ -268,10 +268,11 @@ mod tests {
             })
             .collect();
         let report = SweepReport {
+            slot: 0,
             config: loaded.config.clone(),
             started_at: SystemTime::UNIX_EPOCH,
             duration: Duration::from_millis(214),
-            outcomes,
+            outcomes: outcomes.into_iter().map(Some).collect(),
             max_in_flight: 100,
             not_started: 0,
             cut_short: 0,

@@ -182,6 +182,8 @@ impl ServiceStatus {
 /// What one sweep did, in summary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepSummary {
+    /// The sweep's slot (`sweep::Slot`): when each service with an `interval` is next due.
+    pub slot: u64,
     pub started_at: SystemTime,
     pub duration: Duration,
     pub deadline: Duration,
@@ -205,9 +207,13 @@ pub struct SweepSummary {
 pub struct SweepReport {
     /// The config the sweep ran with; it may have been replaced by a reload meanwhile.
     pub config: Arc<Config>,
+    /// The sweep's slot in the schedule of services with their own `interval`
+    /// (`sweep::Slot`).
+    pub slot: u64,
     pub started_at: SystemTime,
     pub duration: Duration,
-    pub outcomes: Vec<Outcome>,
+    /// `None` for a service not due in this sweep (it has an `interval` of its own).
+    pub outcomes: Vec<Option<Outcome>>,
     /// The in-flight bound the sweep ran with.
     pub max_in_flight: usize,
     /// Services whose check never started.
@@ -222,23 +228,28 @@ pub struct SweepReport {
 }
 
 impl SweepReport {
+    /// The outcomes of the services this sweep checked.
+    pub fn checked(&self) -> impl Iterator<Item = &Outcome> {
+        self.outcomes.iter().flatten()
+    }
+
     pub fn summary(&self) -> SweepSummary {
-        let failed = self.outcomes.iter().filter(|o| !o.ok()).count();
+        let failed = self.checked().filter(|o| !o.ok()).count();
         let deadline_exceeded = self
-            .outcomes
-            .iter()
+            .checked()
             .filter(|o| o.reason == Some(Reason::DeadlineExceeded))
             .count();
         SweepSummary {
+            slot: self.slot,
             started_at: self.started_at,
             duration: self.duration,
             deadline: self.config.daemon.deadline,
-            checks: self.outcomes.len(),
+            checks: self.checked().count(),
             failed,
             deadline_exceeded,
             not_started: self.not_started,
             cut_short: self.cut_short,
-            reused_connections: self.outcomes.iter().filter(|o| o.reused_connection).count(),
+            reused_connections: self.checked().filter(|o| o.reused_connection).count(),
             max_in_flight: self.max_in_flight,
             idle_connections: self.idle_connections,
         }
@@ -397,7 +408,7 @@ impl Snapshot {
     pub fn swept(&self, report: SweepReport) -> (Snapshot, Vec<Transition>) {
         let summary = report.summary();
         let same_config = Arc::ptr_eq(&report.config, &self.config);
-        let mut outcomes: Vec<Option<Outcome>> = report.outcomes.into_iter().map(Some).collect();
+        let mut outcomes = report.outcomes;
         let index: foldhash::HashMap<&str, usize> = if same_config {
             foldhash::HashMap::default()
         } else {
@@ -471,6 +482,23 @@ impl Snapshot {
         self.services.iter().filter(|s| s.state == state).count()
     }
 
+    /// When the service at `i` is next checked: the start of the first sweep after the
+    /// latest one that it is due in (see `sweep::Plan::due_in`): the next sweep for one
+    /// checked every sweep, or without a verdict yet or since its latest try. `None` before
+    /// the first sweep.
+    pub fn next_check(&self, i: usize) -> Option<SystemTime> {
+        let sweep = self.last_sweep.as_ref()?;
+        let st = self.services.get(i)?;
+        let next = if st.last_judged == 0 || st.missed > 0 {
+            sweep.slot.wrapping_add(1)
+        } else {
+            st.service.next_due_after(sweep.slot)
+        };
+        let sweeps = u32::try_from(next.wrapping_sub(sweep.slot)).unwrap_or(u32::MAX);
+        let wait = self.config.daemon.interval.saturating_mul(sweeps);
+        Some(crate::timestamp::saturating_add(sweep.started_at, wait))
+    }
+
     /// The status of the service called `name`.
     pub fn service(&self, name: &str) -> Option<&ServiceStatus> {
         self.services.iter().find(|s| s.service.name == name)
@@ -524,6 +552,13 @@ fn carry_over(
             match previous {
                 Some(s) => ServiceStatus {
                     service: svc.clone(),
+                    // Checked another way now: due in the next sweep, not on its turn (which
+                    // may be an hour away for a service with an `interval`).
+                    last_judged: if s.service.check_digest == svc.check_digest {
+                        s.last_judged
+                    } else {
+                        0
+                    },
                     ..s.clone()
                 },
                 None => ServiceStatus::new(svc.clone(), now),
@@ -569,16 +604,72 @@ mod tests {
 
     fn report(config: &Arc<Config>, oks: &[bool]) -> SweepReport {
         SweepReport {
+            slot: 0,
             config: config.clone(),
             started_at: SystemTime::UNIX_EPOCH,
             duration: Duration::from_millis(10),
-            outcomes: oks.iter().map(|&ok| outcome(ok)).collect(),
+            outcomes: oks.iter().map(|&ok| Some(outcome(ok))).collect(),
             max_in_flight: 10,
             not_started: 0,
             cut_short: 0,
             judged: Vec::new(),
             idle_connections: 0,
         }
+    }
+
+    /// A service with an `interval` of its own is left as it is by the sweeps it is not due in:
+    /// its thresholds count checks, its series stay, and `/status` says when it is next due.
+    #[test]
+    fn sweeps_a_service_is_not_due_in_leave_it_alone_and_thresholds_count_checks() {
+        let l = loaded(
+            1,
+            "[daemon]\ninterval = \"10s\"\n[[service]]\nname = \"rare\"\n\
+             url = \"http://127.0.0.1:1/\"\ninterval = \"30s\"\nfailure_threshold = 2\n",
+        );
+        let every = l.config.services[0].every;
+        assert_eq!(every, 3);
+        let at = |slot: u64, outcome: Option<Outcome>| SweepReport {
+            slot,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(10 * slot),
+            outcomes: vec![outcome],
+            ..report(&l.config, &[true])
+        };
+        let mut s = Snapshot::new(&l, SystemTime::UNIX_EPOCH);
+        s = s.swept(at(0, Some(outcome(true)))).0;
+        assert_eq!(s.services[0].state, State::Up);
+        let phase = u64::from(l.config.services[0].phase);
+        // One failed check, then two sweeps it is not due in: still up, one failure counted.
+        s = s.swept(at(1, Some(outcome(false)))).0;
+        for slot in 2..4 {
+            let (next, transitions) = s.swept(at(slot, None));
+            assert!(transitions.is_empty());
+            s = next;
+            let st = &s.services[0];
+            assert_eq!(
+                (st.state, st.consecutive_failures, st.missed),
+                (State::Up, 1, 0)
+            );
+            assert_eq!(st.counts.failed[Reason::HttpStatus.index()], 1);
+            assert!(st.last.is_some(), "the latest result stays, and its series");
+            let due = (slot + 1..).find(|k| k % 3 == phase).expect("a turn");
+            assert_eq!(
+                s.next_check(0),
+                Some(SystemTime::UNIX_EPOCH + Duration::from_secs(10 * due)),
+                "after slot {slot}"
+            );
+            assert_eq!(s.last_sweep.as_ref().map(|w| w.checks), Some(0));
+        }
+        // The second failed check turns it down.
+        s = s.swept(at(4, Some(outcome(false)))).0;
+        assert_eq!(s.services[0].state, State::Down);
+        // A service never judged is due in the next sweep whatever its turn.
+        let fresh = Snapshot::new(&l, SystemTime::UNIX_EPOCH)
+            .swept(at(7, None))
+            .0;
+        assert_eq!(
+            fresh.next_check(0),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(80))
+        );
     }
 
     #[test]

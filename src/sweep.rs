@@ -32,8 +32,14 @@ pub struct Plan {
     pub config: Arc<Config>,
     /// Checks in flight at most.
     pub max_in_flight: usize,
-    /// Service indices in the order to start them; `None` is config order.
+    /// Service indices in the order to start them; `None` is config order. Only due services
+    /// are in it.
     pub order: Option<Arc<[u32]>>,
+    /// Which services this sweep checks (by index); `None`: all of them.
+    pub due: Option<Arc<[bool]>>,
+    /// This sweep's place in the schedule of services with an `interval` of their own (see
+    /// [`Slot`]).
+    pub slot: u64,
 }
 
 impl Plan {
@@ -43,13 +49,48 @@ impl Plan {
             config,
             max_in_flight: max_in_flight.max(1),
             order: None,
+            due: None,
+            slot: 0,
         }
     }
 
-    /// When the fleet does not fit in flight at once, the start order, from `snapshot` (of the
-    /// same config): the services whose latest verdict is oldest first (never judged: first of
-    /// all), then among equals the slowest last time first (longest-job-first, so slow checks
-    /// overlap the fast ones instead of trailing behind them at the end of the sweep).
+    /// Only the services due in sweep `slot`: those checked every sweep, those whose turn it
+    /// is ([`Service::due_in`]), and those without a verdict of this process yet or since
+    /// their latest try (new, changed by a reload, restored from the state store, or left
+    /// without a verdict by an overloaded sweep): they go at once rather than wait for a turn
+    /// that may be an hour away.
+    pub fn due_in(mut self, slot: u64, snapshot: &Snapshot) -> Plan {
+        self.slot = slot;
+        if self.config.services.iter().all(|s| s.every <= 1) {
+            return self;
+        }
+        let same = Arc::ptr_eq(&snapshot.config, &self.config);
+        let due = self
+            .config
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, svc)| {
+                svc.due_in(slot)
+                    || !same
+                    || snapshot.services[i].last_judged == 0
+                    || snapshot.services[i].missed > 0
+            })
+            .collect();
+        self.due = Some(due);
+        self
+    }
+
+    /// Whether service `i` is checked in this sweep.
+    fn is_due(&self, i: usize) -> bool {
+        self.due.as_ref().is_none_or(|d| d[i])
+    }
+
+    /// The start order, from `snapshot` (of the same config): only the due services, and
+    /// when they do not fit in flight at once, the services whose latest verdict is oldest
+    /// first (never judged: first of all), then among equals the slowest last time first
+    /// (longest-job-first, so slow checks overlap the fast ones instead of trailing behind
+    /// them at the end of the sweep).
     ///
     /// No service starves: each sweep's first `max_in_flight` checks start at once and have
     /// their full time, so each gives a verdict (a check cut short by the deadline is none, see
@@ -57,21 +98,49 @@ impl Plan {
     /// at least once every ⌈services / max_in_flight⌉ sweeps.
     pub fn fair_order(mut self, snapshot: &Snapshot) -> Plan {
         let n = self.config.services.len();
-        if n <= self.max_in_flight
-            || !Arc::ptr_eq(&snapshot.config, &self.config)
-            || n > u32::MAX as usize
-        {
+        if n > u32::MAX as usize {
             return self;
         }
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        let key = |i: &u32| {
-            let s = &snapshot.services[*i as usize];
-            let cost = s.last.as_ref().map_or(Duration::MAX, |o| o.duration);
-            (s.last_judged, std::cmp::Reverse(cost))
-        };
-        order.sort_by_cached_key(key);
+        let mut order: Vec<u32> = (0..n as u32).filter(|&i| self.is_due(i as usize)).collect();
+        let crowded = order.len() > self.max_in_flight;
+        if crowded && Arc::ptr_eq(&snapshot.config, &self.config) {
+            let key = |i: &u32| {
+                let s = &snapshot.services[*i as usize];
+                let cost = s.last.as_ref().map_or(Duration::MAX, |o| o.duration);
+                (s.last_judged, std::cmp::Reverse(cost))
+            };
+            order.sort_by_cached_key(key);
+        } else if self.due.is_none() {
+            // Config order, every service: no list needed.
+            return self;
+        }
         self.order = Some(order.into());
         self
+    }
+}
+
+/// Where the daemon is in the schedule of services with their own `interval`: sweep numbers
+/// counted from the Unix epoch in `[daemon] interval`s, so a restart (or a reload changing
+/// the interval) lands each service near the same place in its cycle. Counted on from the
+/// first sweep rather than read from the clock each time, so a late tick never skips a
+/// slot or takes one twice.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot(u64);
+
+impl Slot {
+    /// The slot of a sweep starting at `now` with sweeps every `interval`.
+    pub fn at(now: SystemTime, interval: Duration) -> Slot {
+        let since = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Slot((since.as_nanos() / interval.as_nanos().max(1)) as u64)
+    }
+
+    /// This slot, and moves on to the next one.
+    fn take(&mut self) -> u64 {
+        let slot = self.0;
+        self.0 = self.0.wrapping_add(1);
+        slot
     }
 }
 
@@ -83,10 +152,14 @@ impl Plan {
 /// the service ([`SweepReport::judged`]): a check that never started, or was cut off before it
 /// had its full time, is not.
 pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
+    let due = plan.due.clone();
+    let is_due = |i: usize| due.as_ref().is_none_or(|d| d[i]);
     let Plan {
         config,
         max_in_flight,
         order,
+        slot,
+        ..
     } = plan;
     let started = Instant::now();
     let started_at = SystemTime::now();
@@ -100,9 +173,10 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
         deadline,
     });
 
+    let checks = due.as_ref().map_or(n, |d| d.iter().filter(|d| **d).count());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut workers = JoinSet::new();
-    for _ in 0..max_in_flight.clamp(1, n.max(1)) {
+    for _ in 0..max_in_flight.clamp(1, checks.max(1)) {
         workers.spawn(worker(
             prober.clone(),
             config.clone(),
@@ -130,19 +204,22 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
     let judged: Vec<bool> = outcomes
         .iter()
         .enumerate()
-        .map(|(i, o)| queue.judged(i, o.as_ref(), &config.services[i]))
+        .map(|(i, o)| is_due(i) && queue.judged(i, o.as_ref(), &config.services[i]))
         .collect();
     let not_started = (0..n)
-        .filter(|&i| queue.began[i].load(Ordering::Relaxed) == 0)
+        .filter(|&i| is_due(i) && queue.began[i].load(Ordering::Relaxed) == 0)
         .count();
-    let cut_short = judged.iter().filter(|j| !**j).count() - not_started;
+    let cut_short = (0..n).filter(|&i| is_due(i) && !judged[i]).count() - not_started;
     let outcomes = outcomes
         .into_iter()
         .enumerate()
-        .map(|(i, o)| o.unwrap_or_else(|| queue.unfinished(i, started_at, max_in_flight)))
+        .map(|(i, o)| {
+            o.or_else(|| is_due(i).then(|| queue.unfinished(i, started_at, max_in_flight)))
+        })
         .collect();
     SweepReport {
         config,
+        slot,
         started_at,
         duration,
         outcomes,
@@ -261,6 +338,8 @@ pub struct Sweeper {
     starved: bool,
     /// Pinged from this loop itself, so a wedged sweeper stops pinging (see [`crate::notify`]).
     watchdog: Watchdog,
+    /// The next sweep's slot.
+    slot: Slot,
 }
 
 impl Sweeper {
@@ -277,6 +356,7 @@ impl Sweeper {
             connection_budget,
             starved: false,
             watchdog: Watchdog::disabled(),
+            slot: Slot(0),
         }
     }
 
@@ -292,6 +372,7 @@ impl Sweeper {
         let mut loaded = self.configs.borrow_and_update().clone();
         self.prober.use_config(&loaded.config);
         let mut ticker = schedule(loaded.config.daemon.interval, Instant::now());
+        self.slot = Slot::at(SystemTime::now(), loaded.config.daemon.interval);
         let mut number: u64 = 0;
         loop {
             tokio::select! {
@@ -318,6 +399,7 @@ impl Sweeper {
     ) -> ControlFlow<()> {
         let current = self.snapshots.borrow().clone();
         let plan = Plan::new(loaded.config.clone(), self.max_in_flight(&loaded.config))
+            .due_in(self.slot.take(), &current)
             .fair_order(&current);
         let span = info_span!("sweep", number, services = loaded.config.services.len());
         let sweep = run_sweep(self.prober.clone(), plan).instrument(span.clone());
@@ -359,6 +441,7 @@ impl Sweeper {
         let interval = next.config.daemon.interval;
         if interval != loaded.config.daemon.interval {
             *ticker = schedule(interval, Instant::now() + interval);
+            self.slot = Slot::at(SystemTime::now() + interval, interval);
         }
         let current = self.snapshots.borrow().clone();
         let snapshot = current.reconfigured(&next, SystemTime::now());
@@ -479,7 +562,10 @@ mod tests {
             .iter()
             .position(|s| s.name == name)
             .expect("service");
-        (&report.outcomes[i], report.judged[i])
+        (
+            report.outcomes[i].as_ref().expect("checked"),
+            report.judged[i],
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -515,7 +601,7 @@ mod tests {
         // Two slots, 300 ms each, 1 s: three waves finish (6 checks), the seventh starts at
         // 0.9 s and is cut short.
         let report = run_sweep(Arc::new(Prober::new(64)), Plan::new(c.clone(), 2)).await;
-        let done = report.outcomes.iter().filter(|o| o.ok()).count();
+        let done = report.checked().filter(|o| o.ok()).count();
         assert_eq!(done, 6, "{:?}", report.outcomes);
         assert_eq!(report.cut_short + report.not_started, 1);
         assert_eq!(report.judged.iter().filter(|j| !**j).count(), 1);
@@ -551,6 +637,45 @@ mod tests {
                 .is_some_and(|e| e.contains("not started")),
             "{o:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_with_its_own_interval_is_checked_first_at_once_then_on_its_turn() {
+        let addr = server(Some(Duration::from_millis(10))).await;
+        let src = format!(
+            "[daemon]\ninterval = \"1s\"\ndeadline = \"1s\"\n\
+             [[service]]\nname = \"often\"\nurl = \"http://{addr}/\"\n\
+             [[service]]\nname = \"rare\"\nurl = \"http://{addr}/\"\ninterval = \"4s\"\n"
+        );
+        let config =
+            Arc::new(crate::config::parse(std::path::Path::new("t.toml"), &src).expect("valid"));
+        let loaded = Loaded {
+            generation: 1,
+            config: config.clone(),
+        };
+        let phase = u64::from(config.services[1].phase);
+        let prober = Arc::new(Prober::new(64));
+        let mut snapshot = Snapshot::new(&loaded, SystemTime::UNIX_EPOCH);
+        let mut rare_checked = Vec::new();
+        for slot in 100..112 {
+            let plan = Plan::new(config.clone(), 10)
+                .due_in(slot, &snapshot)
+                .fair_order(&snapshot);
+            let report = run_sweep(prober.clone(), plan).await;
+            assert!(report.outcomes[0].as_ref().is_some_and(|o| o.ok()));
+            assert_eq!((report.not_started, report.cut_short), (0, 0));
+            if report.outcomes[1].is_some() {
+                rare_checked.push(slot);
+            }
+            snapshot = snapshot.swept(report).0;
+        }
+        // The first sweep (never judged), then every fourth.
+        let turns: Vec<u64> = (101..112).filter(|k| k % 4 == phase).collect();
+        let mut expected = vec![100];
+        expected.extend(turns.iter().filter(|&&k| k != 100));
+        assert_eq!(rare_checked, expected);
+        assert_eq!(snapshot.services[1].counts.ok as usize, expected.len());
+        assert_eq!(snapshot.services[0].counts.ok, 12);
     }
 
     #[test]

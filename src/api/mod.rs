@@ -326,8 +326,8 @@ fn one_service(api: &Api, raw_name: &str, query: &str) -> HttpResponse {
             // written out: the recorder waits on it.
             let h = crate::history::read(&api.history);
             let detail = service::ServiceDetail::new(
-                s,
-                status::blocked_by(&snapshot, i),
+                &snapshot,
+                i,
                 status::MaintenanceDoc::of(&view, i),
                 &crate::maintenance::Exclusions::last_30_days(
                     &snapshot,

@@ -10,7 +10,7 @@ use super::status::{ServiceDoc, UptimeDoc};
 use crate::config::{ProbeKind, Service};
 use crate::history::{self, Millis, ServiceHistory};
 use crate::probe::Reason;
-use crate::snapshot::{ServiceStatus, State};
+use crate::snapshot::{Snapshot, State};
 
 /// Days of daily uptime on the service page.
 pub(super) const DAYS: u32 = 30;
@@ -132,8 +132,8 @@ impl<'a> ConfigView<'a> {
 
 impl<'a> ServiceDetail<'a> {
     pub(super) fn new(
-        st: &'a ServiceStatus,
-        blocked_by: Vec<&'a str>,
+        snapshot: &'a Snapshot,
+        i: usize,
         maintenance: Option<super::status::MaintenanceDoc>,
         excluded: &[(i64, i64)],
         h: Option<&ServiceHistory>,
@@ -142,12 +142,7 @@ impl<'a> ServiceDetail<'a> {
         let now_ms = history::millis(now);
         let events = h.map(|h| events(h.events(), now_ms)).unwrap_or_default();
         ServiceDetail {
-            service: ServiceDoc::new(
-                st,
-                UptimeDoc::of(h, now_ms, excluded),
-                blocked_by,
-                maintenance,
-            ),
+            service: ServiceDoc::new(snapshot, i, UptimeDoc::of(h, now_ms, excluded), maintenance),
             history: h
                 .map(|h| h.recent().map(ResultDoc::new).collect())
                 .unwrap_or_default(),
@@ -161,7 +156,7 @@ impl<'a> ServiceDetail<'a> {
                     uptime: uptime.map(|u| (u * 1e6).round() / 1e6),
                 })
                 .collect(),
-            config: ConfigView::new(&st.service),
+            config: ConfigView::new(&snapshot.services[i].service),
         }
     }
 }

@@ -168,9 +168,9 @@ pub(super) fn status_pieces(
                 .as_ref()
                 .and_then(|h| h.services.get(st.service.name.as_str()));
             let doc = ServiceDoc::new(
-                st,
+                &snapshot,
+                next + i,
                 UptimeDoc::of(kept, now, &exclusions.of(&st.service)),
-                blocked_by(&snapshot, next + i),
                 MaintenanceDoc::of(&view, next + i),
             );
             service_json(&mut out, &doc, pretty);
@@ -287,6 +287,11 @@ pub(super) struct ServiceDoc<'a> {
     /// The share of known time it was up (or degraded) per window, from its state changes;
     /// `null` where nothing is known of the window.
     uptime: UptimeDoc,
+    /// How often it is checked (`interval`: `[daemon] interval` unless it has its own).
+    interval_seconds: f64,
+    /// When its next check starts (the start of the first sweep it is due in); `null` before
+    /// the first sweep.
+    next_check_at: Option<Timestamp>,
     /// Its dependencies (`depends_on`, and theirs) that are down, the one down longest first:
     /// while this is not empty, its own failure is not the root cause.
     blocked_by: Vec<&'a str>,
@@ -479,12 +484,15 @@ impl<S: Serialize> StatusDoc<S> {
 }
 
 impl<'a> ServiceDoc<'a> {
+    /// The document of the service at `i` in `snapshot`.
     pub(super) fn new(
-        s: &'a ServiceStatus,
+        snapshot: &'a Snapshot,
+        i: usize,
         uptime: UptimeDoc,
-        blocked_by: Vec<&'a str>,
         maintenance: Option<MaintenanceDoc>,
     ) -> Self {
+        let s = &snapshot.services[i];
+        let interval = snapshot.config.daemon.interval * s.service.every.max(1);
         ServiceDoc {
             name: &s.service.name,
             group: s.service.group.as_deref(),
@@ -523,7 +531,9 @@ impl<'a> ServiceDoc<'a> {
                 }),
             }),
             uptime,
-            blocked_by,
+            interval_seconds: seconds(interval),
+            next_check_at: snapshot.next_check(i).map(at),
+            blocked_by: blocked_by(snapshot, i),
             maintenance,
         }
     }
@@ -570,9 +580,7 @@ mod tests {
                     .iter()
                     .enumerate()
                     .filter(|(_, st)| self.1.matches(st))
-                    .map(|(i, st)| {
-                        ServiceDoc::new(st, UptimeDoc::default(), blocked_by(self.0, i), None)
-                    }),
+                    .map(|(i, _)| ServiceDoc::new(self.0, i, UptimeDoc::default(), None)),
             )
         }
     }
@@ -594,7 +602,7 @@ mod tests {
             generation: 1,
             config: config.clone(),
         };
-        let outcomes = (0..n)
+        let outcomes: Vec<_> = (0..n)
             .map(|i| match i % 2 {
                 0 => Outcome::passed(SystemTime::UNIX_EPOCH, Duration::from_millis(3)),
                 _ => Outcome::failed(
@@ -606,10 +614,11 @@ mod tests {
             })
             .collect();
         let report = crate::snapshot::SweepReport {
+            slot: 0,
             config,
             started_at: SystemTime::UNIX_EPOCH,
             duration: Duration::from_millis(5),
-            outcomes,
+            outcomes: outcomes.into_iter().map(Some).collect(),
             max_in_flight: 4,
             not_started: 0,
             cut_short: 0,
@@ -702,6 +711,7 @@ mod tests {
                         "degraded": false, "http_version": null, "redirects": 0, "tls": null
                     },
                     "uptime": {"24h": null, "7d": null, "30d": null},
+                    "interval_seconds": 15.0, "next_check_at": "1970-01-01T00:00:15.000Z",
                     "blocked_by": [],
                     "maintenance": null
                 },
@@ -717,6 +727,7 @@ mod tests {
                         "degraded": false, "http_version": null, "redirects": 0, "tls": null
                     },
                     "uptime": {"24h": null, "7d": null, "30d": null},
+                    "interval_seconds": 15.0, "next_check_at": "1970-01-01T00:00:15.000Z",
                     "blocked_by": [],
                     "maintenance": null
                 }

@@ -422,7 +422,7 @@ async fn measured_sweep(
     let cpu_seconds = cpu_seconds() - cpu;
     let mut failed = BTreeMap::new();
     let mut ok = 0;
-    for o in &report.outcomes {
+    for o in report.checked() {
         match o.reason {
             None => ok += 1,
             Some(r) => *failed.entry(r.as_str().to_string()).or_insert(0) += 1,
@@ -657,9 +657,10 @@ pub(super) fn swept(snapshot: &Snapshot, at: SystemTime, down: &[usize]) -> Snap
     }
     let report = crate::snapshot::SweepReport {
         config: snapshot.config.clone(),
+        slot: snapshot.sweeps_total,
         started_at: at,
         duration: Duration::from_millis(210),
-        outcomes,
+        outcomes: outcomes.into_iter().map(Some).collect(),
         max_in_flight: 1,
         not_started: 0,
         cut_short: 0,

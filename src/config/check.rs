@@ -47,6 +47,8 @@ pub(super) struct CheckOptions {
     pub(super) grpc_service: Option<String>,
     /// `depends_on`, shared by every service that inherits it.
     pub(super) depends_on: Option<Arc<super::DependsOn>>,
+    /// `interval` in sweeps: the service is checked every `every`th sweep.
+    pub(super) every: u32,
 }
 
 /// TLS keys as given (paths resolved), turned into a [`TlsClient`] per service.
@@ -234,7 +236,39 @@ impl Validator<'_> {
         if let Some(g) = raw.grpc_service {
             o.grpc_service = Some(g.into_inner());
         }
+        if let Some(i) = raw.interval {
+            o.every = self.every(&i).unwrap_or(o.every);
+        }
         o
+    }
+
+    /// A service's `interval` in sweeps: a whole multiple of `[daemon] interval` (so a check
+    /// always falls on a sweep, and a sweep's deadline bounds it), at most
+    /// [`super::MAX_SERVICE_INTERVAL`].
+    fn every(&mut self, v: &Spanned<String>) -> Option<u32> {
+        let d = self.duration(DurationKey::ServiceInterval, v)?;
+        let sweep = self.sweep_interval;
+        let n = d.as_nanos() / sweep.as_nanos().max(1);
+        if d < sweep || d.as_nanos() % sweep.as_nanos().max(1) != 0 {
+            let fmt = |d: Duration| humantime::format_duration(d).to_string();
+            let below = sweep * (n.max(1) as u32);
+            let above = sweep * (n as u32 + 1);
+            let hint = if d < sweep {
+                format!("{} or longer", fmt(sweep))
+            } else {
+                format!("{} or {}", fmt(below), fmt(above))
+            };
+            self.report(
+                Some(&v.span()),
+                format!(
+                    "interval = {:?} must be a whole multiple of [daemon] interval ({}): {hint}",
+                    v.get_ref(),
+                    fmt(sweep),
+                ),
+            );
+            return None;
+        }
+        u32::try_from(n).ok()
     }
 
     pub(super) fn threshold(&mut self, key: &str, v: &Spanned<i64>) -> Option<u32> {
@@ -554,5 +588,98 @@ mod tests {
         assert_eq!(db.target.port, 5432);
         assert_eq!(db.target.ip, Some("127.0.0.1".parse().expect("ip")));
         assert!(!db.target.tls);
+    }
+
+    #[test]
+    fn a_service_interval_is_a_whole_number_of_sweeps_and_spreads_by_name() {
+        let c = parse_str(
+            r#"
+            [daemon]
+            interval = "15s"
+            [defaults]
+            interval = "1m"
+            [[service]]
+            name = "often"
+            url = "http://127.0.0.1:1/"
+            interval = "15s"
+            [[service]]
+            name = "default"
+            url = "http://127.0.0.1:2/"
+            [[service]]
+            name = "rare"
+            url = "http://127.0.0.1:3/"
+            interval = "1h"
+            "#,
+        )
+        .expect("valid");
+        let every: Vec<u32> = c.services.iter().map(|s| s.every).collect();
+        assert_eq!(every, [1, 4, 240]);
+        assert_eq!(c.services[0].phase, 0);
+        for s in &c.services {
+            assert!(
+                s.phase < s.every,
+                "{}: phase {} of {}",
+                s.name,
+                s.phase,
+                s.every
+            );
+            let due = (0..u64::from(s.every)).filter(|&k| s.due_in(k)).count();
+            assert_eq!(due, 1, "{}: once per cycle", s.name);
+        }
+        // The next turn after any slot is the first slot after it that is due.
+        let rare = &c.services[2];
+        for slot in [0, 1, 239, 240, 1_000_003] {
+            let next = rare.next_due_after(slot);
+            assert!(
+                next > slot && next <= slot + 240 && rare.due_in(next),
+                "{slot} -> {next}"
+            );
+            assert!((slot + 1..next).all(|k| !rare.due_in(k)));
+        }
+        // Undue intervals, each with a message naming the fix.
+        for (value, message) in [
+            (
+                "20s",
+                "interval = \"20s\" must be a whole multiple of [daemon] interval (15s): 15s or 30s",
+            ),
+            (
+                "5s",
+                "interval = \"5s\" must be a whole multiple of [daemon] interval (15s): 15s or longer",
+            ),
+            ("2h", "interval = \"2h\" must be between"),
+            ("0s", "interval must be greater than zero"),
+            ("often", "interval = \"often\""),
+        ] {
+            let p = problems(&format!(
+                "[[service]]\nname = \"x\"\nurl = \"http://127.0.0.1:1/\"\ninterval = \"{value}\"\n"
+            ));
+            assert_eq!(p.len(), 1, "{value}: {p:?}");
+            let text = p[0].to_string();
+            assert!(text.contains(message), "{value}: {text}");
+            assert!(text.contains("line 4"), "{value}: {text}");
+        }
+    }
+
+    #[test]
+    fn services_of_one_interval_share_its_sweeps_evenly() {
+        let mut src = String::from("[daemon]\ninterval = \"15s\"\n[defaults]\ninterval = \"5m\"\n");
+        for i in 0..10_000 {
+            src.push_str(&format!(
+                "[[service]]\nname = \"svc-{i}\"\nurl = \"http://127.0.0.1:1/{i}\"\n"
+            ));
+        }
+        let c = parse_str(&src).expect("valid");
+        let mut per_sweep = [0u32; 20];
+        for s in &c.services {
+            assert_eq!(s.every, 20);
+            per_sweep[s.phase as usize] += 1;
+        }
+        // 500 each on average; a hash spreads them within a few standard deviations (~22).
+        for (k, n) in per_sweep.iter().enumerate() {
+            assert!(
+                (420..=580).contains(n),
+                "sweep {k} of 20 carries {n}: {per_sweep:?}"
+            );
+        }
     }
 }

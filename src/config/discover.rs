@@ -330,6 +330,7 @@ impl Validator<'_> {
             dns: super::dns_check::DnsOptions::default(),
             grpc_service: None,
             depends_on: None,
+            every: 1,
         };
         let mut options = self.check_options(check, &base);
         // Prometheus' http_sd contract: the endpoint may shape its answer to the interval.

@@ -55,7 +55,7 @@ pub use tls::{Fingerprint, HTTP_ALPN, TlsClient, TlsOptions, build as tls_build}
 use urls::{basic_auth, has_userinfo, scheme_of};
 pub use urls::{redact, target_of};
 use validator::{DurationKey, SourceText, Validator};
-pub use validator::{MAX_CHECK_DURATION, MAX_INTERVAL, MIN_INTERVAL};
+pub use validator::{MAX_CHECK_DURATION, MAX_INTERVAL, MAX_SERVICE_INTERVAL, MIN_INTERVAL};
 
 /// Reads, parses and validates the config file at `path`.
 ///
@@ -143,6 +143,7 @@ fn parse_whole(path: &Path, source: &str, env: Env<'_>) -> Result<Config, Config
         service: None,
         problems: Vec::new(),
         env,
+        sweep_interval: DEFAULT_INTERVAL,
     };
     let config = v.config(raw, dir.as_ref());
     if v.problems.is_empty() {

@@ -179,6 +179,11 @@ pub struct Service {
     /// `depends_on`: the services whose failure this one's follows from (names checked at
     /// load: they exist, and no chain of them comes back to where it started).
     pub depends_on: Option<Arc<DependsOn>>,
+    /// `interval` in sweeps: the service is checked in every `every`th sweep (1: every sweep).
+    pub every: u32,
+    /// Which of the `every` sweeps: `xxh64(name) % every`, so the services of one interval
+    /// share their sweeps evenly, and each keeps its place across reloads and restarts.
+    pub phase: u32,
     /// A digest of everything that decides how the service is checked (see
     /// `Service::check_key`): a sweep that straddles a reload lands its results only on
     /// services still checked the same way.
@@ -278,6 +283,18 @@ impl ConnectionPolicy {
 }
 
 impl Service {
+    /// Whether the service is checked in the sweep of `slot` (see `sweep::Slot`).
+    pub fn due_in(&self, slot: u64) -> bool {
+        self.every <= 1 || slot % u64::from(self.every) == u64::from(self.phase)
+    }
+
+    /// The first slot after `slot` in which the service is due.
+    pub fn next_due_after(&self, slot: u64) -> u64 {
+        let every = u64::from(self.every.max(1));
+        let next = slot.saturating_add(1);
+        next + (u64::from(self.phase) + every - next % every) % every
+    }
+
     /// The URL with its user info (user name and password) replaced, safe for `/status`, logs
     /// and errors.
     pub fn redacted_url(&self) -> &str {

@@ -153,6 +153,8 @@ pub struct RawCheck {
     pub grpc_service: Option<Spanned<String>>,
     /// Services this one depends on, by name.
     pub depends_on: Option<Spanned<Vec<String>>>,
+    /// How often the service is checked: a multiple of `[daemon] interval`.
+    pub interval: Option<Spanned<String>>,
 }
 
 /// `expect_answer = { regex = "...", match = "any" | "all" }`.
@@ -217,6 +219,7 @@ pub struct RawService {
     pub expect_answer: Rare<RawAnswerMatch>,
     pub grpc_service: Rare<String>,
     pub depends_on: Rare<Vec<String>>,
+    pub interval: Rare<String>,
 }
 
 impl RawService {
@@ -266,6 +269,7 @@ impl RawService {
             expect_answer: unbox(self.expect_answer),
             grpc_service: unbox(self.grpc_service),
             depends_on: unbox(self.depends_on),
+            interval: unbox(self.interval),
         };
         (identity, check)
     }

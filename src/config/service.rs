@@ -86,8 +86,14 @@ pub(super) fn assemble(
         depends_on: o.depends_on.clone(),
         grpc_service: (kind == ProbeKind::Grpc)
             .then(|| o.grpc_service.clone().unwrap_or_default().into_boxed_str()),
+        every: o.every,
+        phase: 0,
         check_digest: 0,
     };
+    if service.every > 1 {
+        service.phase = (xxhash_rust::xxh64::xxh64(service.name.as_bytes(), 0)
+            % u64::from(service.every)) as u32;
+    }
     service.check_digest = service.check_key();
     service
 }

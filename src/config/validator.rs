@@ -29,11 +29,16 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Longest check `timeout` and `max_latency`: an hour; every check is cut by the sweep
 /// deadline anyway, so anything longer only hides a typo.
 pub const MAX_CHECK_DURATION: Duration = Duration::from_secs(3600);
+/// Longest `interval` of a service: an hour. A check rarer than that is not monitoring, and the
+/// status page's strip of recent results would span days.
+pub const MAX_SERVICE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The duration keys, each with its bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DurationKey {
     Interval,
+    /// A service's own `interval`.
+    ServiceInterval,
     Deadline,
     Timeout,
     MaxLatency,
@@ -45,7 +50,7 @@ pub(super) enum DurationKey {
 impl DurationKey {
     fn name(self) -> &'static str {
         match self {
-            DurationKey::Interval => "interval",
+            DurationKey::Interval | DurationKey::ServiceInterval => "interval",
             DurationKey::Deadline => "deadline",
             DurationKey::Timeout => "timeout",
             DurationKey::MaxLatency => "max_latency",
@@ -58,6 +63,7 @@ impl DurationKey {
     fn bounds(self) -> (Duration, Duration) {
         match self {
             DurationKey::Interval => (MIN_INTERVAL, MAX_INTERVAL),
+            DurationKey::ServiceInterval => (MIN_INTERVAL, MAX_SERVICE_INTERVAL),
             DurationKey::Deadline => (Duration::from_millis(1), MAX_INTERVAL),
             DurationKey::Timeout | DurationKey::MaxLatency => {
                 (Duration::from_millis(1), MAX_CHECK_DURATION)
@@ -73,6 +79,7 @@ impl DurationKey {
     fn why(self) -> &'static str {
         match self {
             DurationKey::Interval => " (shorter would spend the CPU on sweeping)",
+            DurationKey::ServiceInterval => " (and a whole multiple of [daemon] interval)",
             DurationKey::Deadline => " (and at most the interval)",
             DurationKey::Timeout | DurationKey::MaxLatency => {
                 " (a check is cut by the sweep deadline anyway)"
@@ -102,6 +109,8 @@ pub(super) struct Validator<'a> {
     pub(super) tls_clients: HashMap<TlsOptions, Arc<TlsClient>>,
     /// Where `${NAME}` in header values and URL passwords takes its value.
     pub(super) env: Env<'a>,
+    /// `[daemon] interval`, once read: a service's `interval` is a multiple of it.
+    pub(super) sweep_interval: Duration,
 }
 
 /// A file the validator reads, and its line starts to locate spans with.
@@ -124,6 +133,7 @@ impl Validator<'_> {
 
     pub(super) fn config(&mut self, raw: RawConfig, dir: Option<&files::ServicesDir>) -> Config {
         let daemon = self.daemon(raw.daemon);
+        self.sweep_interval = daemon.interval;
         let builtin = CheckOptions {
             method: Method::GET,
             headers: HeaderMap::new(),
@@ -145,6 +155,7 @@ impl Validator<'_> {
             dns: super::dns_check::DnsOptions::default(),
             grpc_service: None,
             depends_on: None,
+            every: 1,
         };
         let defaults = self.check_options(raw.defaults, &builtin);
 

@@ -628,7 +628,7 @@ mod tests {
 
     fn sweep(s: &Snapshot, at: SystemTime, failing: &[&str]) -> Snapshot {
         use crate::probe::Outcome;
-        let outcomes = s
+        let outcomes: Vec<_> = s
             .config
             .services
             .iter()
@@ -641,10 +641,11 @@ mod tests {
             })
             .collect();
         s.swept(crate::snapshot::SweepReport {
+            slot: 0,
             config: s.config.clone(),
             started_at: at,
             duration: Duration::from_millis(5),
-            outcomes,
+            outcomes: outcomes.into_iter().map(Some).collect(),
             max_in_flight: 1,
             not_started: 0,
             cut_short: 0,

@@ -19,6 +19,7 @@ mod fuzz;
 mod grpc;
 mod history;
 mod hostile;
+mod intervals;
 mod kubernetes;
 mod page;
 mod probes;
