@@ -291,7 +291,7 @@ async fn an_http_sd_endpoint_that_fails_any_way_keeps_the_last_good_list_and_say
     let list = |n: usize| format!("[{}]", group(&mocks[..n], "\"env\": \"prod\""));
     let sd = SdServer::start(list(2), &stop).await;
     let config = format!(
-        "{}[[discover]]\nname = \"sd\"\nrefresh = \"1s\"\nhttp = {{ url = \"http://{}/targets\", timeout = \"500ms\" }}\n",
+        "{}[[discover]]\nname = \"sd\"\nrefresh = \"1s\"\nhttp = {{ url = \"http://{}/targets\", timeout = \"500ms\", max_body_bytes = 1048576 }}\n",
         daemon_section("1s", "1s", ""),
         sd.addr
     );
