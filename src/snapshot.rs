@@ -105,6 +105,12 @@ pub struct ServiceStatus {
 }
 
 impl ServiceStatus {
+    /// Whether it has no verdict of this process yet, or none since its latest try: checked
+    /// in the next sweep whatever its `interval` says (see `sweep::Plan::due_in`).
+    pub fn awaits_verdict(&self) -> bool {
+        self.last_judged == 0 || self.missed > 0
+    }
+
     fn new(service: Arc<Service>, now: SystemTime) -> Self {
         ServiceStatus {
             service,
@@ -489,7 +495,7 @@ impl Snapshot {
     pub fn next_check(&self, i: usize) -> Option<SystemTime> {
         let sweep = self.last_sweep.as_ref()?;
         let st = self.services.get(i)?;
-        let next = if st.last_judged == 0 || st.missed > 0 {
+        let next = if st.awaits_verdict() {
             sweep.slot.wrapping_add(1)
         } else {
             st.service.next_due_after(sweep.slot)

@@ -70,12 +70,7 @@ impl Plan {
             .services
             .iter()
             .enumerate()
-            .map(|(i, svc)| {
-                svc.due_in(slot)
-                    || !same
-                    || snapshot.services[i].last_judged == 0
-                    || snapshot.services[i].missed > 0
-            })
+            .map(|(i, svc)| svc.due_in(slot) || !same || snapshot.services[i].awaits_verdict())
             .collect();
         self.due = Some(due);
         self
