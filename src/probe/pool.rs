@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -169,7 +169,9 @@ impl Endpoint {
 /// The budget and the idle connections, most recently used last.
 pub struct Pool {
     slots: Arc<Semaphore>,
-    idle: Mutex<HashMap<Endpoint, Vec<Leased>>>,
+    /// Sharded by endpoint: every check takes and puts a connection, from every worker thread
+    /// at once, and one lock for all of them was contended.
+    idle: Box<[Mutex<Idle>]>,
     /// How many connections `idle` holds, readable without the lock (a live metric).
     idle_count: Arc<AtomicUsize>,
 }
@@ -179,7 +181,7 @@ impl Pool {
     pub fn new(budget: usize) -> Self {
         Pool {
             slots: Arc::new(Semaphore::new(budget.max(1))),
-            idle: Mutex::new(HashMap::new()),
+            idle: (0..SHARDS).map(|_| Mutex::default()).collect(),
             idle_count: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -208,7 +210,7 @@ impl Pool {
     /// An idle connection to `endpoint` that is still usable: the most recently used first,
     /// as it is the likeliest to be alive. Dead ones found on the way are closed.
     pub fn take(&self, endpoint: Endpoint, shape: &Shape<'_>) -> Option<Leased> {
-        let mut idle = self.lock();
+        let mut idle = self.shard(endpoint);
         let stack = idle.get_mut(&endpoint)?;
         let mut found = None;
         while let Some(at) = stack.iter().rposition(|l| l.shape.matches(shape)) {
@@ -231,7 +233,10 @@ impl Pool {
     /// Keeps `leased` for the next check of a service at `endpoint`.
     pub fn put(&self, endpoint: Endpoint, mut leased: Leased) {
         leased.connection.shrink();
-        self.lock().entry(endpoint).or_default().push(leased);
+        self.shard(endpoint)
+            .entry(endpoint)
+            .or_default()
+            .push(leased);
         self.idle_count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -239,13 +244,16 @@ impl Pool {
     /// [`MAX_AGE`]: after each sweep, so connections no service will take again (a reload
     /// changed their shape, a redirect target stopped being one) do not hold descriptors.
     pub fn retain(&self, mut keep: impl FnMut(Endpoint) -> bool) {
-        let mut idle = self.lock();
-        idle.retain(|e, stack| {
-            stack.retain(|l| l.opened.elapsed() < MAX_AGE);
-            !stack.is_empty() && keep(*e)
-        });
-        self.idle_count
-            .store(idle.values().map(Vec::len).sum(), Ordering::Relaxed);
+        let mut count = 0;
+        for shard in &self.idle {
+            let mut idle = lock(shard);
+            idle.retain(|e, stack| {
+                stack.retain(|l| l.opened.elapsed() < MAX_AGE);
+                !stack.is_empty() && keep(*e)
+            });
+            count += idle.values().map(Vec::len).sum::<usize>();
+        }
+        self.idle_count.store(count, Ordering::Relaxed);
     }
 
     /// Idle connections held now.
@@ -261,32 +269,54 @@ impl Pool {
     /// Closes one idle connection (the least recently used of some endpoint), freeing its
     /// slot; `false` if there was none.
     fn evict_one(&self) -> bool {
-        let mut idle = self.lock();
-        let Some((&endpoint, stack)) = idle.iter_mut().next() else {
-            return false;
-        };
-        if !stack.is_empty() {
-            stack.remove(0);
-            self.idle_count.fetch_sub(1, Ordering::Relaxed);
+        for shard in &self.idle {
+            let mut idle = lock(shard);
+            let Some((&endpoint, stack)) = idle.iter_mut().next() else {
+                continue;
+            };
+            if !stack.is_empty() {
+                stack.remove(0);
+                self.idle_count.fetch_sub(1, Ordering::Relaxed);
+            }
+            if stack.is_empty() {
+                idle.remove(&endpoint);
+            }
+            return true;
         }
-        if stack.is_empty() {
-            idle.remove(&endpoint);
-        }
-        true
+        false
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Endpoint, Vec<Leased>>> {
-        // Every operation under the lock leaves the map whole; a panic cannot tear it.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, endpoint: Endpoint) -> MutexGuard<'_, Idle> {
+        lock(&self.idle[(endpoint.0 % SHARDS as u64) as usize])
     }
+}
+
+/// Shards of [`Pool::idle`]: a few per core, so two threads rarely want the same one.
+const SHARDS: usize = 16;
+
+/// One shard of the idle connections, by endpoint, most recently used last. Keyed by the
+/// endpoint's hash already, so hashed with foldhash rather than SipHash again.
+type Idle = HashMap<Endpoint, Vec<Leased>, foldhash::fast::FixedState>;
+
+fn lock(shard: &Mutex<Idle>) -> MutexGuard<'_, Idle> {
+    // Every operation under the lock leaves the map whole; a panic cannot tear it.
+    shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether an idle connection's socket is still open with nothing unread: a peek that would
 /// block. End of stream (the server closed it) or unexpected bytes (for TLS, likely a
 /// close_notify alert) make it unusable.
 fn still_open(connection: &Connection) -> bool {
-    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-    match socket2::SockRef::from(connection.stream().tcp()).peek(&mut byte) {
+    let tcp = connection.stream().tcp();
+    // Asked of the socket only when the runtime has seen it become readable since the last
+    // read drained it (a close, stray bytes): else nothing can have arrived, and the answer
+    // costs no system call. A close the runtime has not seen yet fails the request before any
+    // response, which is sent again on a new connection.
+    let peek = || {
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        socket2::SockRef::from(tcp).peek(&mut byte)
+    };
+    match tcp.try_io(tokio::io::Interest::READABLE, peek) {
         Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
         Ok(_) => false,
     }
