@@ -10,7 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -169,31 +175,30 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
     });
 
     let checks = due.as_ref().map_or(n, |d| d.iter().filter(|d| **d).count());
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut workers = JoinSet::new();
-    for _ in 0..max_in_flight.clamp(1, checks.max(1)) {
-        workers.spawn(worker(
-            prober.clone(),
-            config.clone(),
-            queue.clone(),
-            tx.clone(),
-        ));
+    let lanes = lanes(max_in_flight, checks);
+    let mut running = JoinSet::new();
+    for lane in 0..lanes {
+        // The in-flight bound shared out: the first `max_in_flight % lanes` take one more.
+        let share = max_in_flight / lanes + usize::from(lane < max_in_flight % lanes);
+        let lane = run_lane(prober.clone(), config.clone(), queue.clone(), share);
+        running.spawn(tokio::task::coop::unconstrained(lane));
     }
-    drop(tx);
 
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
     let collect = async {
-        while let Some((i, outcome)) = rx.recv().await {
-            outcomes[i] = Some(outcome);
+        while let Some(done) = running.join_next().await {
+            // A lane that panicked leaves its services without a result: they show as cut off
+            // (and the panic itself ends the process, see `main`).
+            for (i, outcome) in done.unwrap_or_default() {
+                outcomes[i as usize] = Some(outcome);
+            }
         }
     };
-    // Normally every check ends by the deadline by itself and the channel closes first; this is
-    // the hard stop for anything that does not (a blocked resolver thread, a bug).
-    let _ = tokio::time::timeout_at(deadline, collect).await;
-    workers.abort_all();
-    while let Ok((i, outcome)) = rx.try_recv() {
-        outcomes[i] = Some(outcome);
-    }
+    // Every lane ends at the deadline by itself; this is the hard stop for one that does not (a
+    // thread blocked in a call that should not block, a bug), whose services then show as cut
+    // off.
+    let _ = tokio::time::timeout_at(deadline + LANE_GRACE, collect).await;
+    running.abort_all();
     let duration = started.elapsed();
 
     let judged: Vec<bool> = outcomes
@@ -239,6 +244,24 @@ struct Queue {
 }
 
 impl Queue {
+    /// The next service to check, its start noted; `None` once all have been taken or the
+    /// deadline has passed.
+    fn pop(&self, config: &Config) -> Option<usize> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = match &self.order {
+            Some(order) => *order.get(k)? as usize,
+            None => k,
+        };
+        config.services.get(i)?;
+        let now = Instant::now();
+        if now >= self.deadline {
+            return None;
+        }
+        let offset = (now - self.started).as_nanos() as u64;
+        self.began[i].store(offset + 1, Ordering::Relaxed);
+        Some(i)
+    }
+
     /// Whether service `i`'s check (with `outcome`, if it finished) is a verdict on the service.
     /// It is not when the check never started, or started so late that the deadline cut it off
     /// before it had [`JUDGED_SHARE`] of the time any check of it gets, `min(timeout,
@@ -288,37 +311,76 @@ impl Queue {
     }
 }
 
-/// One check slot: takes the next service from the queue until it is empty or the deadline
-/// has passed.
-async fn worker(
+/// How long after the deadline a sweep waits for its lanes to hand in their results before it
+/// gives up on them.
+const LANE_GRACE: Duration = Duration::from_millis(500);
+
+/// How many lanes carry a sweep's checks: one per runtime worker thread, so each core polls its
+/// share of the checks in one task, and none when there is nothing to check.
+fn lanes(max_in_flight: usize, checks: usize) -> usize {
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    threads.clamp(1, max_in_flight.max(1)).min(checks.max(1))
+}
+
+/// One lane: up to `share` checks in flight at once in one task, each followed by the next
+/// service from the queue, until the queue is empty or the deadline has passed. Returns each
+/// finished check's outcome by service index.
+///
+/// One task polling many checks instead of a task per check: a task costs an allocation, a
+/// place in the runtime's task list and a wake-up through the scheduler, and a channel send
+/// for its result, per check; here a check is a future in a `FuturesUnordered`, and its result
+/// goes into a vector handed over once. No timer per check either (see
+/// [`crate::probe::Bounded`]): at the deadline the lane polls every check still running once
+/// more, and each ends there with what it was doing.
+async fn run_lane(
     prober: Arc<Prober>,
     config: Arc<Config>,
     queue: Arc<Queue>,
-    tx: mpsc::UnboundedSender<(usize, Outcome)>,
-) {
-    loop {
-        let k = queue.next.fetch_add(1, Ordering::Relaxed);
-        let i = match &queue.order {
-            Some(order) => match order.get(k) {
-                Some(&i) => i as usize,
-                None => return,
-            },
-            None => k,
-        };
-        let Some(service) = config.services.get(i) else {
-            return;
-        };
-        let now = Instant::now();
-        if now >= queue.deadline {
-            return;
-        }
-        let offset = (now - queue.started).as_nanos() as u64;
-        queue.began[i].store(offset + 1, Ordering::Relaxed);
-        let outcome = prober.check(service, queue.deadline).await;
-        if tx.send((i, outcome)).is_err() {
-            return;
+    share: usize,
+) -> Vec<(u32, Outcome)> {
+    let mut done = Vec::new();
+    let (prober, config, deadline) = (&*prober, &*config, queue.deadline);
+    let check = move |i: usize| {
+        let service = &config.services[i];
+        async move { (i as u32, prober.check(service, deadline).await) }
+    };
+    let mut running = FuturesUnordered::new();
+    while running.len() < share
+        && let Some(i) = queue.pop(config)
+    {
+        running.push(check(i));
+    }
+    let cutoff = tokio::time::sleep_until(deadline);
+    tokio::pin!(cutoff);
+    while !running.is_empty() {
+        tokio::select! {
+            biased;
+            Some(result) = running.next() => {
+                done.push(result);
+                if let Some(i) = queue.pop(config) {
+                    running.push(check(i));
+                }
+            }
+            () = &mut cutoff => {
+                done.extend(ended_by_deadline(&mut running));
+                break;
+            }
         }
     }
+    done
+}
+
+/// The outcomes of the checks still running at the deadline: each polled once more ends there
+/// with what it was doing. The waker is of no use, as the lane is done with them.
+fn ended_by_deadline<F: Future>(running: &mut FuturesUnordered<F>) -> Vec<F::Output> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    Pin::new(running)
+        .iter_pin_mut()
+        .filter_map(|check| match check.poll(&mut cx) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        })
+        .collect()
 }
 
 /// Runs sweeps on a fixed schedule and publishes a [`Snapshot`] after each one, and right away
@@ -584,6 +646,16 @@ mod tests {
         let (o, judged) = outcome(&report, "hang");
         assert_eq!(o.reason, Some(Reason::DeadlineExceeded));
         assert!(judged, "it had the whole sweep: a verdict");
+        // Ended by the lane's last poll at the deadline, not dropped: it says what it was
+        // doing, as a check cut by a timer of its own does.
+        assert_eq!(o.duration, Duration::from_secs(1), "{o:?}");
+        assert!(
+            o.error
+                .as_deref()
+                .is_some_and(|e| e.contains("sweep deadline reached")
+                    && e.contains("waiting for the response")),
+            "{o:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

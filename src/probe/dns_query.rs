@@ -34,8 +34,7 @@ pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instan
     let progress = Progress::default();
     let clock = Clock::start(svc, sweep_deadline);
     let facts = Mutex::new(None);
-    let result =
-        tokio::time::timeout_at(clock.cutoff(), attempt(prober, svc, &progress, &facts)).await;
+    let result = clock.bound(attempt(prober, svc, &progress, &facts)).await;
     let mut outcome = clock.outcome(svc, &progress, result);
     outcome.dns = facts.into_inner().unwrap_or_else(|e| e.into_inner());
     outcome

@@ -44,8 +44,9 @@ pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instan
     let clock = Clock::start(svc, sweep_deadline);
     let facts = Mutex::new(None);
     let cutoff = clock.cutoff();
-    let result =
-        tokio::time::timeout_at(cutoff, attempt(prober, svc, &progress, &facts, cutoff)).await;
+    let result = clock
+        .bound(attempt(prober, svc, &progress, &facts, cutoff))
+        .await;
     let mut outcome = clock.outcome(svc, &progress, result);
     outcome.grpc = facts.into_inner().unwrap_or_else(|e| e.into_inner());
     outcome

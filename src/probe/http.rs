@@ -14,7 +14,7 @@ use super::h2conn;
 use super::http1::{self, Connection, Head, Stream, render_request};
 use super::http2::{self, H2Response};
 use super::pool::{Endpoint, Leased, Shape};
-use super::progress::{Clock, Failure, Phase, Progress};
+use super::progress::{Bounded, Clock, Failure, Phase, Progress};
 use super::redirect::{Redirect, is_redirect};
 use super::request::Hop;
 use super::{HttpVersion, Outcome, Prober, Reason, net, tls};
@@ -38,16 +38,22 @@ pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instan
     let progress = Progress::default();
     let clock = Clock::start(svc, sweep_deadline);
     let mut rest = None;
-    let result =
-        tokio::time::timeout_at(clock.cutoff(), attempt(prober, svc, &progress, &mut rest)).await;
+    let result = clock
+        .bound(attempt(prober, svc, &progress, &mut rest))
+        .await;
     let outcome = clock.outcome(svc, &progress, result);
     if let Some(Rest {
         response,
         body_read,
     }) = rest
     {
-        let until = (Instant::now() + DRAIN_BUDGET).min(sweep_deadline);
-        let _ = tokio::time::timeout_at(until, response.finish(prober, body_read)).await;
+        let until = Instant::now() + DRAIN_BUDGET;
+        let _ = Bounded::new(
+            response.finish(prober, body_read),
+            Some(until),
+            sweep_deadline,
+        )
+        .await;
     }
     outcome
 }

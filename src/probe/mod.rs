@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::config::{ProbeKind, Service, TlsClient, TlsOptions};
 
 pub use http::Fetched;
-pub use progress::Failure;
+pub use progress::{Bounded, Failure};
 pub use tls::TlsFacts;
 
 /// Why a check failed. A closed set: each is a metric label value and a documented meaning.

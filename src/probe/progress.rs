@@ -2,11 +2,14 @@
 //! ([`Failure`]), and the [`Clock`] that bounds a check in time and turns its result into an
 //! [`Outcome`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::{HttpVersion, Outcome, Reason, TlsFacts};
 use crate::config::Service;
@@ -120,14 +123,15 @@ impl Failure {
 }
 
 /// A check's clock: when it started and when it must be over (its own timeout, or the sweep's
-/// deadline if that comes first). Callers await `timeout_at(clock.cutoff(), attempt)` themselves
-/// and pass the result to [`Clock::outcome`]: handing the attempt's future to a helper instead
-/// would make every check's future hold it twice (an async fn keeps its arguments apart from
-/// what it awaits), and thousands of checks are in flight at once.
+/// deadline if that comes first). Callers await `clock.bound(attempt)` themselves and pass the
+/// result to [`Clock::outcome`]: handing the attempt's future to a helper instead would make
+/// every check's future hold it twice (an async fn keeps its arguments apart from what it
+/// awaits), and thousands of checks are in flight at once.
 pub struct Clock {
     at: SystemTime,
     start: Instant,
     cutoff: Instant,
+    sweep_deadline: Instant,
     cut_by_sweep: bool,
 }
 
@@ -140,7 +144,9 @@ impl Clock {
             at: SystemTime::now(),
             start,
             cutoff: own_deadline.min(sweep_deadline),
-            cut_by_sweep: sweep_deadline < own_deadline,
+            sweep_deadline,
+            // At a tie the sweep ends it: the sweep is over then, whatever the check does.
+            cut_by_sweep: sweep_deadline <= own_deadline,
         }
     }
 
@@ -149,12 +155,18 @@ impl Clock {
         self.cutoff
     }
 
+    /// `attempt`, over by the cutoff (see [`Bounded`]).
+    pub fn bound<F: Future>(&self, attempt: F) -> Bounded<F> {
+        let own = (!self.cut_by_sweep).then_some(self.cutoff);
+        Bounded::new(attempt, own, self.sweep_deadline)
+    }
+
     /// How the check went, from its result (`Err(Elapsed)`: cut off) and what it reported.
     pub fn outcome(
         &self,
         svc: &Service,
         progress: &Progress,
-        result: Result<Result<(), Failure>, tokio::time::error::Elapsed>,
+        result: Result<Result<(), Failure>, Cut>,
     ) -> Outcome {
         let (at, duration) = (self.at, self.start.elapsed());
         let mut outcome = match result {
@@ -197,6 +209,65 @@ impl Clock {
     }
 }
 
+/// A [`Bounded`] future that was cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut;
+
+pin_project_lite::pin_project! {
+    /// A future over by a cutoff: by its own (a timer, armed only if the future has to wait at
+    /// all), or by the sweep deadline, which costs no timer: the sweep polls every check still
+    /// running once more when its deadline passes (see `sweep::run_sweep`), and a bounded future
+    /// polled at or after the sweep deadline ends there. Ten thousand checks in flight cost ten
+    /// thousand timers in the wheel otherwise, each armed and cleared under the driver's lock.
+    pub struct Bounded<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        timer: Option<Sleep>,
+        own: Option<Instant>,
+        sweep_deadline: Instant,
+    }
+}
+
+impl<F: Future> Bounded<F> {
+    /// `inner`, over by `own` (if any) or by `sweep_deadline`, whichever is first.
+    pub fn new(inner: F, own: Option<Instant>, sweep_deadline: Instant) -> Self {
+        Bounded {
+            inner,
+            timer: None,
+            own: own.filter(|&o| o < sweep_deadline),
+            sweep_deadline,
+        }
+    }
+}
+
+impl<F: Future> Future for Bounded<F> {
+    type Output = Result<F::Output, Cut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(v) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        if let Some(own) = *this.own {
+            if this.timer.is_none() {
+                this.timer.set(Some(tokio::time::sleep_until(own)));
+            }
+            if let Some(timer) = this.timer.as_pin_mut()
+                && timer.poll(cx).is_ready()
+            {
+                return Poll::Ready(Err(Cut));
+            }
+        }
+        // Also with a timer of its own: the sweep's last poll may come before the driver has
+        // fired a timer due just before the deadline, and the check must end there too.
+        if Instant::now() >= *this.sweep_deadline {
+            return Poll::Ready(Err(Cut));
+        }
+        Poll::Pending
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The deadline clock, in paused time: which limit cuts a check, and what its outcome says.
@@ -223,7 +294,12 @@ mod tests {
         let clock = Clock::start(svc, Instant::now() + sweep_in);
         let progress = Progress::default();
         progress.enter(Phase::Request);
-        let result = tokio::time::timeout_at(clock.cutoff(), std::future::pending()).await;
+        // As the sweep drives it: the sweep deadline is its own timer here.
+        let bounded = clock.bound(std::future::pending());
+        let result = match tokio::time::timeout_at(clock.cutoff(), bounded).await {
+            Ok(r) => r,
+            Err(_) => Err(Cut),
+        };
         clock.outcome(svc, &progress, result)
     }
 
@@ -258,5 +334,43 @@ mod tests {
         assert_eq!(o.http_version, Some(HttpVersion::Http11));
         assert!(o.reused_connection);
         assert_eq!(o.redirects, 1);
+    }
+
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        Pin::new(f).poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bounded_by_the_sweep_deadline_ends_when_polled_after_it_and_holds_no_timer() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut b = Box::pin(Bounded::new(std::future::pending::<()>(), None, deadline));
+        assert!(poll_once(&mut b).is_pending());
+        assert!(b.timer.is_none(), "the sweep deadline is no timer");
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(poll_once(&mut b).is_pending());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(poll_once(&mut b), Poll::Ready(Err(Cut)));
+        // An own cutoff at or after the sweep deadline is the sweep's: still no timer.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let own = Some(deadline + Duration::from_secs(1));
+        let mut b = Box::pin(Bounded::new(std::future::pending::<()>(), own, deadline));
+        assert!(poll_once(&mut b).is_pending() && b.timer.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_own_cutoff_is_a_timer_armed_only_when_the_future_has_to_wait() {
+        let now = Instant::now();
+        let sweep = now + Duration::from_secs(5);
+        let own = Some(now + Duration::from_millis(200));
+        let mut ready = Box::pin(Bounded::new(std::future::ready(7), own, sweep));
+        assert_eq!(poll_once(&mut ready), Poll::Ready(Ok(7)));
+        assert!(ready.timer.is_none());
+        let r = Bounded::new(std::future::pending::<()>(), own, sweep).await;
+        assert_eq!(r, Err(Cut));
+        assert_eq!(
+            now.elapsed(),
+            Duration::from_millis(200),
+            "woken by its own timer"
+        );
     }
 }

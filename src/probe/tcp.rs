@@ -12,7 +12,7 @@ use crate::config::Service;
 pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instant) -> Outcome {
     let progress = Progress::default();
     let clock = Clock::start(svc, sweep_deadline);
-    let result = tokio::time::timeout_at(clock.cutoff(), attempt(prober, svc, &progress)).await;
+    let result = clock.bound(attempt(prober, svc, &progress)).await;
     clock.outcome(svc, &progress, result)
 }
 
