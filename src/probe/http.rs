@@ -316,7 +316,7 @@ async fn send(
             None => match Box::pin(open(prober, svc, &shape, client.as_deref(), progress)).await? {
                 Opened::H1(leased) => (leased, false),
                 Opened::H2(stream, slot, facts) => {
-                    let shared = h2conn::handshake(stream, slot, facts).await?;
+                    let shared = Box::pin(h2conn::handshake(stream, slot, facts)).await?;
                     if reuse {
                         prober.h2.keep(&shape, &shared);
                     }
