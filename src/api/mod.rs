@@ -26,7 +26,7 @@ use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 use crate::reload::{ReloadRequest, ReloadStatus};
 use crate::snapshot::Snapshot;
 use status::{StatusQuery, status_pieces};
-pub use status::{rfc3339, status_document};
+pub use status::{rfc3339, status_document, status_document_pieces};
 
 /// `/ui/overview` as served, for the benchmark.
 pub fn overview_document(

@@ -539,8 +539,15 @@ impl<'a> ServiceDoc<'a> {
     }
 }
 
-/// `/status` for the whole fleet, unfiltered and compact, as served (the benchmark times this).
+/// `/status` for the whole fleet, unfiltered and compact, in memory (tests).
 pub fn status_document(snapshot: &Arc<Snapshot>, reload: &ReloadStatus) -> Vec<u8> {
+    status_document_pieces(snapshot, reload)
+        .flat_map(|b| b.to_vec())
+        .collect()
+}
+
+/// [`status_document`] as served: pieces rendered one at a time (the benchmark measures this).
+pub fn status_document_pieces(snapshot: &Arc<Snapshot>, reload: &ReloadStatus) -> Pieces {
     status_pieces(
         snapshot.clone(),
         reload.clone(),
@@ -549,8 +556,6 @@ pub fn status_document(snapshot: &Arc<Snapshot>, reload: &ReloadStatus) -> Vec<u
         None,
         StatusQuery::default(),
     )
-    .flat_map(|b| b.to_vec())
-    .collect()
 }
 
 /// RFC 3339, UTC, millisecond precision: `2026-11-24T16:20:15.123Z`.
