@@ -3,9 +3,13 @@
 //!
 //! A large document (`/metrics`, `/status` of a big fleet) is never built whole per request:
 //! hyper asks for the next piece only once it has written the previous one, so a client that
-//! stops reading holds one piece (tens of KiB) and its snapshot, not megabytes of text. Pieces
-//! are rendered on the async worker that polls the body, in slices small enough (well under a
-//! millisecond) not to delay the checks running beside them.
+//! stops reading holds one piece (tens of KiB) and its snapshot, not megabytes of text.
+//!
+//! Pieces are rendered on a thread of their own at the lowest CPU priority (the
+//! [`Renderer`]), not on the async workers: a sweep has a hard deadline and a scrape does not
+//! (Prometheus waits seconds), so on a busy machine the checks come first. Rendering 100,000
+//! services costs ~80 ms of CPU; on the workers, scrapes back to back slowed a sweep of them by
+//! a third or more, at nice 19 by a few percent, and the scrapes still went on.
 //!
 //! A streamed body has a deadline ([`RESPONSE_TIMEOUT`]): a client reading a byte every few
 //! seconds would otherwise keep its response (and the snapshot it is rendered from) alive for
@@ -16,6 +20,7 @@
 //! the server's connection table uses one to know a connection is busy until its response has
 //! been written, not only until the handler returned.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -47,7 +52,16 @@ pub struct TooSlow;
 enum Kind {
     /// Taken on the first poll.
     Whole(Option<Bytes>),
-    Pieces(Pieces),
+    Pieces(Rendering),
+}
+
+/// Where a streamed body's pieces are: here between pieces, with the [`Renderer`] while one is
+/// rendered.
+enum Rendering {
+    Idle(Pieces),
+    Asked(tokio::sync::oneshot::Receiver<Rendered>),
+    /// The renderer is gone (it only ends with a panic, which ends the process).
+    Gone,
 }
 
 impl Body {
@@ -64,7 +78,7 @@ impl Body {
     /// them within [`RESPONSE_TIMEOUT`]. Empty pieces are skipped.
     pub fn pieces(pieces: Pieces) -> Body {
         Body {
-            kind: Kind::Pieces(pieces),
+            kind: Kind::Pieces(Rendering::Idle(pieces)),
             guard: None,
             deadline: Some(tokio::time::Instant::now() + RESPONSE_TIMEOUT),
         }
@@ -80,7 +94,8 @@ impl Body {
     pub fn into_bytes(self) -> Vec<u8> {
         match self.kind {
             Kind::Whole(b) => b.map(|b| b.to_vec()).unwrap_or_default(),
-            Kind::Pieces(p) => p.flat_map(|b| b.to_vec()).collect(),
+            Kind::Pieces(Rendering::Idle(p)) => p.flat_map(|b| b.to_vec()).collect(),
+            Kind::Pieces(_) => Vec::new(),
         }
     }
 }
@@ -100,7 +115,7 @@ impl hyper::body::Body for Body {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, TooSlow>>> {
         let this = self.get_mut();
         if this
@@ -112,7 +127,7 @@ impl hyper::body::Body for Body {
         }
         let next = match &mut this.kind {
             Kind::Whole(b) => b.take(),
-            Kind::Pieces(p) => p.find(|b| !b.is_empty()),
+            Kind::Pieces(rendering) => std::task::ready!(rendering.poll_next(cx)),
         };
         if next.is_none() {
             // Done: let the guard go now rather than when hyper drops the body.
@@ -132,6 +147,95 @@ impl hyper::body::Body for Body {
             Kind::Pieces(_) => SizeHint::default(),
         }
     }
+}
+
+impl Rendering {
+    /// The next non-empty piece, or `None` at the end: asked of the renderer, awaited here.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        loop {
+            match std::mem::replace(self, Rendering::Gone) {
+                Rendering::Idle(pieces) => *self = Renderer::ask(pieces),
+                Rendering::Asked(mut answer) => match Pin::new(&mut answer).poll(cx) {
+                    Poll::Pending => {
+                        *self = Rendering::Asked(answer);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok((pieces, piece))) => {
+                        *self = Rendering::Idle(pieces);
+                        return Poll::Ready(piece);
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(None),
+                },
+                Rendering::Gone => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// A body's pieces handed back with the piece rendered (`None`: there are no more).
+type Rendered = (Pieces, Option<Bytes>);
+
+/// The thread that renders every streamed body's pieces, one piece per request, at nice
+/// [`Renderer::NICE`]. One piece at a time, not a whole body: a client that stops reading
+/// stops asking, and holds up no one else's response.
+struct Renderer {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// A body's pieces, and where to send them back with their next piece.
+type Job = (Pieces, tokio::sync::oneshot::Sender<Rendered>);
+
+impl Renderer {
+    /// The lowest priority there is: the thread gets the CPU that nothing else wants, and
+    /// still a share (about 1.5 % of a core against one busy thread) when everything does.
+    const NICE: i32 = 19;
+
+    /// Sends `pieces` to the renderer for their next piece. Without a renderer (the thread
+    /// could not be started) the piece is rendered here, as it was before there was one.
+    fn ask(pieces: Pieces) -> Rendering {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = match Renderer::get() {
+            Some(renderer) => renderer.jobs.send((pieces, tx)).err().map(|e| e.0),
+            None => Some((pieces, tx)),
+        };
+        if let Some((pieces, tx)) = job {
+            let _ = tx.send(next_piece(pieces));
+        }
+        Rendering::Asked(rx)
+    }
+
+    fn get() -> Option<&'static Renderer> {
+        static RENDERER: std::sync::OnceLock<Option<Renderer>> = std::sync::OnceLock::new();
+        RENDERER.get_or_init(Renderer::start).as_ref()
+    }
+
+    fn start() -> Option<Renderer> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("healthsweep-render".into())
+            .spawn(move || {
+                // On Linux the nice value is the calling thread's own.
+                if let Err(e) = rustix::process::setpriority_process(None, Renderer::NICE) {
+                    tracing::warn!(error = %e, "could not lower the render thread's priority");
+                }
+                for (pieces, answer) in queue {
+                    // A body dropped meanwhile: its pieces are dropped here with the answer.
+                    let _ = answer.send(next_piece(pieces));
+                }
+            });
+        match thread {
+            Ok(_) => Some(Renderer { jobs }),
+            Err(e) => {
+                tracing::warn!(error = %e, "no render thread; rendering on the async workers");
+                None
+            }
+        }
+    }
+}
+
+fn next_piece(mut pieces: Pieces) -> Rendered {
+    let piece = pieces.find(|b| !b.is_empty());
+    (pieces, piece)
 }
 
 /// Whether the client takes gzip (`Accept-Encoding: gzip`, not with `q=0`). Prometheus always
@@ -271,6 +375,34 @@ mod tests {
         );
         let rest = body.collect().await.expect("ok").to_bytes();
         assert_eq!(rest, "piece2;");
+    }
+
+    #[tokio::test]
+    async fn pieces_are_rendered_on_the_render_thread_at_the_lowest_priority() {
+        let pieces = std::iter::once(()).map(|()| {
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            let nice = rustix::process::getpriority_process(None).expect("own priority");
+            Bytes::from(format!("{thread} {nice}"))
+        });
+        let text = Body::pieces(Box::new(pieces))
+            .collect()
+            .await
+            .expect("ok")
+            .to_bytes();
+        assert_eq!(text, format!("healthsweep-render {}", Renderer::NICE));
+    }
+
+    #[tokio::test]
+    async fn a_body_left_unread_holds_up_no_other() {
+        let endless = || Box::new(std::iter::repeat_with(|| Bytes::from("x"))) as Pieces;
+        let mut stalled = Body::pieces(endless());
+        assert!(stalled.frame().await.expect("a frame").is_ok());
+        let mut other = Body::pieces(endless());
+        for _ in 0..100 {
+            assert!(other.frame().await.expect("a frame").is_ok());
+        }
+        let short = Body::pieces(Box::new((0..3).map(|i| Bytes::from(i.to_string()))));
+        assert_eq!(short.collect().await.expect("ok").to_bytes(), "012");
     }
 
     #[tokio::test(start_paused = true)]
