@@ -79,7 +79,17 @@ pub struct SizeReport {
     /// under scraping.
     pub peak_rss_render_bytes: u64,
     pub sweeps: Vec<SweepMeasure>,
+    /// The median of as many sweeps as the later ones, with /metrics scraped back to back.
     pub sweep_under_scrape: Option<SweepMeasure>,
+    /// The median of the same number of sweeps without scraping, run alternately with those.
+    #[serde(default)]
+    pub sweep_beside_scrape: Option<SweepMeasure>,
+    #[serde(default)]
+    pub reload: Option<ReloadMeasure>,
+    /// Peak resident memory during the reload: two configs and a parse at once, for a moment
+    /// (not in `peak_rss_bytes`, the steady state).
+    #[serde(default)]
+    pub peak_rss_reload_bytes: u64,
     pub metrics_render_seconds: f64,
     pub metrics_bytes: usize,
     /// The same, gzipped as served to a scraper that asks (Prometheus does).
@@ -97,6 +107,18 @@ pub struct SizeReport {
     pub threads: u64,
     /// Connections kept open after the sweeps (idle HTTP/1.1 ones, and shared HTTP/2 ones).
     pub connections_kept: usize,
+}
+
+/// A reload with one service changed, in the middle of a sweep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadMeasure {
+    /// Reading, parsing and validating the file (on a blocking thread, as the daemon does).
+    pub load_seconds: f64,
+    /// Taking it on: the snapshot carried over to the new config, the prober told (the sweeper
+    /// does this on its own task).
+    pub apply_seconds: f64,
+    /// The sweep the reload happened in.
+    pub sweep: SweepMeasure,
 }
 
 /// One sweep, measured.
@@ -350,28 +372,72 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     let (status_render_seconds, status_bytes) =
         median_render(|| streamed(crate::api::status_document_pieces(&shared, &reload)));
 
-    // A sweep while /metrics is scraped back to back on a blocking thread, gzipped, as the
-    // server renders it for Prometheus: far more often than any real Prometheus. The render
-    // must not slow the sweep down much.
+    // A sweep while /metrics is scraped back to back, gzipped, through the server's own body
+    // (rendered on the render thread, see `crate::body`): far more often than any real
+    // Prometheus. The scrapes must not slow the sweep down much.
     tokio::time::sleep(options.gap).await;
+    // Sweeps in pairs, one without scraping and one with, so the two medians come from the
+    // same minutes of a machine whose speed drifts.
+    let scraping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scrapes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let scraper = {
-        let (m, stop) = (metrics.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut scrapes = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::hint::black_box(streamed(crate::body::gzip(m.pieces())));
-                scrapes += 1;
+        let (m, scraping, stop, scrapes) = (
+            metrics.clone(),
+            scraping.clone(),
+            stop.clone(),
+            scrapes.clone(),
+        );
+        tokio::spawn(async move {
+            use http_body_util::BodyExt as _;
+            use std::sync::atomic::Ordering::Relaxed;
+            while !stop.load(Relaxed) {
+                if !scraping.load(Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                let mut body = crate::body::Body::pieces(crate::body::gzip(m.pieces()));
+                // Dropped mid-body when the scraping stops: the next sweep is a quiet one.
+                while scraping.load(Relaxed) {
+                    let Some(frame) = body.frame().await else {
+                        scrapes.fetch_add(1, Relaxed);
+                        break;
+                    };
+                    std::hint::black_box(frame.ok());
+                }
             }
-            scrapes
         })
     };
-    let (mut under_scrape, last) = measured_sweep(&prober, &loaded, &shared, max_in_flight).await;
+    let (mut quiet, mut scraped) = (Vec::new(), Vec::new());
+    let mut current = shared.clone();
+    for i in 0..options.sweeps.saturating_sub(1).max(1) * 2 {
+        if i > 0 {
+            tokio::time::sleep(options.gap).await;
+        }
+        let with = i % 2 == 1;
+        scraping.store(with, std::sync::atomic::Ordering::Relaxed);
+        let before = scrapes.load(std::sync::atomic::Ordering::Relaxed);
+        let (mut measure, next) = measured_sweep(&prober, &loaded, &current, max_in_flight).await;
+        scraping.store(false, std::sync::atomic::Ordering::Relaxed);
+        current = Arc::new(next);
+        if with {
+            measure.scrapes = Some(scrapes.load(std::sync::atomic::Ordering::Relaxed) - before);
+            scraped.push(measure);
+        } else {
+            quiet.push(measure);
+        }
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    under_scrape.scrapes = scraper.await.ok();
-    snapshots_tx.send_replace(Arc::new(last));
-
+    let _ = scraper.await;
+    snapshots_tx.send_replace(current.clone());
+    let (under_scrape, beside_scrape) = (median_sweep(scraped), median_sweep(quiet));
     let peak_rss_render_bytes = peak_rss();
+    reset_peak_rss();
+    tokio::time::sleep(options.gap).await;
+    let reload =
+        measured_reload(&options.config, &prober, &loaded, &current, max_in_flight).await?;
+    let peak_rss_reload_bytes = peak_rss();
+
     let peak_rss_bytes = peak_rss_load_bytes
         .max(peak_rss_sweeps_bytes)
         .max(peak_rss_render_bytes);
@@ -389,7 +455,10 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         peak_rss_sweeps_bytes,
         peak_rss_render_bytes,
         sweeps,
-        sweep_under_scrape: Some(under_scrape),
+        sweep_under_scrape: under_scrape,
+        sweep_beside_scrape: beside_scrape,
+        reload: Some(reload),
+        peak_rss_reload_bytes,
         metrics_render_seconds,
         metrics_gzip_seconds,
         metrics_gzip_bytes,
@@ -407,6 +476,56 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     serde_json::to_writer(&mut out, &report)?;
     writeln!(out)?;
     Ok(())
+}
+
+/// A sweep with a reload in it: 100 ms in, the config file with one service changed is loaded
+/// on a blocking thread and taken on, as the daemon's reloader and sweeper do, while the sweep
+/// runs. The sweep must still end by its deadline with every check done.
+async fn measured_reload(
+    path: &Path,
+    prober: &Arc<Prober>,
+    loaded: &Loaded,
+    snapshot: &Snapshot,
+    max_in_flight: usize,
+) -> anyhow::Result<ReloadMeasure> {
+    let text = std::fs::read_to_string(path)?;
+    let changed = if text.contains("/svc/0/health\"") {
+        text.replacen("/svc/0/health\"", "/svc/0/health?reloaded=1\"", 1)
+    } else {
+        text.replacen(
+            "grpc_service = \"svc.0\"",
+            "grpc_service = \"svc.0.reloaded\"",
+            1,
+        )
+    };
+    let changed_path = path.with_extension("reloaded.toml");
+    std::fs::write(&changed_path, changed)?;
+    let reload = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        let config = tokio::task::spawn_blocking(move || config::load(&changed_path)).await??;
+        let load_seconds = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let next = Loaded {
+            generation: loaded.generation + 1,
+            config: Arc::new(config),
+        };
+        let carried = snapshot.reconfigured(&next, SystemTime::now());
+        prober.use_config(&next.config);
+        let apply_seconds = t.elapsed().as_secs_f64();
+        std::hint::black_box(carried);
+        anyhow::Ok((load_seconds, apply_seconds))
+    };
+    let ((sweep, _), times) = tokio::join!(
+        measured_sweep(prober, loaded, snapshot, max_in_flight),
+        reload
+    );
+    let (load_seconds, apply_seconds) = times?;
+    Ok(ReloadMeasure {
+        load_seconds,
+        apply_seconds,
+        sweep,
+    })
 }
 
 async fn measured_sweep(
@@ -443,6 +562,13 @@ async fn measured_sweep(
         },
         next,
     )
+}
+
+/// The sweep of median wall time.
+fn median_sweep(mut sweeps: Vec<SweepMeasure>) -> Option<SweepMeasure> {
+    sweeps.sort_by(|a, b| a.wall_seconds.total_cmp(&b.wall_seconds));
+    let middle = sweeps.len() / 2;
+    (!sweeps.is_empty()).then(|| sweeps.swap_remove(middle))
 }
 
 /// Median CPU time of five renders (on this thread: a render runs on one), and the size of
@@ -599,13 +725,26 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
             all_cpu_p50 * 1e6 / r.services.max(1) as f64
         );
     }
-    if let Some(u) = &r.sweep_under_scrape {
+    if let (Some(u), Some(q)) = (&r.sweep_under_scrape, &r.sweep_beside_scrape) {
         let _ = writeln!(
             s,
-            "  sweep + scraping   {:.3} s wall ({:+.0} % on the later p50) while /metrics is scraped back to back, gzipped ({} scrapes)",
+            "  sweep + scraping   p50 {:.3} s wall while /metrics is scraped back to back, gzipped ({} scrapes in that sweep), against p50 {:.3} s in the sweeps between ({:+.0} %)",
             u.wall_seconds,
-            (u.wall_seconds / later_p50.max(f64::MIN_POSITIVE) - 1.0) * 100.0,
-            u.scrapes.unwrap_or(0)
+            u.scrapes.unwrap_or(0),
+            q.wall_seconds,
+            (u.wall_seconds / q.wall_seconds.max(f64::MIN_POSITIVE) - 1.0) * 100.0,
+        );
+    }
+    if let Some(reload) = &r.reload {
+        let _ = writeln!(
+            s,
+            "  reload             one service changed, in a sweep: load {:.3} s (blocking thread), apply {:.3} s; that sweep {:.3} s wall, {} ok, {} failed, {} never started",
+            reload.load_seconds,
+            reload.apply_seconds,
+            reload.sweep.wall_seconds,
+            reload.sweep.ok,
+            reload.sweep.failed.values().sum::<usize>(),
+            reload.sweep.not_started
         );
     }
     let reused: usize = r.sweeps.iter().map(|s| s.reused).sum();
@@ -616,12 +755,13 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "  peak RSS           {:.1} MiB; by phase: config load {:.1} MiB (then {:.1} MiB), sweeps {:.1} MiB, rendering {:.1} MiB",
+        "  peak RSS           {:.1} MiB; by phase: config load {:.1} MiB (then {:.1} MiB), sweeps {:.1} MiB, rendering {:.1} MiB; during the reload {:.1} MiB",
         mib(r.peak_rss_bytes),
         mib(r.peak_rss_load_bytes),
         mib(r.rss_after_load_bytes),
         mib(r.peak_rss_sweeps_bytes),
-        mib(r.peak_rss_render_bytes)
+        mib(r.peak_rss_render_bytes),
+        mib(r.peak_rss_reload_bytes)
     );
     let _ = writeln!(
         s,
