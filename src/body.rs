@@ -6,7 +6,7 @@
 //! stops reading holds one piece (tens of KiB) and its snapshot, not megabytes of text.
 //!
 //! Pieces are rendered on a thread of their own at the lowest CPU priority (the
-//! [`Renderer`]), not on the async workers: a sweep has a hard deadline and a scrape does not
+//! `Renderer`), not on the async workers: a sweep has a hard deadline and a scrape does not
 //! (Prometheus waits seconds), so on a busy machine the checks come first. Rendering 100,000
 //! services costs ~80 ms of CPU; on the workers, scrapes back to back slowed a sweep of them by
 //! a third or more, at nice 19 by a few percent, and the scrapes still went on.
@@ -44,10 +44,16 @@ pub struct Body {
     deadline: Option<tokio::time::Instant>,
 }
 
-/// A streamed response took longer than [`RESPONSE_TIMEOUT`].
+/// Why a streamed body failed: the client sees an incomplete response, never a complete-looking
+/// truncated one.
 #[derive(Debug, thiserror::Error)]
-#[error("the response took longer than {RESPONSE_TIMEOUT:?} to send")]
-pub struct TooSlow;
+pub enum BodyError {
+    #[error("the response took longer than {RESPONSE_TIMEOUT:?} to send")]
+    TooSlow,
+    /// The render thread is gone (only a panic ends it, and a panic ends the process).
+    #[error("the render thread is gone")]
+    RendererGone,
+}
 
 enum Kind {
     /// Taken on the first poll.
@@ -111,23 +117,29 @@ impl std::fmt::Debug for Body {
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = TooSlow;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, TooSlow>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if this
             .deadline
             .is_some_and(|d| tokio::time::Instant::now() >= d)
         {
             this.guard = None;
-            return Poll::Ready(Some(Err(TooSlow)));
+            return Poll::Ready(Some(Err(BodyError::TooSlow)));
         }
         let next = match &mut this.kind {
             Kind::Whole(b) => b.take(),
-            Kind::Pieces(rendering) => std::task::ready!(rendering.poll_next(cx)),
+            Kind::Pieces(rendering) => match std::task::ready!(rendering.poll_next(cx)) {
+                Ok(next) => next,
+                Err(e) => {
+                    this.guard = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            },
         };
         if next.is_none() {
             // Done: let the guard go now rather than when hyper drops the body.
@@ -151,7 +163,7 @@ impl hyper::body::Body for Body {
 
 impl Rendering {
     /// The next non-empty piece, or `None` at the end: asked of the renderer, awaited here.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
         loop {
             match std::mem::replace(self, Rendering::Gone) {
                 Rendering::Idle(pieces) => *self = Renderer::ask(pieces),
@@ -162,11 +174,11 @@ impl Rendering {
                     }
                     Poll::Ready(Ok((pieces, piece))) => {
                         *self = Rendering::Idle(pieces);
-                        return Poll::Ready(piece);
+                        return Poll::Ready(Ok(piece));
                     }
-                    Poll::Ready(Err(_)) => return Poll::Ready(None),
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(BodyError::RendererGone)),
                 },
-                Rendering::Gone => return Poll::Ready(None),
+                Rendering::Gone => return Poll::Ready(Err(BodyError::RendererGone)),
             }
         }
     }
@@ -390,6 +402,16 @@ mod tests {
             .expect("ok")
             .to_bytes();
         assert_eq!(text, format!("healthsweep-render {}", Renderer::NICE));
+    }
+
+    #[tokio::test]
+    async fn a_body_whose_renderer_is_gone_fails_rather_than_ends() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Rendered>();
+        drop(tx);
+        let mut body = Body::pieces(Box::new(std::iter::empty()));
+        body.kind = Kind::Pieces(Rendering::Asked(rx));
+        let frame = body.frame().await.expect("an error, not the end");
+        assert!(matches!(frame, Err(BodyError::RendererGone)), "{frame:?}");
     }
 
     #[tokio::test]
