@@ -690,6 +690,49 @@ mod tests {
         );
     }
 
+    /// Real time and two worker threads: two lanes share the in-flight bound between them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_lanes_together_keep_to_the_in_flight_bound() {
+        use std::sync::atomic::AtomicUsize;
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (n, p) = (now.clone(), peak.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (now, peak) = (n.clone(), p.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(read) = s.read(&mut buf).await {
+                        if read == 0 {
+                            return;
+                        }
+                        let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(at_once, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let names: Vec<String> = (0..12).map(|i| format!("s{i}")).collect();
+        let services: Vec<(&str, std::net::SocketAddr)> =
+            names.iter().map(|n| (n.as_str(), addr)).collect();
+        let c = config("5s", &services);
+        assert_eq!(lanes(3, 12), 2, "one lane per worker thread");
+        let report = run_sweep(Arc::new(Prober::new(64)), Plan::new(c, 3)).await;
+        assert_eq!(report.checked().filter(|o| o.ok()).count(), 12);
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&peak), "at most 3 at once, saw {peak}");
+        assert!(report.duration < Duration::from_secs(5));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_check_that_never_started_is_no_verdict_and_says_why() {
         let hang = server(None).await;
