@@ -104,6 +104,11 @@ fn the_unit_scores_ok_in_systemd_analyze_security_and_can_still_reach_the_networ
     );
     assert!(is_set("RestrictAddressFamilies=~AF_PACKET"));
     assert!(is_set("SystemCallFilter=~@privileged"));
+    // The one call of @resources let through (see the unit): the render thread's nice 19.
+    assert!(
+        !is_set("SystemCallFilter=~@resources"),
+        "setpriority must stay allowed"
+    );
 }
 
 #[test]
