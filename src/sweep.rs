@@ -147,11 +147,12 @@ impl Slot {
 
 /// Runs one sweep as `plan` says.
 ///
-/// Over by start + the deadline whatever the services do: checks still running then are
-/// cancelled, and every service without a result (cut off, or never started because all slots
-/// were busy) has a `deadline_exceeded` outcome. Each outcome says whether it is a verdict on
-/// the service ([`SweepReport::judged`]): a check that never started, or was cut off before it
-/// had its full time, is not.
+/// Over by start + the deadline whatever the services do: checks still running then are polled
+/// once more and end with what they were doing (a lane that does not end by itself is stopped
+/// `LANE_GRACE` later), and every service without a result (cut off, or never started because
+/// all slots were busy) has a `deadline_exceeded` outcome. Each outcome says whether it is a
+/// verdict on the service ([`SweepReport::judged`]): a check that never started, or was cut off
+/// before it had its full time, is not.
 pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
     let due = plan.due.clone();
     let is_due = |i: usize| due.as_ref().is_none_or(|d| d[i]);
@@ -177,29 +178,31 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
     let checks = due.as_ref().map_or(n, |d| d.iter().filter(|d| **d).count());
     let lanes = lanes(max_in_flight, checks);
     let mut running = JoinSet::new();
+    let mut finished = Vec::with_capacity(lanes);
     for lane in 0..lanes {
         // The in-flight bound shared out: the first `max_in_flight % lanes` take one more.
         let share = max_in_flight / lanes + usize::from(lane < max_in_flight % lanes);
-        let lane = run_lane(prober.clone(), config.clone(), queue.clone(), share);
+        let done = Arc::new(Done::default());
+        finished.push(done.clone());
+        let lane = run_lane(prober.clone(), config.clone(), queue.clone(), share, done);
         running.spawn(tokio::task::coop::unconstrained(lane));
     }
-
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
-    let collect = async {
-        while let Some(done) = running.join_next().await {
-            // A lane that panicked leaves its services without a result: they show as cut off
-            // (and the panic itself ends the process, see `main`).
-            for (i, outcome) in done.unwrap_or_default() {
-                outcomes[i as usize] = Some(outcome);
-            }
-        }
-    };
     // Every lane ends at the deadline by itself; this is the hard stop for one that does not (a
-    // thread blocked in a call that should not block, a bug), whose services then show as cut
-    // off.
-    let _ = tokio::time::timeout_at(deadline + LANE_GRACE, collect).await;
+    // thread blocked in a call that should not block, a bug). What it finished before is kept;
+    // what it was still running shows as cut off.
+    let _ = tokio::time::timeout_at(deadline + LANE_GRACE, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
     running.abort_all();
     let duration = started.elapsed();
+
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+    for done in finished {
+        for (i, outcome) in std::mem::take(&mut *lock(&done)) {
+            outcomes[i as usize] = Some(outcome);
+        }
+    }
 
     let judged: Vec<bool> = outcomes
         .iter()
@@ -231,7 +234,7 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
     }
 }
 
-/// The work list shared by a sweep's workers.
+/// The work list shared by a sweep's lanes.
 struct Queue {
     /// Position in `order` of the next service to check.
     next: AtomicUsize,
@@ -280,8 +283,8 @@ impl Queue {
         let offset = Duration::from_nanos(began - 1);
         let had = (self.deadline - self.started).saturating_sub(offset);
         let full = svc.timeout.min(self.deadline - self.started);
-        // Nine tenths: the first checks of a sweep start a few milliseconds in (workers pick
-        // them up one by one), and a service that hangs through almost all of its time has
+        // Nine tenths: the first checks of a sweep start a few milliseconds in (lanes start
+        // them one by one), and a service that hangs through almost all of its time has
         // had its say; one that got a small part of it has not.
         had >= full.mul_f64(JUDGED_SHARE)
     }
@@ -323,22 +326,23 @@ fn lanes(max_in_flight: usize, checks: usize) -> usize {
 }
 
 /// One lane: up to `share` checks in flight at once in one task, each followed by the next
-/// service from the queue, until the queue is empty or the deadline has passed. Returns each
-/// finished check's outcome by service index.
+/// service from the queue, until the queue is empty or the deadline has passed. Each finished
+/// check's outcome goes into `done` by service index as it ends.
 ///
 /// One task polling many checks instead of a task per check: a task costs an allocation, a
 /// place in the runtime's task list and a wake-up through the scheduler, and a channel send
 /// for its result, per check; here a check is a future in a `FuturesUnordered`, and its result
-/// goes into a vector handed over once. No timer per check either (see
-/// [`crate::probe::Bounded`]): at the deadline the lane polls every check still running once
-/// more, and each ends there with what it was doing.
+/// goes into a vector. No timer for the sweep deadline per check either (see
+/// [`crate::probe::Bounded`]; a check's own shorter `timeout` still arms one): at the deadline
+/// the lane polls every check still running once more, and each ends there with what it was
+/// doing.
 async fn run_lane(
     prober: Arc<Prober>,
     config: Arc<Config>,
     queue: Arc<Queue>,
     share: usize,
-) -> Vec<(u32, Outcome)> {
-    let mut done = Vec::new();
+    done: Arc<Done>,
+) {
     let (prober, config, deadline) = (&*prober, &*config, queue.deadline);
     let check = move |i: usize| {
         let service = &config.services[i];
@@ -352,22 +356,44 @@ async fn run_lane(
     }
     let cutoff = tokio::time::sleep_until(deadline);
     tokio::pin!(cutoff);
+    let mut since_yield = 0;
     while !running.is_empty() {
         tokio::select! {
             biased;
             Some(result) = running.next() => {
-                done.push(result);
+                lock(&done).push(result);
                 if let Some(i) = queue.pop(config) {
                     running.push(check(i));
                 }
+                // Outside the coop budget, checks that end at once (an unreachable address
+                // fails on the first poll) would run the whole queue in one poll of this task,
+                // and the server's tasks and the I/O driver on this thread would wait for it.
+                since_yield += 1;
+                if since_yield == YIELD_EVERY {
+                    since_yield = 0;
+                    tokio::task::yield_now().await;
+                }
             }
             () = &mut cutoff => {
-                done.extend(ended_by_deadline(&mut running));
+                let ended = ended_by_deadline(&mut running);
+                lock(&done).extend(ended);
                 break;
             }
         }
     }
-    done
+}
+
+/// Checks a lane completes between two yields to the scheduler.
+const YIELD_EVERY: u32 = 256;
+
+/// A lane's finished checks by service index, shared with [`run_sweep`] so that a lane stopped
+/// by the hard stop hands over what it finished. Only its lane and, after that, the sweep lock
+/// it: never contended.
+type Done = std::sync::Mutex<Vec<(u32, Outcome)>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A push leaves the vector whole; a panic cannot tear it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The outcomes of the checks still running at the deadline: each polled once more ends there
@@ -530,7 +556,8 @@ impl Sweeper {
 }
 
 /// A fixed-rate schedule: ticks at `first`, `first + interval`, ... regardless of how long each
-/// sweep takes (it never takes longer than the deadline, which is at most the interval). A tick
+/// sweep takes (it never takes much longer than the deadline, which is at most the interval:
+/// [`LANE_GRACE`] at worst). A tick
 /// missed because the process was stopped is skipped rather than bunched up.
 fn schedule(interval: Duration, first: Instant) -> tokio::time::Interval {
     let mut ticker = tokio::time::interval_at(first, interval);

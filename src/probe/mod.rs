@@ -457,7 +457,8 @@ impl Prober {
     }
 
     /// Checks `service` once. The check ends by `deadline` (the sweep's) at the latest, or by its
-    /// own timeout if that comes first.
+    /// own timeout if that comes first. The sweep deadline holds no timer (see [`Bounded`]): the
+    /// caller polls the check once more at `deadline`, as the sweep's lanes do.
     pub async fn check(&self, service: &Service, deadline: Instant) -> Outcome {
         // The other kinds boxed: a check's future is as large as its largest variant for its
         // whole life, and most fleets are HTTP; with all four inline every HTTP check in flight
