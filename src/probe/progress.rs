@@ -161,7 +161,7 @@ impl Clock {
         Bounded::new(attempt, own, self.sweep_deadline)
     }
 
-    /// How the check went, from its result (`Err(Elapsed)`: cut off) and what it reported.
+    /// How the check went, from its result (`Err(Cut)`: cut off) and what it reported.
     pub fn outcome(
         &self,
         svc: &Service,
@@ -215,9 +215,11 @@ pub struct Cut;
 
 pin_project_lite::pin_project! {
     /// A future over by a cutoff: by its own (a timer, armed only if the future has to wait at
-    /// all), or by the sweep deadline, which costs no timer: the sweep polls every check still
-    /// running once more when its deadline passes (see `sweep::run_sweep`), and a bounded future
-    /// polled at or after the sweep deadline ends there. Ten thousand checks in flight cost ten
+    /// all), or by the sweep deadline, which costs no timer: the sweep's lanes poll every check
+    /// still running once more when its deadline passes (see `sweep::run_lane`), and a bounded
+    /// future polled at or after the sweep deadline ends there. So it must be polled then:
+    /// a caller outside a sweep bounds it with a timer of its own. One first polled at or after
+    /// the sweep deadline ends without polling `inner` at all (no request sent to be dropped). Ten thousand checks in flight cost ten
     /// thousand timers in the wheel otherwise, each armed and cleared under the driver's lock.
     pub struct Bounded<F> {
         #[pin]
@@ -226,6 +228,7 @@ pin_project_lite::pin_project! {
         timer: Option<Sleep>,
         own: Option<Instant>,
         sweep_deadline: Instant,
+        polled: bool,
     }
 }
 
@@ -237,6 +240,7 @@ impl<F: Future> Bounded<F> {
             timer: None,
             own: own.filter(|&o| o < sweep_deadline),
             sweep_deadline,
+            polled: false,
         }
     }
 }
@@ -246,6 +250,12 @@ impl<F: Future> Future for Bounded<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if !*this.polled {
+            *this.polled = true;
+            if Instant::now() >= *this.sweep_deadline {
+                return Poll::Ready(Err(Cut));
+            }
+        }
         if let Poll::Ready(v) = this.inner.poll(cx) {
             return Poll::Ready(Ok(v));
         }
@@ -355,6 +365,18 @@ mod tests {
         let own = Some(deadline + Duration::from_secs(1));
         let mut b = Box::pin(Bounded::new(std::future::pending::<()>(), own, deadline));
         assert!(poll_once(&mut b).is_pending() && b.timer.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_polled_after_the_sweep_deadline_it_ends_without_starting() {
+        let deadline = Instant::now();
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let inner = async {
+            started.store(true, std::sync::atomic::Ordering::SeqCst);
+        };
+        let mut b = Box::pin(Bounded::new(inner, None, deadline));
+        assert_eq!(poll_once(&mut b), Poll::Ready(Err(Cut)));
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]
