@@ -233,10 +233,10 @@ impl Pool {
     /// Keeps `leased` for the next check of a service at `endpoint`.
     pub fn put(&self, endpoint: Endpoint, mut leased: Leased) {
         leased.connection.shrink();
-        self.shard(endpoint)
-            .entry(endpoint)
-            .or_default()
-            .push(leased);
+        let mut idle = self.shard(endpoint);
+        idle.entry(endpoint).or_default().push(leased);
+        // Under the shard's lock, as every change of the count is: a connection is counted
+        // before anyone can take it, so the count never dips below zero (and wraps).
         self.idle_count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -244,16 +244,18 @@ impl Pool {
     /// [`MAX_AGE`]: after each sweep, so connections no service will take again (a reload
     /// changed their shape, a redirect target stopped being one) do not hold descriptors.
     pub fn retain(&self, mut keep: impl FnMut(Endpoint) -> bool) {
-        let mut count = 0;
         for shard in &self.idle {
             let mut idle = lock(shard);
+            let before: usize = idle.values().map(Vec::len).sum();
             idle.retain(|e, stack| {
                 stack.retain(|l| l.opened.elapsed() < MAX_AGE);
                 !stack.is_empty() && keep(*e)
             });
-            count += idle.values().map(Vec::len).sum::<usize>();
+            let after: usize = idle.values().map(Vec::len).sum();
+            // What this shard let go, not a total stored at the end: checks on other threads
+            // take and put connections in the shards already counted meanwhile.
+            self.idle_count.fetch_sub(before - after, Ordering::Relaxed);
         }
-        self.idle_count.store(count, Ordering::Relaxed);
     }
 
     /// Idle connections held now.
