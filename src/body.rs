@@ -96,7 +96,8 @@ impl Body {
         self
     }
 
-    /// The whole body as bytes: for tests, and for callers that need it in memory anyway.
+    /// The whole body as bytes: for tests, and for callers that need it in memory anyway. Of a
+    /// body not yet polled (a streamed one being polled hands its pieces to the renderer).
     pub fn into_bytes(self) -> Vec<u8> {
         match self.kind {
             Kind::Whole(b) => b.map(|b| b.to_vec()).unwrap_or_default(),
@@ -231,7 +232,11 @@ impl Renderer {
                     tracing::warn!(error = %e, "could not lower the render thread's priority");
                 }
                 for (pieces, answer) in queue {
-                    // A body dropped meanwhile: its pieces are dropped here with the answer.
+                    // A body dropped while it waited (a client gone): nothing to render, its
+                    // pieces and their snapshot are let go at once.
+                    if answer.is_closed() {
+                        continue;
+                    }
                     let _ = answer.send(next_piece(pieces));
                 }
             });
