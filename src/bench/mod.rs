@@ -399,11 +399,15 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
                 let mut body = crate::body::Body::pieces(crate::body::gzip(m.pieces()));
                 // Dropped mid-body when the scraping stops: the next sweep is a quiet one.
                 while scraping.load(Relaxed) {
-                    let Some(frame) = body.frame().await else {
-                        scrapes.fetch_add(1, Relaxed);
-                        break;
-                    };
-                    std::hint::black_box(frame.ok());
+                    match body.frame().await {
+                        None => {
+                            scrapes.fetch_add(1, Relaxed);
+                            break;
+                        }
+                        Some(Ok(frame)) => drop(std::hint::black_box(frame)),
+                        // A failed body fails at every poll from then on.
+                        Some(Err(_)) => break,
+                    }
                 }
             }
         })
@@ -491,12 +495,14 @@ async fn measured_reload(
     let text = std::fs::read_to_string(path)?;
     let changed = if text.contains("/svc/0/health\"") {
         text.replacen("/svc/0/health\"", "/svc/0/health?reloaded=1\"", 1)
-    } else {
+    } else if text.contains("grpc_service = \"svc.0\"") {
         text.replacen(
             "grpc_service = \"svc.0\"",
             "grpc_service = \"svc.0.reloaded\"",
             1,
         )
+    } else {
+        bail!("no service svc-000000 to change in {}", path.display());
     };
     let changed_path = path.with_extension("reloaded.toml");
     std::fs::write(&changed_path, changed)?;
