@@ -90,6 +90,10 @@ pub struct SizeReport {
     /// (not in `peak_rss_bytes`, the steady state).
     #[serde(default)]
     pub peak_rss_reload_bytes: u64,
+    /// How late a task beside the sweep (a 5 ms timer, as the server's tasks are) wakes during
+    /// the later sweeps: p50, p99, max, in milliseconds.
+    #[serde(default)]
+    pub wake_lateness_ms: Option<[f64; 3]>,
     pub metrics_render_seconds: f64,
     pub metrics_bytes: usize,
     /// The same, gzipped as served to a scraper that asks (Prometheus does).
@@ -343,14 +347,18 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     let prober = Arc::new(Prober::new(options.connection_budget));
     let mut snapshot = Snapshot::new(&loaded, SystemTime::now());
     let mut sweeps = Vec::with_capacity(options.sweeps);
+    let lateness = Lateness::start();
     for i in 0..options.sweeps {
         if i > 0 {
             tokio::time::sleep(options.gap).await;
         }
+        lateness.during(i > 0);
         let (measure, next) = measured_sweep(&prober, &loaded, &snapshot, max_in_flight).await;
+        lateness.during(false);
         sweeps.push(measure);
         snapshot = next;
     }
+    let wake_lateness_ms = lateness.finish().await;
 
     let peak_rss_sweeps_bytes = peak_rss();
     reset_peak_rss();
@@ -463,6 +471,7 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         sweep_beside_scrape: beside_scrape,
         reload: Some(reload),
         peak_rss_reload_bytes,
+        wake_lateness_ms,
         metrics_render_seconds,
         metrics_gzip_seconds,
         metrics_gzip_bytes,
@@ -568,6 +577,53 @@ async fn measured_sweep(
         },
         next,
     )
+}
+
+/// A task on the runtime beside the sweeps that sleeps 5 ms again and again and notes how late
+/// it wakes while a sweep runs: what the server's tasks wait for the lanes.
+struct Lateness {
+    during: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<f64>>,
+}
+
+impl Lateness {
+    const TICK: Duration = Duration::from_millis(5);
+
+    fn start() -> Lateness {
+        let during = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, s) = (during.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut late = Vec::new();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                tokio::time::sleep(Lateness::TICK).await;
+                if d.load(std::sync::atomic::Ordering::Relaxed) {
+                    late.push(t.elapsed().saturating_sub(Lateness::TICK).as_secs_f64() * 1e3);
+                }
+            }
+            late
+        });
+        Lateness { during, stop, task }
+    }
+
+    fn during(&self, sweeping: bool) {
+        self.during
+            .store(sweeping, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// p50, p99 and max of the lateness seen, in milliseconds.
+    async fn finish(self) -> Option<[f64; 3]> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut late = self.task.await.ok()?;
+        if late.is_empty() {
+            return None;
+        }
+        late.sort_by(f64::total_cmp);
+        let at = |q: f64| late[((late.len() - 1) as f64 * q).round() as usize];
+        Some([at(0.5), at(0.99), at(1.0)])
+    }
 }
 
 /// The sweep of median wall time.
@@ -739,6 +795,12 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
             u.scrapes.unwrap_or(0),
             q.wall_seconds,
             (u.wall_seconds / q.wall_seconds.max(f64::MIN_POSITIVE) - 1.0) * 100.0,
+        );
+    }
+    if let Some([p50, p99, max]) = r.wake_lateness_ms {
+        let _ = writeln!(
+            s,
+            "  beside the sweeps  a 5 ms timer task wakes late by p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
         );
     }
     if let Some(reload) = &r.reload {
