@@ -353,6 +353,14 @@ async fn run_lane(
         && let Some(i) = queue.pop(config)
     {
         running.push(check(i));
+        if running.len() % YIELD_EVERY == 0 {
+            // Started a batch at a time, each given its first poll (connection, request)
+            // before the next: starting thousands in one poll of this task held its thread
+            // for tens of milliseconds (the server's tasks, timers and the I/O driver waited).
+            let ended = first_polls(&mut running).await;
+            lock(&done).extend(ended);
+            tokio::task::yield_now().await;
+        }
     }
     let cutoff = tokio::time::sleep_until(deadline);
     tokio::pin!(cutoff);
@@ -369,7 +377,7 @@ async fn run_lane(
                 // fails on the first poll) would run the whole queue in one poll of this task,
                 // and the server's tasks and the I/O driver on this thread would wait for it.
                 since_yield += 1;
-                if since_yield == YIELD_EVERY {
+                if since_yield == YIELD_EVERY as u32 {
                     since_yield = 0;
                     tokio::task::yield_now().await;
                 }
@@ -383,8 +391,21 @@ async fn run_lane(
     }
 }
 
-/// Checks a lane completes between two yields to the scheduler.
-const YIELD_EVERY: u32 = 256;
+/// Checks a lane starts, or completes, between two yields to the scheduler.
+const YIELD_EVERY: usize = 256;
+
+/// Polls the checks that are ready to be polled (new ones, woken ones) once, with the lane's
+/// own waker, and returns those that ended.
+async fn first_polls<F: Future>(running: &mut FuturesUnordered<F>) -> Vec<F::Output> {
+    std::future::poll_fn(|cx| {
+        let mut ended = Vec::new();
+        while let std::task::Poll::Ready(Some(result)) = running.poll_next_unpin(cx) {
+            ended.push(result);
+        }
+        std::task::Poll::Ready(ended)
+    })
+    .await
+}
 
 /// A lane's finished checks by service index, shared with [`run_sweep`] so that a lane stopped
 /// by the hard stop hands over what it finished. Only its lane and, after that, the sweep lock
