@@ -357,7 +357,7 @@ async fn run_lane(
             // Started a batch at a time, each given its first poll (connection, request)
             // before the next: starting thousands in one poll of this task held its thread
             // for tens of milliseconds (the server's tasks, timers and the I/O driver waited).
-            let ended = first_polls(&mut running).await;
+            let ended = poll_ready(&mut running).await;
             lock(&done).extend(ended);
             tokio::task::yield_now().await;
         }
@@ -377,7 +377,7 @@ async fn run_lane(
                 // fails on the first poll) would run the whole queue in one poll of this task,
                 // and the server's tasks and the I/O driver on this thread would wait for it.
                 since_yield += 1;
-                if since_yield == YIELD_EVERY as u32 {
+                if since_yield == YIELD_EVERY {
                     since_yield = 0;
                     tokio::task::yield_now().await;
                 }
@@ -396,13 +396,13 @@ const YIELD_EVERY: usize = 256;
 
 /// Polls the checks that are ready to be polled (new ones, woken ones) once, with the lane's
 /// own waker, and returns those that ended.
-async fn first_polls<F: Future>(running: &mut FuturesUnordered<F>) -> Vec<F::Output> {
+async fn poll_ready<F: Future>(running: &mut FuturesUnordered<F>) -> Vec<F::Output> {
     std::future::poll_fn(|cx| {
         let mut ended = Vec::new();
-        while let std::task::Poll::Ready(Some(result)) = running.poll_next_unpin(cx) {
+        while let Poll::Ready(Some(result)) = running.poll_next_unpin(cx) {
             ended.push(result);
         }
-        std::task::Poll::Ready(ended)
+        Poll::Ready(ended)
     })
     .await
 }
@@ -578,8 +578,8 @@ impl Sweeper {
 
 /// A fixed-rate schedule: ticks at `first`, `first + interval`, ... regardless of how long each
 /// sweep takes (it never takes much longer than the deadline, which is at most the interval:
-/// [`LANE_GRACE`] at worst). A tick
-/// missed because the process was stopped is skipped rather than bunched up.
+/// [`LANE_GRACE`] at worst). A tick missed because the process was stopped is skipped rather
+/// than bunched up.
 fn schedule(interval: Duration, first: Instant) -> tokio::time::Interval {
     let mut ticker = tokio::time::interval_at(first, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);

@@ -217,10 +217,11 @@ pin_project_lite::pin_project! {
     /// A future over by a cutoff: by its own (a timer, armed only if the future has to wait at
     /// all), or by the sweep deadline, which costs no timer: the sweep's lanes poll every check
     /// still running once more when its deadline passes (see `sweep::run_lane`), and a bounded
-    /// future polled at or after the sweep deadline ends there. So it must be polled then:
-    /// a caller outside a sweep bounds it with a timer of its own. One first polled at or after
-    /// the sweep deadline ends without polling `inner` at all (no request sent to be dropped). Ten thousand checks in flight cost ten
-    /// thousand timers in the wheel otherwise, each armed and cleared under the driver's lock.
+    /// future polled at or after the sweep deadline ends there. Ten thousand checks in flight
+    /// cost ten thousand timers in the wheel otherwise, each armed and cleared under the
+    /// driver's lock. So it must be polled then: a caller outside a sweep bounds it with a
+    /// timer of its own. One first polled at or after the sweep deadline ends without polling
+    /// `inner` at all (no request sent only to be dropped).
     pub struct Bounded<F> {
         #[pin]
         inner: F,
