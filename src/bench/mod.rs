@@ -421,7 +421,9 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         })
     };
     let (mut quiet, mut scraped) = (Vec::new(), Vec::new());
-    let mut current = shared.clone();
+    // Published after every sweep, as the daemon's sweeper publishes it: the scrapes render
+    // the latest snapshot, and the one before goes when no reader holds it any more.
+    let mut current = shared;
     for i in 0..options.sweeps.saturating_sub(1).max(1) * 2 {
         if i > 0 {
             tokio::time::sleep(options.gap).await;
@@ -432,6 +434,7 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         let (mut measure, next) = measured_sweep(&prober, &loaded, &current, max_in_flight).await;
         scraping.store(false, std::sync::atomic::Ordering::Relaxed);
         current = Arc::new(next);
+        snapshots_tx.send_replace(current.clone());
         if with {
             measure.scrapes = Some(scrapes.load(std::sync::atomic::Ordering::Relaxed) - before);
             scraped.push(measure);
@@ -441,7 +444,6 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = scraper.await;
-    snapshots_tx.send_replace(current.clone());
     let (under_scrape, beside_scrape) = (median_sweep(scraped), median_sweep(quiet));
     let peak_rss_render_bytes = peak_rss();
     reset_peak_rss();
