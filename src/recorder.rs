@@ -136,7 +136,7 @@ pub fn batch_turn(
             since: st.since,
             consecutive_failures: st.consecutive_failures,
             consecutive_successes: st.consecutive_successes,
-            counts: st.counts,
+            counts: st.counts.clone(),
             recent: entry.recent().collect(),
         });
     }

@@ -44,28 +44,49 @@ impl State {
 
 /// How many checks of a service ended which way, since it was added: counters for `rate()`.
 /// `u32`: a check a second would take 136 years to wrap, and a snapshot holds one per service.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The failures by reason live behind one shared allocation made at a service's first
+/// failure: most services never fail, and a counter per reason inline (92 bytes) was 40 % of
+/// each of the two snapshots alive at the end of a sweep (7 MiB each at 100,000 services).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub ok: u32,
-    /// Failures, indexed like [`Reason::ALL`].
-    pub failed: [u32; Reason::ALL.len()],
+    /// Failures, indexed like [`Reason::ALL`]; `None` until the first.
+    failed: Option<Arc<[u32; Reason::ALL.len()]>>,
 }
 
 impl Counts {
     fn add(&mut self, outcome: &Outcome) {
         match outcome.reason {
             None => self.ok = self.ok.wrapping_add(1),
-            Some(r) => self.failed[r.index()] = self.failed[r.index()].wrapping_add(1),
+            Some(r) => {
+                let n = self.failed(r).wrapping_add(1);
+                self.set_failed(r, n);
+            }
         }
+    }
+
+    /// Failures with `reason` so far.
+    pub fn failed(&self, reason: Reason) -> u32 {
+        self.failed.as_ref().map_or(0, |f| f[reason.index()])
+    }
+
+    /// Sets the failures with `reason` (a count read back from the state store). Copies the
+    /// counters when an older snapshot still shares them.
+    pub fn set_failed(&mut self, reason: Reason, n: u32) {
+        let failed = self
+            .failed
+            .get_or_insert_with(|| Arc::new([0; Reason::ALL.len()]));
+        Arc::make_mut(failed)[reason.index()] = n;
     }
 
     /// Failures by reason, those that happened at least once.
     pub fn failures(&self) -> impl Iterator<Item = (Reason, u32)> + '_ {
+        let failed = self.failed.as_deref();
         Reason::ALL
             .iter()
-            .zip(self.failed)
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| (*r, n))
+            .zip(failed.into_iter().flatten())
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| (*r, *n))
     }
 }
 
@@ -165,7 +186,7 @@ impl ServiceStatus {
             }
             _ => result,
         };
-        let mut counts = self.counts;
+        let mut counts = self.counts.clone();
         counts.add(&outcome);
         ServiceStatus {
             service: self.service.clone(),
@@ -389,7 +410,7 @@ impl Snapshot {
             st.since = s.since;
             st.consecutive_failures = s.consecutive_failures;
             st.consecutive_successes = s.consecutive_successes;
-            st.counts = s.counts;
+            st.counts = s.counts.clone();
         }
         self.with_blocked()
     }
@@ -592,6 +613,26 @@ mod tests {
             .collect()
     }
 
+    /// The failure counters are shared between snapshots until one of them counts another
+    /// failure: the older snapshot (still being read by a scrape) keeps its numbers.
+    #[test]
+    fn counts_are_copied_on_the_first_change_and_not_before() {
+        let mut older = Counts::default();
+        assert_eq!(older.failures().count(), 0, "no failures, no counters");
+        older.add(&outcome(true));
+        older.add(&outcome(false));
+        let mut newer = older.clone();
+        newer.add(&outcome(false));
+        newer.add(&outcome(true));
+        assert_eq!((older.ok, older.failed(Reason::HttpStatus)), (1, 1));
+        assert_eq!((newer.ok, newer.failed(Reason::HttpStatus)), (2, 2));
+        assert_eq!(
+            newer.failures().collect::<Vec<_>>(),
+            [(Reason::HttpStatus, 2)]
+        );
+        assert_eq!(newer.failed(Reason::Timeout), 0);
+    }
+
     fn outcome(ok: bool) -> Outcome {
         if ok {
             Outcome {
@@ -655,7 +696,7 @@ mod tests {
                 (st.state, st.consecutive_failures, st.missed),
                 (State::Up, 1, 0)
             );
-            assert_eq!(st.counts.failed[Reason::HttpStatus.index()], 1);
+            assert_eq!(st.counts.failed(Reason::HttpStatus), 1);
             assert!(st.last.is_some(), "the latest result stays, and its series");
             let due = (slot + 1..).find(|k| k % 3 == phase).expect("a turn");
             assert_eq!(

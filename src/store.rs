@@ -419,7 +419,7 @@ fn counts_of(text: &str) -> Counts {
         if k == "ok" {
             c.ok = n;
         } else if let Some(r) = reason_of(&k) {
-            c.failed[r.index()] = n;
+            c.set_failed(r, n);
         }
     }
     c
@@ -751,11 +751,9 @@ mod tests {
     }
 
     fn saved(state: State) -> Saved {
-        let mut counts = Counts {
-            ok: 7,
-            ..Counts::default()
-        };
-        counts.failed[Reason::ALL[2].index()] = 3;
+        let mut counts = Counts::default();
+        counts.ok = 7;
+        counts.set_failed(Reason::ALL[2], 3);
         Saved {
             url: "http://127.0.0.1:1/health".into(),
             state,
