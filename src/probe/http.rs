@@ -7,6 +7,7 @@
 //! socket at once.
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use tokio::time::Instant;
 
 use super::expect::{check_body, expected, header_failure};
@@ -37,10 +38,11 @@ const DRAIN_BUDGET: std::time::Duration = std::time::Duration::from_millis(50);
 pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instant) -> Outcome {
     let progress = Progress::default();
     let clock = Clock::start(svc, sweep_deadline);
-    let mut rest = None;
-    let result = clock
-        .bound(attempt(prober, svc, &progress, &mut rest))
-        .await;
+    let (result, rest) = match clock.bound(attempt(prober, svc, &progress)).await {
+        Ok(Ok(Evaluated { verdict, rest })) => (Ok(verdict), Some(rest)),
+        Ok(Err(failure)) => (Ok(Err(failure)), None),
+        Err(cut) => (Err(cut), None),
+    };
     let outcome = clock.outcome(svc, &progress, result);
     if let Some(Rest {
         response,
@@ -48,8 +50,11 @@ pub(super) async fn check(prober: &Prober, svc: &Service, sweep_deadline: Instan
     }) = rest
     {
         let until = Instant::now() + DRAIN_BUDGET;
+        // Boxed: reading the rest of a body and pooling the connection is over in one poll
+        // mostly, and its state should not make every check's future larger for the wait
+        // for the response.
         let _ = Bounded::new(
-            response.finish(prober, body_read),
+            Box::pin(response.finish(prober, body_read)),
             Some(until),
             sweep_deadline,
         )
@@ -99,6 +104,13 @@ pub(super) async fn fetch(prober: &Prober, svc: &Service) -> Result<Fetched, Fai
     }
 }
 
+/// A check's verdict on its final response, and the response (to be finished after the
+/// verdict). An `Err` instead means there was no response to finish.
+struct Evaluated {
+    verdict: Result<(), Failure>,
+    rest: Rest,
+}
+
 /// The final response of a check once its verdict is in, to be kept for reuse or closed.
 struct Rest {
     response: Response,
@@ -107,27 +119,32 @@ struct Rest {
 }
 
 /// The check proper: the request, any redirects, the final response's expectations. The final
-/// response goes to `rest`, for [`check`] to finish after the verdict.
+/// response comes back with the verdict, for [`check`] to finish after it.
 async fn attempt(
     prober: &Prober,
     svc: &Service,
     progress: &Progress,
-    rest: &mut Option<Rest>,
-) -> Result<(), Failure> {
+) -> Result<Evaluated, Failure> {
     let first = Hop {
         target: &svc.target,
         method: &svc.method,
         body: svc.body.as_ref(),
         same_origin: true,
     };
-    let response = send(prober, svc, first, progress, false).await?;
     // Both boxed: a task's future is as large as its largest state for its whole life, and
     // these states come after the response has arrived, while the wait for it is where
-    // thousands of checks spend their time.
-    if svc.follow_redirects > 0 && is_redirect(response.status()) {
-        return Box::pin(follow(prober, svc, response, progress, rest)).await;
-    }
-    Box::pin(evaluate(svc, response, progress, rest)).await
+    // thousands of checks spend their time. The response is a local of the block only: a
+    // borrowed local keeps its place in the future to its scope's end, and here that place
+    // would sit beside the wait for the response.
+    let then = {
+        let response = send(prober, svc, first, progress, false).await?;
+        if svc.follow_redirects > 0 && is_redirect(response.status()) {
+            Either::Left(Box::pin(follow(prober, svc, response, progress)))
+        } else {
+            Either::Right(Box::pin(evaluate(svc, response, progress)))
+        }
+    };
+    then.await
 }
 
 /// Follows redirects from `response`, up to the service's `follow_redirects`.
@@ -136,14 +153,13 @@ async fn follow(
     svc: &Service,
     mut response: Response,
     progress: &Progress,
-    rest: &mut Option<Rest>,
-) -> Result<(), Failure> {
+) -> Result<Evaluated, Failure> {
     let mut current: Option<Redirect> = None;
     let mut followed = 0;
     loop {
         let location = match response.header("location") {
             Some(l) if is_redirect(response.status()) => l,
-            _ => return evaluate(svc, response, progress, rest).await,
+            _ => return evaluate(svc, response, progress).await,
         };
         if followed == svc.follow_redirects {
             return Err(Failure::new(
@@ -163,14 +179,13 @@ async fn follow(
     }
 }
 
-/// Checks the final response against the expectations, then hands it to `rest` (to be kept
-/// or closed after the verdict).
+/// Checks the final response against the expectations, and hands the response on with the
+/// verdict (to be kept or closed after it).
 async fn evaluate(
     svc: &Service,
     mut response: Response,
     progress: &Progress,
-    rest: &mut Option<Rest>,
-) -> Result<(), Failure> {
+) -> Result<Evaluated, Failure> {
     let expect = &svc.expect;
     let status = response.status();
     let verdict = if !expect.status_ok_code(status) {
@@ -184,19 +199,23 @@ async fn evaluate(
         progress.enter(Phase::Body);
         // A body that cannot be read whole leaves the connection unusable: it is dropped.
         let body = response.read_body(svc.max_body_bytes).await?;
-        *rest = Some(Rest {
-            response,
-            body_read: true,
+        return Ok(Evaluated {
+            verdict: check_body(expect, &body),
+            rest: Rest {
+                response,
+                body_read: true,
+            },
         });
-        return check_body(expect, &body);
     } else {
         Ok(())
     };
-    *rest = Some(Rest {
-        response,
-        body_read: false,
-    });
-    verdict
+    Ok(Evaluated {
+        verdict,
+        rest: Rest {
+            response,
+            body_read: false,
+        },
+    })
 }
 
 /// A response whose head has arrived.
@@ -303,30 +322,28 @@ async fn send(
             Err(e) => return Err(e.failure),
         }
     }
-    let mut kept = if reuse {
-        prober.pool.take(endpoint, &shape)
-    } else {
-        None
+    let new = |prober, svc, shape, client| {
+        Box::pin(connect(prober, svc, hop, shape, client, progress, reuse))
     };
-    loop {
-        let (mut leased, reused) = match kept.take() {
-            Some(leased) => (leased, true),
-            // Boxed: connecting is brief, and its state should not stay in every check's
-            // future for the long wait for the response.
-            None => match Box::pin(open(prober, svc, &shape, client.as_deref(), progress)).await? {
-                Opened::H1(leased) => (leased, false),
-                Opened::H2(stream, slot, facts) => {
-                    let shared = Box::pin(h2conn::handshake(stream, slot, facts)).await?;
-                    if reuse {
-                        prober.h2.keep(&shape, &shared);
-                    }
-                    progress.reused(false);
-                    return Box::pin(send_h2(svc, hop, shared, progress))
-                        .await
-                        .map_err(|e| e.failure);
-                }
-            },
+    // In a block of its own, so that the kept connection's place ends with it rather than
+    // stay in the future beside `leased` (a future keeps a local's place to its scope's end).
+    let (mut leased, mut reused) = {
+        let kept = if reuse {
+            prober.pool.take(endpoint, &shape)
+        } else {
+            None
         };
+        match kept {
+            Some(leased) => (leased, true),
+            None => match new(prober, svc, &shape, client.as_deref()).await? {
+                Connected::H1(leased) => (leased, false),
+                Connected::H2(response) => return Ok(response),
+            },
+        }
+    };
+    // Nothing but the connection and what the request needs is held across the wait for the
+    // response below: this state is in every check's future while thousands wait at once.
+    loop {
         progress.reused(reused);
         progress.tls(leased.tls.clone());
         progress.enter(Phase::Request);
@@ -340,9 +357,49 @@ async fn send(
                     reuse,
                 });
             }
-            // The server closed the kept connection as we sent on it: on to a new one.
-            Err(e) if reused && e.before_response() => continue,
+            // The server closed the kept connection as we sent on it: on to a new one (the
+            // old one let go first, so its slot is free for the new).
+            Err(e) if reused && e.before_response() => {
+                drop(leased);
+                leased = match new(prober, svc, &shape, client.as_deref()).await? {
+                    Connected::H1(leased) => leased,
+                    Connected::H2(response) => return Ok(response),
+                };
+                reused = false;
+            }
             Err(e) => return Err(classify(e)),
+        }
+    }
+}
+
+/// A new connection, or, when the server chose HTTP/2 on it, already the response.
+enum Connected {
+    H1(Leased),
+    H2(Response),
+}
+
+/// Opens a new connection for `hop`; when the server chooses HTTP/2, shares the connection
+/// (with `reuse`) and sends the request on it. Boxed by its caller: connecting is brief, and
+/// its state should not stay in every check's future for the long wait for the response.
+async fn connect(
+    prober: &Prober,
+    svc: &Service,
+    hop: Hop<'_>,
+    shape: &Shape<'_>,
+    client: Option<&TlsClient>,
+    progress: &Progress,
+    reuse: bool,
+) -> Result<Connected, Failure> {
+    match open(prober, svc, shape, client, progress).await? {
+        Opened::H1(leased) => Ok(Connected::H1(leased)),
+        Opened::H2(stream, slot, facts) => {
+            let shared = Box::pin(h2conn::handshake(stream, slot, facts)).await?;
+            if reuse {
+                prober.h2.keep(shape, &shared);
+            }
+            progress.reused(false);
+            let response = Box::pin(send_h2(svc, hop, shared, progress)).await;
+            response.map(Connected::H2).map_err(|e| e.failure)
         }
     }
 }

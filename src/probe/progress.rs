@@ -225,8 +225,9 @@ pin_project_lite::pin_project! {
     pub struct Bounded<F> {
         #[pin]
         inner: F,
-        #[pin]
-        timer: Option<Sleep>,
+        // Boxed: most checks never arm one, and thousands of futures in flight would each
+        // carry a timer entry's bytes inline.
+        timer: Option<Pin<Box<Sleep>>>,
         own: Option<Instant>,
         sweep_deadline: Instant,
         polled: bool,
@@ -250,7 +251,7 @@ impl<F: Future> Future for Bounded<F> {
     type Output = Result<F::Output, Cut>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if !*this.polled {
             *this.polled = true;
             if Instant::now() >= *this.sweep_deadline {
@@ -261,12 +262,10 @@ impl<F: Future> Future for Bounded<F> {
             return Poll::Ready(Ok(v));
         }
         if let Some(own) = *this.own {
-            if this.timer.is_none() {
-                this.timer.set(Some(tokio::time::sleep_until(own)));
-            }
-            if let Some(timer) = this.timer.as_pin_mut()
-                && timer.poll(cx).is_ready()
-            {
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(own)));
+            if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(Cut));
             }
         }
