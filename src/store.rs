@@ -418,7 +418,9 @@ fn counts_of(text: &str) -> Counts {
         let n = v.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
         if k == "ok" {
             c.ok = n;
-        } else if let Some(r) = reason_of(&k) {
+        } else if let Some(r) = reason_of(&k)
+            && n > 0
+        {
             c.set_failed(r, n);
         }
     }

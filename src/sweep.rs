@@ -331,7 +331,7 @@ fn lanes(max_in_flight: usize, checks: usize) -> usize {
 /// One task polling many checks instead of a task per check: a task costs an allocation, a
 /// place in the runtime's task list and a wake-up through the scheduler, and a channel send
 /// for its result, per check; here a check is a future in a `FuturesUnordered`, and its result
-/// goes into a vector. No timer for the sweep deadline per check either (see
+/// goes into its service's slot of the sweep's table. No timer for the sweep deadline per check either (see
 /// [`crate::probe::Bounded`]; a check's own shorter `timeout` still arms one): at the deadline
 /// the lane polls every check still running once more, and each ends there with what it was
 /// doing.
@@ -431,7 +431,7 @@ impl Done {
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A push leaves the vector whole; a panic cannot tear it.
+    // A store into a slot leaves the table whole; a panic cannot tear it.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -225,8 +225,9 @@ pin_project_lite::pin_project! {
     pub struct Bounded<F> {
         #[pin]
         inner: F,
-        // Boxed: most checks never arm one, and thousands of futures in flight would each
-        // carry a timer entry's bytes inline.
+        // Boxed: a check whose own `timeout` is not before the sweep deadline (the default)
+        // never arms one, and thousands of futures in flight would each carry a timer entry's
+        // bytes inline. One with a shorter `timeout` pays an allocation when it has to wait.
         timer: Option<Pin<Box<Sleep>>>,
         own: Option<Instant>,
         sweep_deadline: Instant,
