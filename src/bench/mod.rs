@@ -111,6 +111,10 @@ pub struct SizeReport {
     pub threads: u64,
     /// Connections kept open after the sweeps (idle HTTP/1.1 ones, and shared HTTP/2 ones).
     pub connections_kept: usize,
+    /// Bytes of one check's future (the first service's), as each of the `max_in_flight`
+    /// checks in flight holds it for its whole life.
+    #[serde(default)]
+    pub check_future_bytes: usize,
 }
 
 /// A reload with one service changed, in the middle of a sweep.
@@ -345,6 +349,10 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         config: Arc::new(config),
     };
     let prober = Arc::new(Prober::new(options.connection_budget));
+    // Made, measured and dropped unpolled (which sends nothing).
+    let check_future_bytes = loaded.config.services.first().map_or(0, |svc| {
+        std::mem::size_of_val(&prober.check(svc, tokio::time::Instant::now()))
+    });
     let mut snapshot = Snapshot::new(&loaded, SystemTime::now());
     let mut sweeps = Vec::with_capacity(options.sweeps);
     let lateness = Lateness::start();
@@ -486,6 +494,7 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         idle_rss_bytes: current_rss(),
         threads: proc_status("Threads:").unwrap_or(0),
         connections_kept: prober.idle_connections(),
+        check_future_bytes,
     };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &report)?;
@@ -851,6 +860,13 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
         s,
         "  config load        {:.1} ms (read, parse, validate)",
         r.config_load_seconds * 1e3
+    );
+    let _ = writeln!(
+        s,
+        "  check future       {} bytes each; {} in flight at most: {:.1} MiB",
+        r.check_future_bytes,
+        r.max_in_flight.min(r.services),
+        mib((r.check_future_bytes * r.max_in_flight.min(r.services)) as u64)
     );
     let _ = write!(
         s,

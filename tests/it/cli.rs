@@ -1,4 +1,4 @@
-//! End to end: the `validate`, `check` and `demo` commands of the real binary.
+//! End to end: the `validate`, `check`, `demo` and `bench` commands of the real binary.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -212,4 +212,40 @@ fn the_example_configs_discovery_blocks_are_valid_once_uncommented() {
         out.contains("valid (7 services, 5 discovery sources)"),
         "{out}"
     );
+}
+
+/// The benchmark holds the speed and memory targets, so it must keep working: a small run of it
+/// (its own mock fleet on loopback, a worker process) checks every service in every sweep, takes
+/// a reload in a sweep, and reports its figures, the check future's size among them.
+#[test]
+fn a_small_benchmark_run_checks_every_service_and_reports_its_figures() {
+    let (code, out, err) = run_cli_within(
+        ["bench", "--services", "100", "--sweeps", "2", "--json"],
+        Duration::from_secs(90),
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let reports: serde_json::Value = serde_json::from_str(&out).expect("bench --json is JSON");
+    let r = &reports[0];
+    assert_eq!(r["services"], 100, "{r}");
+    let sweeps = r["sweeps"].as_array().expect("sweeps");
+    assert_eq!(sweeps.len(), 2, "{r}");
+    for s in sweeps {
+        assert_eq!(s["ok"], 100, "{s}");
+        assert_eq!(s["not_started"], 0, "{s}");
+        assert_eq!(
+            s["failed"],
+            serde_json::json!({}),
+            "failures by reason: {s}"
+        );
+    }
+    let reload = &r["reload"];
+    assert_eq!(reload["sweep"]["ok"], 100, "{reload}");
+    for key in [
+        "check_future_bytes",
+        "peak_rss_bytes",
+        "metrics_bytes",
+        "status_bytes",
+    ] {
+        assert!(r[key].as_u64().is_some_and(|n| n > 0), "{key}: {r}");
+    }
 }
