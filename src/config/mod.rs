@@ -330,4 +330,35 @@ mod tests {
             assert!(text.contains("scheme \"ftp\""), "{shard}: {text}");
         }
     }
+
+    /// The check digest tells a service checked another way from the same one loaded again:
+    /// equal for the same text, different for any change in how it is checked.
+    #[test]
+    fn the_check_digest_follows_every_part_of_how_a_service_is_checked() {
+        let digest = |extra: &str| {
+            let src = format!(
+                "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:8080/health\"\n{extra}\n"
+            );
+            parse(Path::new("t.toml"), &src).expect("valid").services[0].check_digest
+        };
+        let plain = digest("");
+        assert_eq!(plain, digest(""), "the same text, the same digest");
+        let changes = [
+            "timeout = \"2s\"",
+            "expect_status = [204]",
+            "expect_json = { \"/status\" = \"ok\" }",
+            "expect_json = { \"/status\" = \"ok!\" }",
+            "expect_body_contains = \"ok\"",
+            "headers = { \"X-Probe\" = \"1\" }",
+            "failure_threshold = 3",
+            "max_latency = \"100ms\"",
+        ];
+        let digests: Vec<u64> = changes.iter().map(|c| digest(c)).collect();
+        for (c, d) in changes.iter().zip(&digests) {
+            assert_ne!(*d, plain, "{c}");
+            assert_eq!(*d, digest(c), "{c} loaded again");
+        }
+        let distinct: std::collections::HashSet<_> = digests.iter().collect();
+        assert_eq!(distinct.len(), changes.len(), "every change its own digest");
+    }
 }

@@ -27,7 +27,11 @@ pub fn target_of(url: &Url) -> Result<(Target, ProbeKind), String> {
     };
     let (host, mut ip) = match url.host() {
         Some(url::Host::Domain(d)) => (d.to_string(), None),
-        Some(url::Host::Ipv4(a)) => (a.to_string(), Some(IpAddr::V4(a))),
+        // The URL's own text of the address is its dotted form already (no formatting).
+        Some(url::Host::Ipv4(a)) => (
+            url.host_str().map_or_else(|| a.to_string(), str::to_string),
+            Some(IpAddr::V4(a)),
+        ),
         Some(url::Host::Ipv6(a)) => (a.to_string(), Some(IpAddr::V6(a))),
         None => return Err("url has no host".into()),
     };
