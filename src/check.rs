@@ -52,7 +52,7 @@ pub fn discovered(config: &Config, statuses: &[SourceStatus], skipped: &[String]
         for svc in config
             .services
             .iter()
-            .filter(|svc| svc.source.as_deref() == Some(&*s.name))
+            .filter(|svc| svc.extra.source.as_deref() == Some(&*s.name))
         {
             out.push_str(&format!("  {}  {}\n", svc.name, svc.redacted_url()));
         }

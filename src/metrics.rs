@@ -298,7 +298,7 @@ const PER_SERVICE: [PerService; 17] = [
     }),
     (GRPC_SSL, |s, _| {
         // `grpc_service` is set exactly for grpc:// and grpcs:// services.
-        if s.service.grpc_service.is_none() || s.last.is_none() {
+        if s.service.extra.grpc_service.is_none() || s.last.is_none() {
             return None;
         }
         Sample::of(if s.service.target.tls { 1.0 } else { 0.0 })
@@ -316,7 +316,7 @@ const PER_SERVICE: [PerService; 17] = [
     }),
     (TARGET_BLOCKED, |s, x| {
         // Only for services that have dependencies: the others can never be blocked.
-        s.service.depends_on.as_ref()?;
+        s.service.extra.depends_on.as_ref()?;
         Sample::of(if x.blocked { 1.0 } else { 0.0 })
     }),
 ];
@@ -928,7 +928,7 @@ mod tests {
     fn pairs(status: &ServiceStatus) -> Vec<LabelPair> {
         let s = &status.service;
         let mut v = vec![label("target", &s.name)];
-        v.extend(s.group.as_deref().map(|g| label("group", g)));
+        v.extend(s.extra.group.as_deref().map(|g| label("group", g)));
         v.extend(s.labels.iter().map(|(k, n)| label(k, n)));
         v
     }

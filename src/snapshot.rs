@@ -334,7 +334,10 @@ pub struct Blocked(Arc<[Box<[u32]>]>);
 
 impl Blocked {
     fn compute(services: &[ServiceStatus]) -> Blocked {
-        if services.iter().all(|s| s.service.depends_on.is_none()) {
+        if services
+            .iter()
+            .all(|s| s.service.extra.depends_on.is_none())
+        {
             return Blocked::default();
         }
         let index: foldhash::HashMap<&str, u32> = services
@@ -345,6 +348,7 @@ impl Blocked {
         let deps = |i: u32| {
             services[i as usize]
                 .service
+                .extra
                 .depends_on
                 .iter()
                 .flat_map(|d| d.names.iter())
@@ -354,7 +358,7 @@ impl Blocked {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                if s.service.depends_on.is_none() {
+                if s.service.extra.depends_on.is_none() {
                     return Box::default();
                 }
                 // Breadth first over the dependencies (a dependency of another shard, or one

@@ -149,7 +149,7 @@ impl OverviewQuery {
             && self
                 .group
                 .as_deref()
-                .is_none_or(|g| s.service.group.as_deref() == Some(g))
+                .is_none_or(|g| s.service.extra.group.as_deref() == Some(g))
             && self
                 .name
                 .as_deref()
@@ -252,21 +252,21 @@ pub(super) fn overview_body(
     matching.sort_unstable_by(|(_, a), (_, b)| {
         (
             rank(a.state),
-            a.service.group.is_none(),
-            &a.service.group,
+            a.service.extra.group.is_none(),
+            &a.service.extra.group,
             &a.service.name,
         )
             .cmp(&(
                 rank(b.state),
-                b.service.group.is_none(),
-                &b.service.group,
+                b.service.extra.group.is_none(),
+                &b.service.extra.group,
                 &b.service.name,
             ))
     });
     let mut groups: Vec<&str> = snapshot
         .services
         .iter()
-        .filter_map(|s| s.service.group.as_deref())
+        .filter_map(|s| s.service.extra.group.as_deref())
         .collect();
     groups.sort_unstable();
     groups.dedup();
@@ -280,7 +280,7 @@ pub(super) fn overview_body(
             let last = s.last.as_ref();
             Row {
                 name: &s.service.name,
-                group: s.service.group.as_deref(),
+                group: s.service.extra.group.as_deref(),
                 state: s.state,
                 since: crate::timestamp::UnixTime::from_system(s.since).rfc3339(),
                 checked: last.is_some(),

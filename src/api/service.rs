@@ -105,23 +105,24 @@ impl<'a> ConfigView<'a> {
             method: s.method.as_str(),
             url: s.redacted_url(),
             timeout_seconds: s.timeout.as_secs_f64(),
-            max_latency_seconds: s.max_latency.map(|d| d.as_secs_f64()),
+            max_latency_seconds: s.extra.max_latency.map(|d| d.as_secs_f64()),
             failure_threshold: s.failure_threshold,
             success_threshold: s.success_threshold,
             follow_redirects: s.follow_redirects,
             connection: s.connection.as_str(),
             resolver: s.resolver.as_str(),
             ip_family: s.ip_family.as_str(),
-            header_names: s.headers.iter().map(|(n, _)| n.as_str()).collect(),
-            body_bytes: s.body.as_ref().map(|b| b.len()),
+            header_names: s.extra.headers.iter().map(|(n, _)| n.as_str()).collect(),
+            body_bytes: s.extra.body.as_ref().map(|b| b.len()),
             expect_status: s.expect.status.iter().map(|m| m.to_string()).collect(),
             // Whether one is set, not what it is: an expected body may hold a token.
             expect_body_contains: s.expect.body_contains.is_some(),
             expect_body_regex: s.expect.body_regex.as_ref().map(|r| r.as_str()),
             expect_json: s.expect.json.iter().map(|(p, _)| p.as_str()).collect(),
-            tls_server_name: s.server_name.as_deref(),
-            grpc_service: s.grpc_service.as_deref(),
+            tls_server_name: s.extra.server_name.as_deref(),
+            grpc_service: s.extra.grpc_service.as_deref(),
             depends_on: s
+                .extra
                 .depends_on
                 .iter()
                 .flat_map(|d| d.names.iter().map(|n| &**n))

@@ -58,7 +58,7 @@ impl StatusQuery {
             && self
                 .group
                 .as_deref()
-                .is_none_or(|g| s.service.group.as_deref() == Some(g))
+                .is_none_or(|g| s.service.extra.group.as_deref() == Some(g))
     }
 }
 
@@ -495,10 +495,10 @@ impl<'a> ServiceDoc<'a> {
         let interval = snapshot.config.daemon.interval * s.service.every.max(1);
         ServiceDoc {
             name: &s.service.name,
-            group: s.service.group.as_deref(),
+            group: s.service.extra.group.as_deref(),
             labels: &s.service.labels,
             url: s.service.redacted_url(),
-            source: s.service.source.as_deref(),
+            source: s.service.extra.source.as_deref(),
             state: s.state,
             since: at(s.since),
             consecutive_failures: s.consecutive_failures,

@@ -49,7 +49,7 @@ impl Validator<'_> {
 
     /// Every name resolves; no cycles.
     pub(super) fn dependencies(&mut self, services: &[Arc<Service>], discover: &[Arc<Discover>]) {
-        if services.iter().all(|s| s.depends_on.is_none())
+        if services.iter().all(|s| s.extra.depends_on.is_none())
             && discover
                 .iter()
                 .all(|d| d.template.options.depends_on.is_none())
@@ -63,7 +63,9 @@ impl Validator<'_> {
             .collect();
         let saved = (self.current, self.service.take());
         for s in services {
-            let Some(d) = &s.depends_on else { continue };
+            let Some(d) = &s.extra.depends_on else {
+                continue;
+            };
             for n in d.names.iter() {
                 if **n == *s.name {
                     self.report_at(
@@ -106,7 +108,7 @@ impl Validator<'_> {
                 .chain(std::iter::once(&cycle[0]))
                 .map(|&i| services[i].name.as_str())
                 .collect();
-            if let Some(d) = &first.depends_on {
+            if let Some(d) = &first.extra.depends_on {
                 self.report_at(
                     d,
                     Some(&first.name),
@@ -134,6 +136,7 @@ fn cycles(services: &[Arc<Service>], index: &HashMap<&str, usize>) -> Vec<Vec<us
     }
     let deps = |i: usize| -> Vec<usize> {
         services[i]
+            .extra
             .depends_on
             .as_ref()
             .map(|d| {
@@ -148,7 +151,7 @@ fn cycles(services: &[Arc<Service>], index: &HashMap<&str, usize>) -> Vec<Vec<us
     let mut mark = vec![Mark::New; services.len()];
     let mut found = Vec::new();
     for start in 0..services.len() {
-        if mark[start] != Mark::New || services[start].depends_on.is_none() {
+        if mark[start] != Mark::New || services[start].extra.depends_on.is_none() {
             continue;
         }
         // Iterative depth-first search: (node, its dependencies, the next one to visit).
@@ -211,7 +214,7 @@ mod tests {
             c.services
                 .iter()
                 .find(|s| s.name == n)
-                .and_then(|s| s.depends_on.as_ref())
+                .and_then(|s| s.extra.depends_on.as_ref())
                 .map(|d| d.names.iter().map(|n| n.to_string()).collect())
                 .unwrap_or_default()
         };

@@ -48,7 +48,10 @@ impl Targets {
     }
 
     pub fn matches(&self, s: &Service) -> bool {
-        s.group.as_ref().is_some_and(|g| self.groups.contains(g))
+        s.extra
+            .group
+            .as_ref()
+            .is_some_and(|g| self.groups.contains(g))
             || self.names.contains(&s.name)
             || (!self.labels.is_empty()
                 && self.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))

@@ -361,4 +361,22 @@ mod tests {
         let distinct: std::collections::HashSet<_> = digests.iter().collect();
         assert_eq!(distinct.len(), changes.len(), "every change its own digest");
     }
+
+    /// Services that set none of the rare parts share one empty [`Extra`]; one that sets any
+    /// has its own.
+    #[test]
+    fn plain_services_share_one_empty_extra() {
+        let src = "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\n\
+                   [[service]]\nname = \"b\"\nurl = \"http://127.0.0.1:2/\"\n\
+                   [[service]]\nname = \"c\"\nurl = \"http://127.0.0.1:3/\"\ngroup = \"g\"\n";
+        let c = parse(Path::new("t.toml"), src).expect("valid");
+        let (a, b, g) = (&c.services[0], &c.services[1], &c.services[2]);
+        assert!(
+            std::sync::Arc::ptr_eq(&a.extra, &b.extra),
+            "a and b set nothing rare"
+        );
+        assert!(!std::sync::Arc::ptr_eq(&a.extra, &g.extra), "c has a group");
+        assert_eq!(g.extra.group.as_deref(), Some("g"));
+        assert!(a.extra.group.is_none() && a.extra.headers.is_empty());
+    }
 }

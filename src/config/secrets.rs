@@ -611,7 +611,7 @@ mod tests {
         assert!(auth.is_sensitive());
         assert!(s.header("x-team").expect("set").is_sensitive());
         assert_eq!(s.redacted_url(), "http://REDACTED@127.0.0.1:8000/health");
-        assert!(!format!("{:?}", s.headers).contains("tok-123"));
+        assert!(!format!("{:?}", s.extra.headers).contains("tok-123"));
 
         let c = parse_env(
             "[[service]]\nname = \"a\"\nurl = \"http://probe:${PROBE_PASSWORD}@127.0.0.1:8000/health\"\n",

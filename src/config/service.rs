@@ -11,7 +11,7 @@ use url::Url;
 
 use super::raw::{RawCheck, RawIdentity};
 use super::{
-    CheckOptions, ProbeKind, Service, Target, TlsClient, TlsOptions, TlsSettings, Validator,
+    CheckOptions, Extra, ProbeKind, Service, Target, TlsClient, TlsOptions, TlsSettings, Validator,
     basic_auth, has_userinfo, redact, scheme_of, secrets, target_of, tls,
 };
 
@@ -51,14 +51,10 @@ pub(super) fn assemble(
     let mut service = Service {
         series_labels: crate::labels::series_labels(&name, group.as_deref(), labels.iter()),
         name,
-        group,
         labels,
-        source,
         url: String::from(url).into_boxed_str(),
-        redacted,
         target,
         method: o.method.clone(),
-        headers,
         timeout: o.timeout,
         max_body_bytes: o.max_body_bytes,
         connection: o.connection,
@@ -66,29 +62,35 @@ pub(super) fn assemble(
         expect: o.expect.clone(),
         kind,
         tls,
-        server_name: o.tls.server_name.clone().map(String::into_boxed_str),
         follow_redirects: o.follow_redirects,
         ip_family: o.ip_family,
-        max_latency: o.max_latency,
-        body: o.body.clone(),
         failure_threshold: o.failure_threshold,
         success_threshold: o.success_threshold,
-        dns: match (kind, &o.dns.query) {
-            (ProbeKind::Dns, Some(query)) => Some(Arc::new(super::DnsCheck {
-                query: query.clone(),
-                record: o.dns.record,
-                transport: o.dns.transport,
-                rcodes: o.dns.rcodes.clone(),
-                answer: o.dns.answer.clone(),
-            })),
-            _ => None,
-        },
-        depends_on: o.depends_on.clone(),
-        grpc_service: (kind == ProbeKind::Grpc)
-            .then(|| o.grpc_service.clone().unwrap_or_default().into_boxed_str()),
         every: o.every,
         phase: 0,
         check_digest: 0,
+        extra: Extra::shared(Extra {
+            group,
+            source,
+            redacted,
+            headers,
+            server_name: o.tls.server_name.clone().map(String::into_boxed_str),
+            max_latency: o.max_latency,
+            body: o.body.clone(),
+            dns: match (kind, &o.dns.query) {
+                (ProbeKind::Dns, Some(query)) => Some(Arc::new(super::DnsCheck {
+                    query: query.clone(),
+                    record: o.dns.record,
+                    transport: o.dns.transport,
+                    rcodes: o.dns.rcodes.clone(),
+                    answer: o.dns.answer.clone(),
+                })),
+                _ => None,
+            },
+            depends_on: o.depends_on.clone(),
+            grpc_service: (kind == ProbeKind::Grpc)
+                .then(|| o.grpc_service.clone().unwrap_or_default().into_boxed_str()),
+        }),
     };
     if service.every > 1 {
         service.phase = (xxhash_rust::xxh64::xxh64(service.name.as_bytes(), 0)

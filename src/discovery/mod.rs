@@ -724,8 +724,8 @@ mod tests {
         let names: Vec<&str> = composed.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["10.0.0.1:80", "10.0.0.2:80", "b-10.0.0.2"]);
         let b2 = &composed.services[2];
-        assert_eq!(b2.source.as_deref(), Some("b"));
-        assert_eq!(b2.group.as_deref(), Some("x"));
+        assert_eq!(b2.extra.source.as_deref(), Some("b"));
+        assert_eq!(b2.extra.group.as_deref(), Some("x"));
         assert_eq!(&*b2.url, "http://10.0.0.2/ready");
         assert_eq!(
             (counts[0].targets, counts[0].duplicates),

@@ -46,7 +46,7 @@ async fn attempt(
     progress: &Progress,
     facts: &Mutex<Option<Arc<DnsFacts>>>,
 ) -> Result<(), Failure> {
-    let Some(check) = svc.dns.as_deref() else {
+    let Some(check) = svc.extra.dns.as_deref() else {
         return Err(Failure::new(
             Reason::InvalidResponse,
             "no dns_query configured",
@@ -307,7 +307,7 @@ mod tests {
             "[[service]]\nname = \"r\"\nurl = \"dns://127.0.0.1\"\ndns_query = \"a.test\"\n{extra}\n"
         );
         let c = crate::config::parse(std::path::Path::new("t.toml"), &src).expect("valid");
-        (*c.services[0].dns.clone().expect("a dns check")).clone()
+        (*c.services[0].extra.dns.clone().expect("a dns check")).clone()
     }
 
     fn answer(check: &DnsCheck, rcode: ResponseCode, addrs: &[[u8; 4]]) -> Message {

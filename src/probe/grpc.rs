@@ -64,7 +64,7 @@ async fn attempt(
     } else {
         None
     };
-    let body = request_body(svc.grpc_service.as_deref().unwrap_or(""));
+    let body = request_body(svc.extra.grpc_service.as_deref().unwrap_or(""));
     let mut failed: Option<super::h2conn::Shared> = None;
     let mut attempts = 1;
     let response = loop {
@@ -185,7 +185,7 @@ async fn attempt(
             Reason::GrpcServiceUnknown,
             format!(
                 "the server does not know service {:?} (NOT_FOUND){said}",
-                svc.grpc_service.as_deref().unwrap_or("")
+                svc.extra.grpc_service.as_deref().unwrap_or("")
             ),
         )),
         (UNIMPLEMENTED, _) => Err(Failure::new(
@@ -226,7 +226,7 @@ fn build_request(
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
-    headers.reserve(4 + svc.headers.len());
+    headers.reserve(4 + svc.extra.headers.len());
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(TE, HeaderValue::from_static("trailers"));
     headers.insert(
@@ -243,7 +243,7 @@ fn build_request(
     let mut timeout = itoa_ms(left as u32);
     timeout.set_sensitive(true);
     headers.insert(&GRPC_TIMEOUT, timeout);
-    for (name, value) in svc.headers.iter() {
+    for (name, value) in svc.extra.headers.iter() {
         // gRPC metadata is lower-case HTTP/2 headers; the protocol's own stay ours.
         if name == CONTENT_TYPE || name == TE || name == http::header::HOST {
             continue;

@@ -128,7 +128,7 @@ async fn attempt(
     let first = Hop {
         target: &svc.target,
         method: &svc.method,
-        body: svc.body.as_ref(),
+        body: svc.extra.body.as_ref(),
         same_origin: true,
     };
     // Both boxed: a task's future is as large as its largest state for its whole life, and

@@ -472,7 +472,7 @@ pub fn render_request(svc: &Service, hop: Hop<'_>, keep_alive: bool) -> Vec<u8> 
         line(b"Content-Length", body.len().to_string().as_bytes());
     }
     if hop.same_origin {
-        for (name, value) in svc.headers.iter() {
+        for (name, value) in svc.extra.headers.iter() {
             line(name.as_str().as_bytes(), value.as_bytes());
         }
     }

@@ -56,7 +56,7 @@ pub async fn send(
     headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
     // The service's configured headers go to its own origin only: any may be a secret.
     let configured = if hop.same_origin {
-        &svc.headers[..]
+        &svc.extra.headers[..]
     } else {
         &[]
     };

@@ -115,7 +115,7 @@ impl<'a> Shape<'a> {
         client: Option<&TlsClient>,
     ) -> Shape<'a> {
         let tls = client.filter(|_| target.tls).map(|c| {
-            let name = match (&svc.server_name, same_origin) {
+            let name = match (&svc.extra.server_name, same_origin) {
                 (Some(n), true) => n,
                 _ => target.host.as_str(),
             };

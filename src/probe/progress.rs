@@ -171,7 +171,7 @@ impl Clock {
         let (at, duration) = (self.at, self.start.elapsed());
         let mut outcome = match result {
             Ok(Ok(())) => Outcome {
-                degraded: svc.max_latency.is_some_and(|max| duration > max),
+                degraded: svc.extra.max_latency.is_some_and(|max| duration > max),
                 ..Outcome::passed(at, duration)
             },
             Ok(Err(f)) => Outcome::failed(f.reason, at, duration, f.message),

@@ -53,7 +53,7 @@ impl Redirect {
         let _ = url.set_username("");
         let (method, body, was_same_origin) = match previous {
             Some(p) => (&p.method, p.body.as_ref(), p.same_origin),
-            None => (&svc.method, svc.body.as_ref(), true),
+            None => (&svc.method, svc.extra.body.as_ref(), true),
         };
         let same_origin = was_same_origin
             && target.tls == svc.target.tls

@@ -20,7 +20,7 @@ async fn attempt(prober: &Prober, svc: &Service, progress: &Progress) -> Result<
     let (tcp, _slot) = net::connect(prober, svc, &svc.target, progress).await?;
     if svc.target.tls {
         progress.enter(Phase::Tls);
-        let name = svc.server_name.as_deref().unwrap_or(&svc.target.host);
+        let name = svc.extra.server_name.as_deref().unwrap_or(&svc.target.host);
         let client = prober.tls(svc).await?;
         let (_stream, facts) = Box::pin(tls::handshake(&client.config, name, tcp)).await?;
         progress.tls(facts);
