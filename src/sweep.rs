@@ -201,7 +201,7 @@ pub async fn run_sweep(prober: Arc<Prober>, plan: Plan) -> SweepReport {
     running.abort_all();
     let duration = started.elapsed();
 
-    let outcomes = std::mem::take(&mut *lock(&done.0));
+    let outcomes = done.take();
 
     let judged: Vec<bool> = outcomes
         .iter()
@@ -331,10 +331,10 @@ fn lanes(max_in_flight: usize, checks: usize) -> usize {
 /// One task polling many checks instead of a task per check: a task costs an allocation, a
 /// place in the runtime's task list and a wake-up through the scheduler, and a channel send
 /// for its result, per check; here a check is a future in a `FuturesUnordered`, and its result
-/// goes into its service's slot of the sweep's table. No timer for the sweep deadline per check either (see
-/// [`crate::probe::Bounded`]; a check's own shorter `timeout` still arms one): at the deadline
-/// the lane polls every check still running once more, and each ends there with what it was
-/// doing.
+/// goes into its service's slot of the sweep's table. No timer for the sweep deadline per
+/// check either (see [`crate::probe::Bounded`]; a check's own shorter `timeout` still arms
+/// one): at the deadline the lane polls every check still running once more, and each ends
+/// there with what it was doing.
 async fn run_lane(
     prober: Arc<Prober>,
     config: Arc<Config>,
@@ -411,13 +411,20 @@ async fn poll_ready<F: Future>(running: &mut FuturesUnordered<F>) -> Vec<F::Outp
 /// the table becomes the report's outcomes as it is. One table of `Option<Outcome>` for the
 /// whole fleet rather than a list per lane merged at the end: at 100,000 services the lists
 /// (grown by doubling) and the merged table were 20 MiB at the end of every sweep, this is 9.
-/// The lanes take the lock once per ended check (or per batch) for a few stores: next to a
-/// check's ~12 µs it is not contended.
+/// The lanes take the lock once per ended check (or per batch) for a few stores: with one
+/// lane per runtime worker (two here) and a check's ~12 µs between, it is rarely contended;
+/// on hosts with many workers, batching per lane would keep the lock's cache line still.
 struct Done(std::sync::Mutex<Vec<Option<Outcome>>>);
 
 impl Done {
     fn new(services: usize) -> Done {
         Done(std::sync::Mutex::new(vec![None; services]))
+    }
+
+    /// The table, taken for the report; a lane the hard stop left running writes into the
+    /// empty table after, and its writes are dropped.
+    fn take(&self) -> Vec<Option<Outcome>> {
+        std::mem::take(&mut *lock(&self.0))
     }
 
     fn extend(&self, ended: impl IntoIterator<Item = (u32, Outcome)>) {

@@ -861,12 +861,12 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
         "  config load        {:.1} ms (read, parse, validate)",
         r.config_load_seconds * 1e3
     );
+    let in_flight = r.max_in_flight.min(r.services);
     let _ = writeln!(
         s,
-        "  check future       {} bytes each; {} in flight at most: {:.1} MiB",
+        "  check future       {} bytes each; {in_flight} in flight at most: {:.1} MiB",
         r.check_future_bytes,
-        r.max_in_flight.min(r.services),
-        mib((r.check_future_bytes * r.max_in_flight.min(r.services)) as u64)
+        mib((r.check_future_bytes * in_flight) as u64)
     );
     let _ = write!(
         s,

@@ -322,6 +322,8 @@ async fn send(
             Err(e) => return Err(e.failure),
         }
     }
+    // The borrows are passed in rather than captured: captured, they are places of their own
+    // in every check's future (32 bytes more, measured with -Zprint-type-sizes).
     let new = |prober, svc, shape, client| {
         Box::pin(connect(prober, svc, hop, shape, client, progress, reuse))
     };
