@@ -694,10 +694,15 @@ async fn with_every_slot_held_by_clients_that_do_not_read_healthz_is_still_answe
         clients.push(non_reader(d.addr).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The first answer waits for a non-reader to count as stalled: its /metrics response must
+    // have filled the socket buffers, rendered piece by piece on the nice-19 render thread for
+    // all 256 of them. With one other busy process on the 2 cores, that first answer took
+    // 4.4–5.7 s with c616e26 and 5.1–6.9 s now (debug builds), at the old 5 s bound; the
+    // claim here is that it is answered at all while every slot is held.
     for path in ["/healthz", "/readyz", "/healthz"] {
-        let r = tokio::time::timeout(Duration::from_secs(5), d.get(path))
+        let r = tokio::time::timeout(Duration::from_secs(15), d.get(path))
             .await
-            .unwrap_or_else(|_| panic!("{path} answered within 5 s"));
+            .unwrap_or_else(|_| panic!("{path} answered within 15 s"));
         assert_eq!(r.status, 200, "{path}: {}", r.body);
     }
     drop(clients);
