@@ -10,11 +10,16 @@
 /// server decides who gives way when it is reached).
 pub const SERVER_CONNECTIONS: usize = 256;
 
-/// Descriptors kept back from checks: the HTTP server's connections ([`SERVER_CONNECTIONS`]),
+/// Connections beyond [`SERVER_CONNECTIONS`] that answer only `/healthz` and `/readyz`, for when
+/// every regular one is busy (see `server::limit`), so a liveness probe is never locked out.
+pub const SERVER_PROBE_CONNECTIONS: usize = 16;
+
+/// Descriptors kept back from checks: the HTTP server's connections ([`SERVER_CONNECTIONS`] and
+/// [`SERVER_PROBE_CONNECTIONS`]),
 /// the listener, stdio, log and config files, the runtime's own (epoll, eventfd), with room to
 /// spare. Under a small limit a quarter of it is kept back instead, so checks still get most of
 /// what there is.
-pub const RESERVED_FDS: u64 = SERVER_CONNECTIONS as u64 + 64;
+pub const RESERVED_FDS: u64 = (SERVER_CONNECTIONS + SERVER_PROBE_CONNECTIONS) as u64 + 64;
 
 /// Raises the soft open-file limit to the hard limit and returns the soft limit now in force.
 ///

@@ -5,7 +5,8 @@
 //! It takes its listener and shutdown token as parameters, so tests bind `127.0.0.1:0` and need
 //! no signals. Hardening against slow or abusive clients: at most [`MAX_CONNECTIONS`], the
 //! longest really idle one (waiting for a request, or stalled on a client that does not read)
-//! evicted when a new client needs room ([`limit`]); a request head (and a TLS handshake) must
+//! evicted when a new client needs room, and [`PROBE_CONNECTIONS`] more that answer only
+//! `/healthz` and `/readyz` when every one is busy ([`limit`]); a request head (and a TLS handshake) must
 //! arrive within [`HEADER_READ_TIMEOUT`], which also closes keep-alive connections idle that
 //! long; a response that cannot be written for [`WRITE_TIMEOUT`] closes its connection
 //! (`watched`); large responses are streamed, so a client that does not read holds one piece of
@@ -40,6 +41,10 @@ use watched::Watched;
 /// budget accounts for).
 pub const MAX_CONNECTIONS: usize = crate::limits::SERVER_CONNECTIONS;
 
+/// Connections beyond [`MAX_CONNECTIONS`] that serve one probe each while every regular one is
+/// busy (see [`limit`]).
+pub const PROBE_CONNECTIONS: usize = crate::limits::SERVER_PROBE_CONNECTIONS;
+
 /// Time a client has to send a request's head (and to finish a TLS handshake), counted from
 /// when the server starts waiting for it: after accepting, and after each response on a
 /// keep-alive connection. Bounds slowloris clients and idle keep-alive connections alike;
@@ -58,7 +63,7 @@ pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
 /// finish for up to [`SHUTDOWN_GRACE`]. TLS is on if the config at start has `[daemon.tls]`.
 pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
-    let connections = Connections::new(MAX_CONNECTIONS);
+    let connections = Connections::new(MAX_CONNECTIONS, PROBE_CONNECTIONS);
     let tls = api
         .snapshots
         .borrow()
@@ -134,20 +139,27 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = slot.activity();
-    let service = service_fn(move |req| {
+    let probe = slot.is_probe();
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let api = api.clone();
         let busy = activity.busy();
         async move {
+            let response = if probe && !api::is_probe(req.uri().path()) {
+                api::overloaded(MAX_CONNECTIONS)
+            } else {
+                api::handle(&api, req).await
+            };
             // Busy until the response body has been written, not only until it is built.
-            let response = api::handle(&api, req).await.map(|body| body.guarded(busy));
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|body| body.guarded(busy)))
         }
     });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+        // A probe slot serves one request, so it is free again as soon as that is answered.
+        .keep_alive(!probe);
     let connection = graceful.watch(builder.serve_connection(io, service));
     if let Err(e) = connection.await {
         debug!(error = %e, "connection ended with an error");

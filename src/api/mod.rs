@@ -466,6 +466,26 @@ fn unauthorized(refused: Refusal, basic: bool) -> HttpResponse {
     r
 }
 
+/// Whether `path` is `/healthz` or `/readyz`: answered even when every connection is busy.
+pub fn is_probe(path: &str) -> bool {
+    matches!(Route::of(path), Some(Route::Healthz | Route::Readyz))
+}
+
+/// The answer to anything but a probe on a probe connection (see `server::limit`): 503, retry
+/// in a second.
+pub fn overloaded(connections: usize) -> HttpResponse {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "all {connections} connections are busy serving; only /healthz and /readyz are \
+             answered until one is free: retry"
+        ),
+    );
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 /// A JSON error response: `{"error": message}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     json_response(status, &json!({"error": message.into()}))
@@ -474,6 +494,24 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_two_probes_are_probes() {
+        assert!(is_probe("/healthz") && is_probe("/readyz"));
+        for path in [
+            "/healthz/",
+            "/healthz2",
+            "/status",
+            "/metrics",
+            "/",
+            "/-/reload",
+        ] {
+            assert!(!is_probe(path), "{path}");
+        }
+        let r = overloaded(256);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[http::header::RETRY_AFTER], "1");
+    }
 
     #[test]
     fn errors_are_json_with_the_status_given() {

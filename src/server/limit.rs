@@ -8,8 +8,16 @@
 //! request head (or its TLS handshake), or one whose response has not moved for
 //! [`STALLED_AFTER`] because its client stopped reading. A connection serving a request (its
 //! handler running, or its response being written to a client that reads it) is never evicted,
-//! and neither is the connection just accepted. Only when every slot is busy like that does a
-//! new connection wait for one to end.
+//! and neither is the connection just accepted.
+//!
+//! When every slot is busy like that, a new connection takes one of a few **probe slots**
+//! instead of waiting: it is served one request, and only `/healthz` or `/readyz` get a real
+//! answer (anything else a 503 that says to retry). A liveness probe must not fail because 256
+//! scrapers are being served, or because 256 clients asked for `/metrics` and stopped reading
+//! while their responses were still being rendered (they count as stalled only once their
+//! socket buffers are full). A probe slot's answer is small and immediate, so these slots cannot
+//! be held by a slow response; one waiting for a request head gives way to the next probe like
+//! any idle connection. Only when the probe slots are busy too does a new connection wait.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +36,8 @@ pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Connections {
     max: usize,
+    /// Probe slots, beyond `max`, for when every regular slot is busy.
+    probes: usize,
     table: Mutex<Table>,
     /// Signalled when a connection leaves, goes idle or stalls, for an admission waiting on a
     /// full table.
@@ -40,6 +50,8 @@ pub struct Connections {
 struct Table {
     next_id: u64,
     open: HashMap<u64, Entry>,
+    /// How many of `open` are probe slots.
+    probes_open: usize,
     evicted_total: u64,
 }
 
@@ -52,6 +64,7 @@ struct Entry {
     /// table lock.
     write_blocked: Arc<AtomicU64>,
     evict: CancellationToken,
+    probe: bool,
 }
 
 impl Entry {
@@ -70,10 +83,11 @@ impl Entry {
 }
 
 impl Connections {
-    /// A table of at most `max` connections (at least one).
-    pub fn new(max: usize) -> Arc<Connections> {
+    /// A table of at most `max` connections (at least one), plus `probes` probe slots.
+    pub fn new(max: usize, probes: usize) -> Arc<Connections> {
         Arc::new(Connections {
             max: max.max(1),
+            probes,
             table: Mutex::new(Table::default()),
             freed: Notify::new(),
             epoch: Instant::now(),
@@ -99,19 +113,15 @@ impl Connections {
 
     fn try_admit(self: &Arc<Self>) -> Option<Slot> {
         let mut t = self.lock();
-        if t.open.len() >= self.max {
-            let now = Instant::now();
-            let oldest = t
-                .open
-                .iter()
-                .filter_map(|(id, e)| e.idle_since(self.epoch, now).map(|since| (since, *id)))
-                .min()
-                .map(|(_, id)| id)?;
-            if let Some(e) = t.open.remove(&oldest) {
-                e.evict.cancel();
-                t.evicted_total += 1;
-            }
-        }
+        let now = Instant::now();
+        let regular = t.open.len() - t.probes_open;
+        let probe = if regular < self.max || self.evict_idlest(&mut t, now, false) {
+            false
+        } else if t.probes_open < self.probes || self.evict_idlest(&mut t, now, true) {
+            true
+        } else {
+            return None;
+        };
         let id = t.next_id;
         t.next_id += 1;
         let evict = CancellationToken::new();
@@ -119,20 +129,40 @@ impl Connections {
         t.open.insert(
             id,
             Entry {
-                idle_since: Some(Instant::now()),
+                idle_since: Some(now),
                 write_blocked: write_blocked.clone(),
                 evict: evict.clone(),
+                probe,
             },
         );
+        t.probes_open += usize::from(probe);
         Some(Slot {
             id,
             connections: self.clone(),
             evict,
             write_blocked,
+            probe,
         })
     }
 
-    /// Connections open now.
+    /// Evicts the regular (or probe) connection idle the longest, if one is; says whether it did.
+    fn evict_idlest(&self, t: &mut Table, now: Instant, probe: bool) -> bool {
+        let oldest = t
+            .open
+            .iter()
+            .filter(|(_, e)| e.probe == probe)
+            .filter_map(|(id, e)| e.idle_since(self.epoch, now).map(|since| (since, *id)))
+            .min()
+            .map(|(_, id)| id);
+        let Some(e) = oldest.and_then(|id| t.remove(id)) else {
+            return false;
+        };
+        e.evict.cancel();
+        t.evicted_total += 1;
+        true
+    }
+
+    /// Connections open now, probe slots included.
     pub fn open(&self) -> usize {
         self.lock().open.len()
     }
@@ -157,6 +187,15 @@ impl Connections {
     }
 }
 
+impl Table {
+    /// Takes a connection out of the table, keeping the probe count.
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let e = self.open.remove(&id)?;
+        self.probes_open -= usize::from(e.probe);
+        Some(e)
+    }
+}
+
 /// One connection's place in the table, released on drop.
 #[derive(Debug)]
 pub struct Slot {
@@ -164,9 +203,15 @@ pub struct Slot {
     connections: Arc<Connections>,
     evict: CancellationToken,
     write_blocked: Arc<AtomicU64>,
+    probe: bool,
 }
 
 impl Slot {
+    /// A probe slot: serve one request, and only `/healthz` or `/readyz` (see the module docs).
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     /// A handle the request handler uses to mark the connection busy and idle.
     pub fn activity(&self) -> Activity {
         Activity {
@@ -191,7 +236,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.connections.lock().open.remove(&self.id);
+        self.connections.lock().remove(self.id);
         self.connections.freed.notify_one();
     }
 }
@@ -257,7 +302,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_table_evicts_the_longest_idle_connection_and_never_a_busy_one() {
-        let c = Connections::new(2);
+        let c = Connections::new(2, 0);
         let first = c.admit().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         let second = c.admit().await;
@@ -277,7 +322,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn when_every_connection_is_busy_admission_waits_for_one_to_leave() {
-        let c = Connections::new(1);
+        let c = Connections::new(1, 0);
         let only = c.admit().await;
         let busy = only.activity().busy();
         assert!(c.try_admit().is_none(), "nothing idle to evict");
@@ -299,7 +344,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_busy_connection_whose_client_stopped_reading_gives_way_after_a_while() {
-        let c = Connections::new(1);
+        let c = Connections::new(1, 0);
         let stuck = c.admit().await;
         let _busy = stuck.activity().busy();
         stuck.writes().blocked();
@@ -319,7 +364,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_writer_that_makes_progress_is_not_stalled() {
-        let c = Connections::new(1);
+        let c = Connections::new(1, 0);
         let slot = c.admit().await;
         let _busy = slot.activity().busy();
         let writes = slot.writes();
@@ -328,5 +373,60 @@ mod tests {
         writes.progressed();
         tokio::time::sleep(STALLED_AFTER).await;
         assert!(c.try_admit().is_none(), "its client reads: still busy");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_slot_is_busy_a_new_connection_gets_a_probe_slot() {
+        let c = Connections::new(1, 2);
+        let regular = c.admit().await;
+        let _busy = regular.activity().busy();
+        let first = c.admit().await;
+        assert!(first.is_probe() && !regular.is_probe());
+        let _serving = first.activity().busy();
+        let second = c.admit().await;
+        assert!(second.is_probe());
+        assert!(!regular.evict.is_cancelled(), "a busy regular slot is kept");
+        let also_serving = second.activity().busy();
+        // Both probe slots serving: nothing left to give.
+        assert!(c.try_admit().is_none());
+        drop((also_serving, second));
+        let third = c.admit().await;
+        assert!(third.is_probe(), "a probe slot freed is a probe slot again");
+        drop((_serving, first, third));
+        assert_eq!(c.open(), 1);
+        drop(_busy);
+        assert!(!c.admit().await.is_probe(), "with room, a regular slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_slot_waiting_for_its_request_gives_way_to_the_next_probe() {
+        let c = Connections::new(1, 1);
+        let regular = c.admit().await;
+        let _busy = regular.activity().busy();
+        let silent = c.admit().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let next = c.admit().await;
+        assert!(next.is_probe());
+        assert!(
+            silent.evict.is_cancelled(),
+            "the idle probe slot was evicted"
+        );
+        assert!(
+            !regular.evict.is_cancelled(),
+            "never a busy regular one for a probe"
+        );
+        assert_eq!(c.open(), 2);
+        assert_eq!(c.evicted_total(), 1);
+        drop(silent);
+        assert_eq!(c.open(), 2, "an evicted probe slot was already given up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_regular_connection_gives_way_before_a_probe_slot_is_used() {
+        let c = Connections::new(1, 1);
+        let idle = c.admit().await;
+        let next = c.admit().await;
+        assert!(!next.is_probe());
+        assert!(idle.evict.is_cancelled());
     }
 }
