@@ -161,7 +161,8 @@ impl Validator<'_> {
 
         // Name -> file and byte offset of its first table; turned into a line only for a
         // duplicate.
-        let mut seen = files::Seen::new();
+        let mut seen =
+            files::Seen::with_capacity_and_hasher(raw.services.len(), Default::default());
         let mut services = Vec::with_capacity(raw.services.len());
         let mut sources = Sources {
             services_dir: None,
