@@ -134,6 +134,10 @@ pub struct ReloadMeasure {
 pub struct SweepMeasure {
     pub wall_seconds: f64,
     pub cpu_seconds: f64,
+    /// The part of `cpu_seconds` spent in the kernel (sockets, epoll, page faults): the floor
+    /// no user-space change lowers, to compare with a load generator's per-request cost.
+    #[serde(default)]
+    pub kernel_seconds: f64,
     pub ok: usize,
     /// Failed checks by reason.
     pub failed: BTreeMap<String, usize>,
@@ -144,6 +148,10 @@ pub struct SweepMeasure {
     /// `/metrics` scrapes rendered during the sweep (the sweep under scraping only).
     #[serde(default)]
     pub scrapes: Option<u64>,
+    /// Gzipped `/metrics` bytes streamed during the sweep, finished scrapes or not: at 100,000
+    /// services the render thread (nice 19) may finish none while the sweep has the cores.
+    #[serde(default)]
+    pub scraped_bytes: u64,
 }
 
 /// Runs the whole benchmark: starts the mock fleet, measures each size, prints the results.
@@ -397,12 +405,14 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
     let scraping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scrapes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let scraped_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let scraper = {
-        let (m, scraping, stop, scrapes) = (
+        let (m, scraping, stop, scrapes, bytes) = (
             metrics.clone(),
             scraping.clone(),
             stop.clone(),
             scrapes.clone(),
+            scraped_bytes.clone(),
         );
         tokio::spawn(async move {
             use http_body_util::BodyExt as _;
@@ -420,7 +430,11 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
                             scrapes.fetch_add(1, Relaxed);
                             break;
                         }
-                        Some(Ok(frame)) => drop(std::hint::black_box(frame)),
+                        Some(Ok(frame)) => {
+                            let n = frame.data_ref().map_or(0, bytes::Buf::remaining);
+                            bytes.fetch_add(n as u64, Relaxed);
+                            drop(std::hint::black_box(frame));
+                        }
                         // A failed body fails at every poll from then on.
                         Some(Err(_)) => break,
                     }
@@ -439,12 +453,15 @@ pub async fn run_worker(options: WorkerOptions) -> anyhow::Result<()> {
         let with = i % 2 == 1;
         scraping.store(with, std::sync::atomic::Ordering::Relaxed);
         let before = scrapes.load(std::sync::atomic::Ordering::Relaxed);
+        let bytes_before = scraped_bytes.load(std::sync::atomic::Ordering::Relaxed);
         let (mut measure, next) = measured_sweep(&prober, &loaded, &current, max_in_flight).await;
         scraping.store(false, std::sync::atomic::Ordering::Relaxed);
         current = Arc::new(next);
         snapshots_tx.send_replace(current.clone());
         if with {
             measure.scrapes = Some(scrapes.load(std::sync::atomic::Ordering::Relaxed) - before);
+            measure.scraped_bytes =
+                scraped_bytes.load(std::sync::atomic::Ordering::Relaxed) - bytes_before;
             scraped.push(measure);
         } else {
             quiet.push(measure);
@@ -561,11 +578,13 @@ async fn measured_sweep(
     max_in_flight: usize,
 ) -> (SweepMeasure, Snapshot) {
     let cpu = cpu_seconds();
+    let kernel = kernel_seconds();
     let t = Instant::now();
     let plan = Plan::new(loaded.config.clone(), max_in_flight).fair_order(snapshot);
     let report = run_sweep(prober.clone(), plan).await;
     let wall_seconds = t.elapsed().as_secs_f64();
     let cpu_seconds = cpu_seconds() - cpu;
+    let kernel_seconds = kernel_seconds() - kernel;
     let mut failed = BTreeMap::new();
     let mut ok = 0;
     for o in report.checked() {
@@ -580,11 +599,13 @@ async fn measured_sweep(
         SweepMeasure {
             wall_seconds,
             cpu_seconds,
+            kernel_seconds,
             ok,
             failed,
             reused: summary.reused_connections,
             not_started: summary.not_started,
             scrapes: None,
+            scraped_bytes: 0,
         },
         next,
     )
@@ -679,11 +700,20 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// CPU time (user + system) of the whole process so far.
 fn cpu_seconds() -> f64 {
+    rusage_seconds().map_or(0.0, |(user, system)| user + system)
+}
+
+/// System CPU time of the whole process so far.
+fn kernel_seconds() -> f64 {
+    rusage_seconds().map_or(0.0, |(_, system)| system)
+}
+
+/// User and system CPU time of the whole process so far.
+fn rusage_seconds() -> Option<(f64, f64)> {
     use nix::sys::resource::{UsageWho, getrusage};
-    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
-        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-        t(u.user_time()) + t(u.system_time())
-    })
+    let u = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    Some((t(u.user_time()), t(u.system_time())))
 }
 
 /// Peak resident set size of the process since it started or since [`reset_peak_rss`].
@@ -765,6 +795,8 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     };
     let mut cpu: Vec<f64> = r.sweeps.iter().skip(1).map(|s| s.cpu_seconds).collect();
     let cpu_p50 = median(&mut cpu);
+    let mut kernel: Vec<f64> = r.sweeps.iter().skip(1).map(|s| s.kernel_seconds).collect();
+    let kernel_p50 = median(&mut kernel);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut s = String::new();
     let _ = writeln!(
@@ -787,8 +819,9 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     if !later.is_empty() {
         let _ = writeln!(
             s,
-            "  later sweeps       p50 {later_p50:.3} s, max {later_max:.3} s wall; p50 {cpu_p50:.3} s CPU ({:.1} µs/check)",
-            cpu_p50 * 1e6 / r.services.max(1) as f64
+            "  later sweeps       p50 {later_p50:.3} s, max {later_max:.3} s wall; p50 {cpu_p50:.3} s CPU ({:.1} µs/check, {:.1} of them in the kernel)",
+            cpu_p50 * 1e6 / r.services.max(1) as f64,
+            kernel_p50 * 1e6 / r.services.max(1) as f64
         );
     }
     if r.sweeps.len() > 1 {
@@ -801,9 +834,10 @@ pub fn table(r: &SizeReport, latency: Duration) -> String {
     if let (Some(u), Some(q)) = (&r.sweep_under_scrape, &r.sweep_beside_scrape) {
         let _ = writeln!(
             s,
-            "  sweep + scraping   p50 {:.3} s wall while /metrics is scraped back to back, gzipped ({} scrapes in that sweep), against p50 {:.3} s in the sweeps between ({:+.0} %)",
+            "  sweep + scraping   p50 {:.3} s wall while /metrics is scraped back to back, gzipped ({} scrapes, {:.2} MiB, in that sweep), against p50 {:.3} s in the sweeps between ({:+.0} %)",
             u.wall_seconds,
             u.scrapes.unwrap_or(0),
+            u.scraped_bytes as f64 / (1024.0 * 1024.0),
             q.wall_seconds,
             (u.wall_seconds / q.wall_seconds.max(f64::MIN_POSITIVE) - 1.0) * 100.0,
         );
