@@ -607,7 +607,6 @@ fn write_series(
     extra: Option<(&str, &str)>,
     value: f64,
 ) {
-    use std::io::Write as _;
     out.extend_from_slice(name.as_bytes());
     out.push(b'{');
     out.extend_from_slice(labels.as_bytes());
@@ -620,13 +619,28 @@ fn write_series(
         out.push(b'"');
     }
     out.extend_from_slice(b"} ");
-    if value.is_infinite() {
+    write_value(out, value);
+    out.push(b'\n');
+}
+
+/// A sample's value, as the Prometheus text encoder writes it (Rust's shortest `f64` form).
+/// Most per-service values are whole numbers (0/1 gauges, status codes, counts): those take
+/// `itoa`, which writes the same digits without the formatting machinery; the rest `Display`.
+fn write_value(out: &mut Vec<u8>, value: f64) {
+    use std::io::Write as _;
+    // Below 2^53 every whole f64 is exact and `Display` shows it without a fraction; -0.0
+    // (shown "-0") and NaN (fract is NaN) fall through.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if value.fract() == 0.0 && value.abs() < EXACT && !(value == 0.0 && value.is_sign_negative()) {
+        // Whole and in range by the check above, so the cast is exact.
+        let whole = value as i64;
+        out.extend_from_slice(itoa::Buffer::new().format(whole).as_bytes());
+    } else if value.is_infinite() {
         out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
     } else {
         // Writing into a Vec cannot fail.
         let _ = write!(out, "{value}");
     }
-    out.push(b'\n');
 }
 
 /// `healthsweep_checks_total{result}` for one service: `ok` once it has been checked, and each
@@ -793,6 +807,43 @@ fn unix_seconds(t: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_written_as_the_prometheus_encoder_writes_them() {
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            200.0,
+            503.0,
+            1_733_280_000.0,
+            1_733_280_000.25,
+            0.000364,
+            1e-7,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            1e300,
+            -2.5,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+        ];
+        for v in values {
+            let mut out = Vec::new();
+            write_value(&mut out, v);
+            assert_eq!(
+                String::from_utf8(out).expect("utf-8"),
+                format!("{v}"),
+                "{v:?}"
+            );
+        }
+        for (v, shown) in [(f64::INFINITY, "+Inf"), (f64::NEG_INFINITY, "-Inf")] {
+            let mut out = Vec::new();
+            write_value(&mut out, v);
+            assert_eq!(out, shown.as_bytes());
+        }
+    }
 
     #[test]
     fn family_names_are_valid_and_documented() {
