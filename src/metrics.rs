@@ -628,8 +628,9 @@ fn write_series(
 /// `itoa`, which writes the same digits without the formatting machinery; the rest `Display`.
 fn write_value(out: &mut Vec<u8>, value: f64) {
     use std::io::Write as _;
-    // Below 2^53 every whole f64 is exact and `Display` shows it without a fraction; -0.0
-    // (shown "-0") and NaN (fract is NaN) fall through.
+    // Whole values below 2^53, where the integers f64 holds are still every integer (a bound
+    // well inside i64), are shown by `Display` as plain digits without a fraction; -0.0
+    // (shown "-0"), NaN (its fract is NaN) and infinities fall through.
     const EXACT: f64 = 9_007_199_254_740_992.0;
     if value.fract() == 0.0 && value.abs() < EXACT && !(value == 0.0 && value.is_sign_negative()) {
         // Whole and in range by the check above, so the cast is exact.

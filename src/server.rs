@@ -142,9 +142,11 @@ where
     let probe = slot.is_probe();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let api = api.clone();
+        let activity = activity.clone();
         let busy = activity.busy();
         async move {
-            let response = if probe && !api::is_probe(req.uri().path()) {
+            // Not a probe, on a probe slot: served if a regular slot has come free meanwhile.
+            let response = if probe && !api::is_probe(req.uri().path()) && !activity.promote() {
                 api::overloaded(MAX_CONNECTIONS)
             } else {
                 api::handle(&api, req).await

@@ -134,8 +134,9 @@ pub struct ReloadMeasure {
 pub struct SweepMeasure {
     pub wall_seconds: f64,
     pub cpu_seconds: f64,
-    /// The part of `cpu_seconds` spent in the kernel (sockets, epoll, page faults): the floor
-    /// no user-space change lowers, to compare with a load generator's per-request cost.
+    /// The part of `cpu_seconds` spent in the kernel (sockets, epoll, page faults): lowered
+    /// only by fewer system calls, and the figure to compare with a load generator's
+    /// per-request cost. 0 in reports written before it was measured.
     #[serde(default)]
     pub kernel_seconds: f64,
     pub ok: usize,

@@ -12,12 +12,14 @@
 //!
 //! When every slot is busy like that, a new connection takes one of a few **probe slots**
 //! instead of waiting: it is served one request, and only `/healthz` or `/readyz` get a real
-//! answer (anything else a 503 that says to retry). A liveness probe must not fail because 256
+//! answer (anything else moves to a regular slot if one has come free by then, or gets a 503
+//! that says to retry). A liveness probe must not fail because 256
 //! scrapers are being served, or because 256 clients asked for `/metrics` and stopped reading
 //! while their responses were still being rendered (they count as stalled only once their
 //! socket buffers are full). A probe slot's answer is small and immediate, so these slots cannot
-//! be held by a slow response; one waiting for a request head gives way to the next probe like
-//! any idle connection. Only when the probe slots are busy too does a new connection wait.
+//! be held by a slow response; one waiting for a request head gives way to the next probe
+//! after [`PROBE_GRACE`], so a flood of silent connections cannot push out a probe before it
+//! has sent its head. Only when the probe slots are busy too does a new connection wait.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +33,11 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 /// A response whose writes have been blocked this long (the client is not reading) makes its
 /// connection as good as idle: it may be evicted for a new client.
 pub const STALLED_AFTER: Duration = Duration::from_secs(1);
+
+/// A probe slot waiting for its request head gives way to the next probe only once it has
+/// waited this long: a probe sends its head at once, and a flood of silent connections must
+/// not push it out before it could.
+pub const PROBE_GRACE: Duration = Duration::from_millis(250);
 
 /// The table of open connections.
 #[derive(Debug)]
@@ -152,6 +159,7 @@ impl Connections {
             .iter()
             .filter(|(_, e)| e.probe == probe)
             .filter_map(|(id, e)| e.idle_since(self.epoch, now).map(|since| (since, *id)))
+            .filter(|&(since, _)| !probe || now.saturating_duration_since(since) >= PROBE_GRACE)
             .min()
             .map(|(_, id)| id);
         let Some(e) = oldest.and_then(|id| t.remove(id)) else {
@@ -180,7 +188,8 @@ impl Connections {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A panic while holding this lock leaves the table consistent (every change is one map
-        // operation), so a poisoned lock is still usable.
+        // operation, and the probe count beside it is updated in the same statement or the
+        // next, with nothing between that can panic), so a poisoned lock is still usable.
         self.table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -249,6 +258,29 @@ pub struct Activity {
 }
 
 impl Activity {
+    /// Moves a probe slot's connection to a regular slot, free or freed by evicting the one
+    /// idle the longest, if there is one now: a request that is not a probe, which came in on a
+    /// probe slot, is then served instead of refused. Says whether the connection has a
+    /// regular slot.
+    pub fn promote(&self) -> bool {
+        let c = &self.connections;
+        let mut t = c.lock();
+        if !t.open.get(&self.id).is_some_and(|e| e.probe) {
+            return t.open.contains_key(&self.id);
+        }
+        let regular = t.open.len() - t.probes_open;
+        if regular >= c.max && !c.evict_idlest(&mut t, Instant::now(), false) {
+            return false;
+        }
+        if let Some(e) = t.open.get_mut(&self.id) {
+            e.probe = false;
+            t.probes_open -= 1;
+        }
+        // A probe slot is free now.
+        c.freed.notify_one();
+        true
+    }
+
     /// Busy until the returned guard drops; idle again after.
     pub fn busy(&self) -> Busy {
         self.connections.set_idle(self.id, false);
@@ -404,7 +436,12 @@ mod tests {
         let regular = c.admit().await;
         let _busy = regular.activity().busy();
         let silent = c.admit().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(PROBE_GRACE / 2).await;
+        assert!(
+            c.try_admit().is_none(),
+            "a probe slot just opened is not evicted"
+        );
+        tokio::time::sleep(PROBE_GRACE).await;
         let next = c.admit().await;
         assert!(next.is_probe());
         assert!(
@@ -428,5 +465,25 @@ mod tests {
         let next = c.admit().await;
         assert!(!next.is_probe());
         assert!(idle.evict.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_slot_moves_to_a_regular_one_when_one_is_free_or_idle() {
+        let c = Connections::new(1, 1);
+        let regular = c.admit().await;
+        let busy = regular.activity().busy();
+        let probe = c.admit().await;
+        assert!(probe.is_probe());
+        assert!(!probe.activity().promote(), "every regular slot busy");
+        drop(busy);
+        // The regular connection is idle now: it gives way.
+        assert!(probe.activity().promote());
+        assert!(regular.evict.is_cancelled());
+        drop(regular);
+        assert_eq!(c.open(), 1);
+        assert!(probe.activity().promote(), "already regular");
+        // The probe slot it held is free for the next probe.
+        let _busy = probe.activity().busy();
+        assert!(c.admit().await.is_probe());
     }
 }

@@ -698,9 +698,9 @@ async fn with_every_slot_held_by_clients_that_do_not_read_healthz_is_still_answe
     // /metrics response filling the socket buffers, rendered piece by piece on the nice-19
     // render thread for all 256): 4.4–6.9 s on a busy machine. A probe slot answers at once.
     for path in ["/healthz", "/readyz", "/healthz"] {
-        let r = tokio::time::timeout(Duration::from_secs(3), d.get(path))
+        let r = tokio::time::timeout(Duration::from_secs(5), d.get(path))
             .await
-            .unwrap_or_else(|_| panic!("{path} answered within 3 s"));
+            .unwrap_or_else(|_| panic!("{path} answered within 5 s"));
         assert_eq!(r.status, 200, "{path}: {}", r.body);
     }
     drop(clients);
@@ -708,19 +708,46 @@ async fn with_every_slot_held_by_clients_that_do_not_read_healthz_is_still_answe
 
 /// A client that sends the head of a `POST /-/maintenance` with a body it never sends: its
 /// connection is busy (the handler waits up to 10 s for the body) without being stalled.
+/// Returns once the daemon's `100 Continue` shows the handler is running.
 async fn busy_holder(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(
         format!(
             "POST /-/maintenance HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: 100\r\n\r\n"
+             Content-Length: 100\r\nExpect: 100-continue\r\n\r\n"
         )
         .as_bytes(),
     )
     .await
     .expect("send");
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut byte).await.expect("read");
+            assert!(n > 0, "closed before 100 Continue");
+            got.push(byte[0]);
+        }
+    })
+    .await
+    .expect("100 Continue within 10 s");
+    assert!(
+        got.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     s
+}
+
+/// A request without `Connection: close`: `raw` reads to the end, so it returns only if the
+/// daemon closes the connection after answering.
+async fn get_kept_alive(addr: std::net::SocketAddr, path: &str) -> HttpResponse {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -736,10 +763,8 @@ async fn with_every_slot_busy_serving_probes_are_answered_and_the_rest_told_to_r
     for _ in 0..256 {
         holders.push(busy_holder(d.addr).await);
     }
-    // Time for the daemon to read all 256 heads: until then a holder is idle, and the next
-    // client would take its slot (evicting it) instead of a probe slot.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let refused = d.get("/status").await;
+    // Each holder saw its 100 Continue: all 256 handlers are running, no slot is idle.
+    let refused = get_kept_alive(d.addr, "/status").await;
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.header("connection"), Some("close"));
@@ -758,15 +783,12 @@ async fn with_every_slot_busy_serving_probes_are_answered_and_the_rest_told_to_r
         );
     }
     for path in ["/healthz", "/readyz"] {
-        let r = tokio::time::timeout(Duration::from_secs(3), d.get(path))
+        // Answered and closed (one request per probe slot), though the client asked to keep it.
+        let r = tokio::time::timeout(Duration::from_secs(5), get_kept_alive(d.addr, path))
             .await
-            .unwrap_or_else(|_| panic!("{path} answered within 3 s"));
+            .unwrap_or_else(|_| panic!("{path} answered within 5 s"));
         assert_eq!(r.status, 200, "{path}: {}", r.body);
-        assert_eq!(
-            r.header("connection"),
-            Some("close"),
-            "one request per probe slot"
-        );
+        assert_eq!(r.header("connection"), Some("close"));
     }
     // The holders' requests were served all along, not evicted: each still gets its answer
     // (400, the body never came in full) once it gives up sending.
@@ -784,7 +806,15 @@ async fn with_every_slot_busy_serving_probes_are_answered_and_the_rest_told_to_r
         assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
     }
     drop((holders, silent));
-    let r = d.get("/status").await;
+    // Their slots free as the daemon sees each close.
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = d.get("/status").await;
+        if r.status == 200 || tokio::time::Instant::now() >= end {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         r.status, 200,
         "a regular slot again once the holders left: {}",
