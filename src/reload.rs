@@ -125,15 +125,19 @@ impl Reloader {
     async fn reload(&self) -> Result<Reloaded, ConfigError> {
         let path = self.path.clone();
         let overrides = self.overrides;
+        // The services that did not change are taken from the running config as they are.
+        let running = self.configs.borrow().config.clone();
         // Parsing a large fleet takes a while; keep it off the async worker threads.
-        let loaded = tokio::task::spawn_blocking(move || config::load_with(&path, overrides))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ConfigError::Read {
-                    path: self.path.clone(),
-                    source: config::read::ReadError::Io(std::io::Error::other(e)),
-                })
-            });
+        let loaded = tokio::task::spawn_blocking(move || {
+            config::load_reusing(&path, overrides, Some(&running))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConfigError::Read {
+                path: self.path.clone(),
+                source: config::read::ReadError::Io(std::io::Error::other(e)),
+            })
+        });
         match loaded {
             Ok(config) => Ok(self.publish(config)),
             Err(e) => {

@@ -547,7 +547,11 @@ async fn measured_reload(
     let reload = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let t = Instant::now();
-        let config = tokio::task::spawn_blocking(move || config::load(&changed_path)).await??;
+        let running = loaded.config.clone();
+        let config = tokio::task::spawn_blocking(move || {
+            config::load_reusing(&changed_path, config::Overrides::default(), Some(&running))
+        })
+        .await??;
         let load_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let next = Loaded {

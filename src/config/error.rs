@@ -50,6 +50,11 @@ impl<'a> LineIndex<'a> {
         LineIndex { source, starts }
     }
 
+    /// The text the lines are of.
+    pub fn text(&self) -> &'a str {
+        self.source
+    }
+
     /// The location of byte `offset`.
     pub fn locate(&self, offset: usize) -> Location {
         let offset = offset.min(self.source.len());

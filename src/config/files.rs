@@ -115,6 +115,7 @@ impl Validator<'_> {
         &mut self,
         dir: &ServicesDir,
         defaults: &CheckOptions,
+        main_context: Option<super::reuse::Key>,
         seen: &mut Seen,
         services: &mut Vec<Arc<Service>>,
         sources: &mut Sources,
@@ -135,7 +136,7 @@ impl Validator<'_> {
         let main_dir = std::mem::replace(&mut self.base_dir, dir.path.clone());
         for (i, file) in files.iter().enumerate() {
             self.current = i + 1;
-            let count = self.services_file(file, defaults, seen, services);
+            let count = self.services_file(file, defaults, main_context, seen, services);
             sources.files.push(SourceFile {
                 path: file.path.clone(),
                 services: count,
@@ -150,6 +151,7 @@ impl Validator<'_> {
         &mut self,
         file: &ServicesFile,
         defaults: &CheckOptions,
+        main_context: Option<super::reuse::Key>,
         seen: &mut Seen,
         services: &mut Vec<Arc<Service>>,
     ) -> usize {
@@ -185,11 +187,18 @@ impl Validator<'_> {
             }
         };
         let count = raw.services.len();
-        for table in raw.services {
-            if let Some(service) = self.service_table(table, defaults, seen) {
-                services.push(Arc::new(service));
+        let spans: Vec<_> = raw.services.iter().map(Spanned::span).collect();
+        let tables = super::reuse::tables(text, &spans);
+        self.context = main_context
+            .zip(tables.as_ref())
+            .map(|(main, t)| super::reuse::context(text, t, main));
+        let tables = tables.unwrap_or(spans);
+        for (table, extent) in raw.services.into_iter().zip(tables) {
+            if let Some(service) = self.service_table(table, extent, defaults, seen) {
+                services.push(service);
             }
         }
+        self.context = None;
         count
     }
 
@@ -198,10 +207,23 @@ impl Validator<'_> {
     pub(super) fn service_table(
         &mut self,
         table: Spanned<RawService>,
+        extent: Range<usize>,
         defaults: &CheckOptions,
         seen: &mut Seen,
-    ) -> Option<Service> {
+    ) -> Option<Arc<Service>> {
         let table_span = table.span();
+        let reuse_key = self.context.and_then(|context| {
+            let file = &self.files[self.current];
+            let text = file.lines.text().get(extent)?;
+            // The main file is the one every load reads, whatever its path; a file of
+            // services_dir is told apart by its path (a service shows the file it came from).
+            let path = if self.current == 0 {
+                Path::new("")
+            } else {
+                &file.path
+            };
+            super::reuse::key(context, path, text)
+        });
         let (naming, check) = table.into_inner().into_parts();
         let identity = match naming.complete() {
             Ok(identity) => identity,
@@ -228,11 +250,28 @@ impl Validator<'_> {
         } else {
             seen.insert(name, (self.current, table_span.start));
         }
+        if let Some(key) = reuse_key
+            && let Some(running) = self.reuse.take(key, identity.name.get_ref())
+        {
+            self.service = None;
+            return Some(running);
+        }
         self.keys_for_kind(&identity, &check, &table_span);
         let options = self.check_options(check, defaults);
         let service = self.service(identity, options);
         self.service = None;
-        service
+        service.map(|mut s| {
+            // TLS clients read certificate files and the system's roots: made again each load.
+            // `depends_on` keeps where it was written (file index and span) for its errors,
+            // which another file's coming or going moves.
+            if let Some(key) = reuse_key
+                && s.tls.is_none()
+                && s.extra.depends_on.is_none()
+            {
+                s.reuse_key = key;
+            }
+            Arc::new(s)
+        })
     }
 }
 

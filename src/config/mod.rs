@@ -24,6 +24,8 @@ mod maintenance;
 mod model;
 mod raw;
 pub(crate) mod read;
+mod reuse;
+use reuse::Reuse;
 mod secrets;
 mod service;
 mod template;
@@ -69,6 +71,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// [`load`], with command-line `overrides` applied.
 pub fn load_with(path: &Path, overrides: Overrides) -> Result<Config, ConfigError> {
+    load_reusing(path, overrides, None)
+}
+
+/// [`load_with`] for a reload: the services of `previous` (the running config) whose text and
+/// surroundings did not change are taken as they are instead of being made again (see
+/// `reuse` for when they are not).
+pub fn load_reusing(
+    path: &Path,
+    overrides: Overrides,
+    previous: Option<&Config>,
+) -> Result<Config, ConfigError> {
     let source =
         read::read_text(path, read::Limit::Config).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -87,7 +100,8 @@ pub fn load_with(path: &Path, overrides: Overrides) -> Result<Config, ConfigErro
             }],
         });
     }
-    parse_with(path, &source, overrides)
+    let reuse = previous.map_or_else(Reuse::default, |p| Reuse::of(&p.services));
+    parse_with_reuse(path, &source, overrides, reuse)
 }
 
 /// Whether `source` holds no TOML at all.
@@ -105,7 +119,16 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
 
 /// [`parse`], with command-line `overrides` applied.
 pub fn parse_with(path: &Path, source: &str, overrides: Overrides) -> Result<Config, ConfigError> {
-    let mut config = parse_whole(path, source, &process_env)?;
+    parse_with_reuse(path, source, overrides, Reuse::default())
+}
+
+fn parse_with_reuse(
+    path: &Path,
+    source: &str,
+    overrides: Overrides,
+    reuse: Reuse,
+) -> Result<Config, ConfigError> {
+    let mut config = parse_whole_reusing(path, source, &process_env, reuse)?;
     if let Some(shard) = overrides.shard {
         config.daemon.shard = shard;
     }
@@ -115,8 +138,13 @@ pub fn parse_with(path: &Path, source: &str, overrides: Overrides) -> Result<Con
 }
 
 /// Parses and validates every service in `source` and in `services_dir`, whatever the shard;
-/// `${NAME}` takes its value from `env`.
-fn parse_whole(path: &Path, source: &str, env: Env<'_>) -> Result<Config, ConfigError> {
+/// `${NAME}` takes its value from `env`; unchanged services are taken from `reuse`.
+fn parse_whole_reusing(
+    path: &Path,
+    source: &str,
+    env: Env<'_>,
+    reuse: Reuse,
+) -> Result<Config, ConfigError> {
     let mut raw: RawConfig =
         toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -144,6 +172,8 @@ fn parse_whole(path: &Path, source: &str, env: Env<'_>) -> Result<Config, Config
         problems: Vec::new(),
         env,
         sweep_interval: DEFAULT_INTERVAL,
+        reuse,
+        context: None,
     };
     let config = v.config(raw, dir.as_ref());
     if v.problems.is_empty() {

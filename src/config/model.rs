@@ -166,6 +166,9 @@ pub struct Service {
     /// `Service::check_key`): a sweep that straddles a reload lands its results only on
     /// services still checked the same way.
     pub check_digest: u64,
+    /// What its validation depended on, for a reload to take this service as it is when none
+    /// of that changed (see `config::reuse`); 0 when it may not be reused.
+    pub reuse_key: u64,
     /// What few services set (see [`Extra`]).
     pub extra: Arc<Extra>,
 }

@@ -69,6 +69,7 @@ pub(super) fn assemble(
         every: o.every,
         phase: 0,
         check_digest: 0,
+        reuse_key: 0,
         extra: Extra::shared(Extra {
             group,
             source,

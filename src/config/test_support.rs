@@ -31,7 +31,17 @@ pub(crate) fn parse_at_env(
             .find(|(k, _)| *k == name)
             .map(|(_, v)| std::ffi::OsString::from(v))
     };
-    parse_whole(path, src, &env)
+    parse_whole_reusing(path, src, &env, reuse::Reuse::default())
+}
+
+/// Parses `src` as a reload of `previous` would (no environment).
+pub(crate) fn parse_reusing(
+    path: &Path,
+    src: &str,
+    previous: &Config,
+) -> Result<Config, ConfigError> {
+    let reuse = reuse::Reuse::of(&previous.services);
+    parse_whole_reusing(path, src, &|_| None, reuse)
 }
 
 pub(crate) fn problems_env(src: &str, vars: &[(&str, &str)]) -> Vec<Problem> {

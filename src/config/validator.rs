@@ -111,6 +111,11 @@ pub(super) struct Validator<'a> {
     pub(super) env: Env<'a>,
     /// `[daemon] interval`, once read: a service's `interval` is a multiple of it.
     pub(super) sweep_interval: Duration,
+    /// The running config's services, for a reload to take the unchanged ones from.
+    pub(super) reuse: super::reuse::Reuse,
+    /// The digest of the current file's text outside its service tables (see `reuse`);
+    /// `None` while its services may not be reused.
+    pub(super) context: Option<super::reuse::Key>,
 }
 
 /// A file the validator reads, and its line starts to locate spans with.
@@ -157,7 +162,23 @@ impl Validator<'_> {
             depends_on: None,
             every: 1,
         };
+        // `${NAME}` or a header file in the defaults reaches every service: none is reused.
+        let defaults_read_outside = raw.defaults.header_files.is_some()
+            || raw
+                .defaults
+                .headers
+                .as_ref()
+                .is_some_and(|h| h.get_ref().values().any(|v| super::reuse::reads_outside(v)));
         let defaults = self.check_options(raw.defaults, &builtin);
+        let main_text = self.files[0].lines.text();
+        let spans: Vec<Range<usize>> = raw.services.iter().map(Spanned::span).collect();
+        let tables = super::reuse::tables(main_text, &spans);
+        self.context = tables
+            .as_ref()
+            .filter(|_| !defaults_read_outside)
+            .map(|t| super::reuse::context(main_text, t, 0));
+        let tables = tables.unwrap_or_else(|| spans.clone());
+        let main_context = self.context;
 
         // Name -> file and byte offset of its first table; turned into a line only for a
         // duplicate.
@@ -171,14 +192,22 @@ impl Validator<'_> {
                 services: raw.services.len(),
             }],
         };
-        for table in raw.services {
-            if let Some(service) = self.service_table(table, &defaults, &mut seen) {
-                services.push(Arc::new(service));
+        for (table, extent) in raw.services.into_iter().zip(tables) {
+            if let Some(service) = self.service_table(table, extent, &defaults, &mut seen) {
+                services.push(service);
             }
         }
         if let Some(dir) = dir {
-            self.services_dir(dir, &defaults, &mut seen, &mut services, &mut sources);
+            self.services_dir(
+                dir,
+                &defaults,
+                main_context,
+                &mut seen,
+                &mut services,
+                &mut sources,
+            );
         }
+        self.context = None;
         self.current = 0;
         let discover = self.discovers(raw.discover, &defaults);
         self.dependencies(&services, &discover);
