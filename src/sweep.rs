@@ -499,6 +499,15 @@ impl Sweeper {
     /// cancelled, their sockets closed).
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut loaded = self.configs.borrow_and_update().clone();
+        // The snapshot was made from the config as it stood when the daemon was wired; the
+        // fleet may have composed another since (a discovery source answering before this
+        // task first ran). Results land only on services the snapshot lists, so it must list
+        // these, or discovered services would stay missing until the next change.
+        if !Arc::ptr_eq(&self.snapshots.borrow().config, &loaded.config) {
+            let current = self.snapshots.borrow().clone();
+            let snapshot = current.reconfigured(&loaded, SystemTime::now());
+            self.snapshots.send_replace(Arc::new(snapshot));
+        }
         self.prober.use_config(&loaded.config);
         let mut ticker = schedule(loaded.config.daemon.interval, Instant::now());
         self.slot = Slot::at(SystemTime::now(), loaded.config.daemon.interval);
@@ -859,6 +868,46 @@ mod tests {
         assert_eq!(rare_checked, expected);
         assert_eq!(snapshot.services[1].counts.ok as usize, expected.len());
         assert_eq!(snapshot.services[0].counts.ok, 12);
+    }
+
+    /// The fleet may compose another config (a discovery source answered) between the wiring,
+    /// which made the first snapshot, and the sweeper's first step: its services are swept
+    /// and shown all the same.
+    #[tokio::test(start_paused = true)]
+    async fn a_config_composed_before_the_first_sweep_is_the_one_shown() {
+        let addr = server(Some(Duration::from_millis(10))).await;
+        let wired = Loaded {
+            generation: 1,
+            config: config("1s", &[("static", addr)]),
+        };
+        let (configs_tx, configs) = watch::channel(wired.clone());
+        let (snapshots_tx, mut snapshots) =
+            watch::channel(Arc::new(Snapshot::new(&wired, SystemTime::UNIX_EPOCH)));
+        let sweeper = Sweeper::new(Arc::new(Prober::new(64)), configs, snapshots_tx, 64);
+        configs_tx.send_replace(Loaded {
+            generation: 1,
+            config: config("1s", &[("static", addr), ("found", addr)]),
+        });
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(sweeper.run(shutdown.clone()));
+        let checked = |s: &Snapshot| {
+            s.services
+                .iter()
+                .filter(|st| st.last.as_ref().is_some_and(|o| o.ok()))
+                .map(|st| st.service.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let swept = tokio::time::timeout(
+            Duration::from_secs(5),
+            snapshots.wait_for(|s| s.sweeps_total >= 2),
+        )
+        .await
+        .expect("two sweeps in 5 s")
+        .expect("sweeper alive")
+        .clone();
+        assert_eq!(checked(&swept), ["static", "found"]);
+        shutdown.cancel();
+        run.await.expect("sweeper ends");
     }
 
     #[test]
