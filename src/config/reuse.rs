@@ -6,7 +6,8 @@
 //!
 //! Only text decides, so a service is never reused when something outside the text can change
 //! what it becomes: a `$` in its table (`${NAME}` from the environment), a `file` in it
-//! (`header_files`, whose files may have been rotated), TLS (its client reads certificate files
+//! (`header_files`, whose files may have been rotated), a backslash (an escape may spell
+//! either), a sub-table of it written after another table (then not in its text), TLS (its client reads certificate files
 //! and the system's roots), `depends_on` (it keeps the file and place it was written at, for
 //! errors), or `[defaults]` with `$` or a file. Those are validated again at every load, as
 //! they always were.
@@ -76,7 +77,7 @@ pub(super) fn tables(text: &str, spans: &[Range<usize>]) -> Option<Vec<Range<usi
         while let Some(n) = text.get(at..limit)?.find('\n') {
             at += n + 1;
             match Line::of(text.get(at..limit)?) {
-                Line::Inside => {}
+                Line::Inside | Line::SubTable => {}
                 Line::Header => {
                     end = at;
                     break;
@@ -86,15 +87,36 @@ pub(super) fn tables(text: &str, spans: &[Range<usize>]) -> Option<Vec<Range<usi
         }
         out.push(span.start..end);
     }
+    // What lies between the tables is the file's context. A `[service.x]` there (written
+    // after `[defaults]`, say) still belongs to the last service before it, whose text would
+    // then not hold all of it: nothing is reused from such a file.
+    let mut at = 0;
+    for t in out.iter().chain(std::iter::once(&(text.len()..text.len()))) {
+        if !text.get(at..t.start).is_none_or(is_context) {
+            return None;
+        }
+        at = at.max(t.end);
+    }
     Some(out)
 }
 
-/// What a line within a `[[service]]` table is.
+/// Whether `gap`, text between `[[service]]` tables that starts a line, holds only other
+/// tables: no sub-table of a service and no line that may or may not be a header.
+fn is_context(gap: &str) -> bool {
+    let starts = std::iter::once(0).chain(gap.match_indices('\n').map(|(i, _)| i + 1));
+    starts
+        .filter_map(|start| gap.get(start..))
+        .all(|line| matches!(Line::of(line), Line::Inside | Line::Header))
+}
+
+/// What a line of a file of services is, as far as where tables end goes.
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
-    /// Part of the table: a key, a comment, a value going on, its own sub-table
-    /// (`[service.labels]`).
+    /// Part of the table: a key, a comment, a value going on.
     Inside,
+    /// A sub-table of the last service (`[service.labels]`): part of the table when it
+    /// follows one; after another table, still part of the last service.
+    SubTable,
     /// The header of another top-level table: the service ends before it.
     Header,
     /// `[` then a quote: a quoted table name, or a string in an array going on.
@@ -118,7 +140,7 @@ impl Line {
         let after = after.trim_start_matches([' ', '\t']);
         match word {
             // A sub-table of the last service, or the next service.
-            "service" if after.starts_with('.') => Line::Inside,
+            "service" if after.starts_with('.') => Line::SubTable,
             "service" | "daemon" | "defaults" | "discover" | "maintenance"
                 if after.starts_with(['.', ']']) =>
             {
@@ -160,9 +182,11 @@ pub(super) fn context(text: &str, tables: &[Range<usize>], parent: Key) -> Key {
     d.digest()
 }
 
-/// Whether text of the config can make a service depend on more than the text itself.
+/// Whether text of the config can make a service depend on more than the text itself. A
+/// backslash counts: an escape can spell `$` (`\u0024`) or a key (`"header_\u0066iles"`)
+/// the text does not show.
 pub(super) fn reads_outside(text: &str) -> bool {
-    text.contains('$') || text.contains("file")
+    text.contains('$') || text.contains("file") || text.contains('\\')
 }
 
 /// The key of the service made from `table` (its text) in the file at `path` with `context`;
@@ -398,9 +422,9 @@ mod tests {
             ("[daemon.auth]", Header),
             ("[[service]]", Header),
             ("[ [service]]", Inside),
-            ("[service.labels]", Inside),
-            ("[[service.x]]", Inside),
-            ("[ service . labels ]", Inside),
+            ("[service.labels]", SubTable),
+            ("[[service.x]]", SubTable),
+            ("[ service . labels ]", SubTable),
             ("[200, 204],", Inside),
             ("[true]", Inside),
             ("[1.5, 2]", Inside),
@@ -449,5 +473,117 @@ mod tests {
             context(&text.replace('x', "z"), &tables, 0),
             "inside a table: the table's own key"
         );
+    }
+
+    fn token(s: &Service) -> Option<&str> {
+        s.header("x-token").and_then(|v| v.to_str().ok())
+    }
+
+    /// A `[service.x]` after another table belongs to the last service, yet is not in its
+    /// text: a file with one is not reused from, or a rotated header file would not be read.
+    #[test]
+    fn a_service_sub_table_after_another_table_reuses_nothing() {
+        let dir = Scratch::new("reuse-sub", &[("token", "one")]);
+        let main = format!(
+            "{}[defaults]\ntimeout = \"2s\"\n\n[service.header_files]\nx-token = \"token\"\n",
+            fleet(2)
+        );
+        dir.write("healthsweep.toml", &main);
+        let first = dir.load().expect("valid");
+        assert_eq!(token(&first.services[1]), Some("one"));
+        dir.write("token", "two");
+        let second =
+            load_reusing(&dir.config(), Overrides::default(), Some(&first)).expect("valid");
+        assert_eq!(token(&second.services[1]), Some("two"));
+        assert!(!same(&first, &second, "svc-0") && !same(&first, &second, "svc-1"));
+        // A service inserted above [defaults] now owns the sub-table: the labels move with it.
+        let labelled = format!(
+            "{}[defaults]\ntimeout = \"2s\"\n\n[service.labels]\nteam = \"x\"\n",
+            fleet(2)
+        );
+        let inserted = labelled.replacen(
+            "[defaults]",
+            "[[service]]\nname = \"new\"\nurl = \"http://127.0.0.1/new\"\n\n[defaults]",
+            1,
+        );
+        let (a, b) = reload(&labelled, &inserted);
+        let team = |c: &Config, name: &str| {
+            let s = c.services.iter().find(|s| &*s.name == name).expect(name);
+            s.labels.get("team").is_some_and(|t| t == "x")
+        };
+        assert!(team(&a, "svc-1") && !team(&b, "svc-1") && team(&b, "new"));
+        // toml's span of a `[[service]]` table: its header.
+        const HEADER: Range<usize> = 0..11;
+        let gaps = [
+            "[[service]]\nname = \"a\"\n[daemon]\n[service.labels]\nt = \"x\"\n",
+            "[[service]]\nname = \"a\"\n[daemon]\n[[service.x]]\n",
+            "[[service]]\nname = \"a\"\n[daemon]\nk = [\n  [\"a\"],\n]\n",
+        ];
+        for text in gaps {
+            assert_eq!(tables(text, &[HEADER]), None, "{text}");
+        }
+        let fine = "[[service]]\nname = \"a\"\n[daemon]\nk = [\n  [1],\n]\n";
+        let extents = tables(fine, &[HEADER]).expect("told for sure");
+        assert_eq!(extents.first(), Some(&(0..23)), "up to [daemon]");
+    }
+
+    /// An escape can spell `$` or a key the text does not show: a table with a backslash is
+    /// made again at every load.
+    #[test]
+    fn escapes_cannot_hide_the_environment_or_a_file() {
+        let dir = Scratch::new("reuse-escape", &[("token", "one")]);
+        let main = format!(
+            "{HEAD}{}[[service]]\nname = \"files\"\nurl = \"http://127.0.0.1/f\"\n\
+             \"header_\\u0066iles\" = {{ x-token = \"token\" }}\n",
+            fleet(1)
+        );
+        dir.write("healthsweep.toml", &main);
+        let first = dir.load().expect("valid");
+        dir.write("token", "two");
+        let second =
+            load_reusing(&dir.config(), Overrides::default(), Some(&first)).expect("valid");
+        let files = second.services.iter().find(|s| &*s.name == "files");
+        assert_eq!(files.and_then(|s| token(s)), Some("two"));
+        assert!(same(&first, &second, "svc-0"));
+
+        let env = format!(
+            "{HEAD}[[service]]\nname = \"env\"\nurl = \"http://127.0.0.1/\"\n\
+             headers = {{ x-token = \"\\u0024{{TOKEN}}\" }}\n"
+        );
+        let first = parse_env(&env, &[("TOKEN", "one")]).expect("valid");
+        assert_eq!(token(&first.services[0]), Some("one"));
+        let vars = |name: &str| (name == "TOKEN").then(|| std::ffi::OsString::from("two"));
+        let reuse = Reuse::of(&first.services);
+        let second = parse_whole_reusing(Path::new("test.toml"), &env, &vars, reuse).expect("ok");
+        assert_eq!(token(&second.services[0]), Some("two"));
+        assert!(reads_outside("a = \"\\x\""));
+    }
+
+    /// The `file` exclusions bite: a header file rewritten between loads is read again,
+    /// whether the service or `[defaults]` names it.
+    #[test]
+    fn header_files_rewritten_between_loads_are_read_again() {
+        for (defaults, service) in [
+            ("", "header_files = { x-token = \"token\" }\n"),
+            ("[defaults]\nheader_files = { x-token = \"token\" }\n\n", ""),
+        ] {
+            let dir = Scratch::new("reuse-files", &[("token", "one")]);
+            let main = format!(
+                "{defaults}[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\n{service}{}",
+                fleet(1)
+            );
+            dir.write("healthsweep.toml", &main);
+            let first = dir.load().expect("valid");
+            assert_eq!(token(&first.services[0]), Some("one"));
+            dir.write("token", "two");
+            let second =
+                load_reusing(&dir.config(), Overrides::default(), Some(&first)).expect("valid");
+            assert_eq!(token(&second.services[0]), Some("two"), "{main}");
+            assert_eq!(
+                same(&first, &second, "svc-0"),
+                defaults.is_empty(),
+                "only [defaults] reading a file stops every service's reuse: {main}"
+            );
+        }
     }
 }
