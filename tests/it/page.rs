@@ -31,7 +31,9 @@ async fn the_page_shows_states_filters_and_a_service_going_down_without_a_reload
     let mut config = daemon_section("500ms", "400ms", "");
     config.push_str(&grouped("orders-api", "orders", &orders.url("/health")));
     config.push_str(&grouped("orders-search", "orders", &search.url("/health")));
+    // Checked every 20th sweep: its page says when its turn comes.
     config.push_str(&grouped("billing", "payments", &billing.url("/health")));
+    config.push_str("interval = \"10s\"\n\n");
     config.push_str(&grouped("ledger", "payments", &ledger.url("/health")));
     config.push_str(&grouped(
         "legacy-<em>crm",
@@ -158,6 +160,25 @@ async fn the_page_shows_states_filters_and_a_service_going_down_without_a_reload
         "down"
     );
     b.screenshot(&screenshots().join("service.png")).await;
+    assert!(
+        b.wait_until(
+            "/^next (in \\d+s|now) · every 500 ms$/.test(document.getElementById('next-check')?.textContent)",
+            Duration::from_secs(5)
+        )
+        .await,
+        "{}",
+        b.eval("document.getElementById('current')?.parentNode.innerText").await
+    );
+    b.navigate(&format!("{base}/service/billing")).await;
+    assert!(
+        b.wait_until(
+            "/^next (in \\d+s|now) · every 10s$/.test(document.getElementById('next-check')?.textContent)",
+            Duration::from_secs(10)
+        )
+        .await,
+        "billing's own interval and its next turn: {}",
+        b.eval("document.body.innerText").await
+    );
 
     // A phone: the page fits its width.
     b.call(

@@ -37,6 +37,8 @@
     if (h > 0) return h + "h " + (m % 60) + "m";
     return m + "m " + (secs % 60) + "s";
   }
+  // An interval: under a second in ms (sweeps may run every 250 ms).
+  function period(secs) { return secs < 1 ? Math.round(secs * 1000) + " ms" : duration(secs); }
   // The daemon's clock minus the browser's: relative times are on the daemon's clock.
   let skew = 0;
   function ago(iso) { return duration((Date.now() + skew - Date.parse(iso)) / 1000); }
@@ -78,10 +80,8 @@
     const age = Date.parse(data.now) - Date.parse(s.finished_at) + (Date.now() - data.received);
     banner(age > limit ? "Sweeps have stopped: the latest finished " + duration(age / 1000) +
       " ago (" + s.finished_at + "). What is shown may no longer be true." : "");
-    const every = data.interval_seconds < 1 ? Math.round(data.interval_seconds * 1000) + " ms"
-      : duration(data.interval_seconds);
     meta.textContent = "sweep " + s.number + " finished " + ago(s.finished_at) + " ago · every " +
-      every + " · generation " + data.generation;
+      period(data.interval_seconds) + " · generation " + data.generation;
     meta.title = exact(s.finished_at);
   }
   function unreachable(why) {
@@ -236,6 +236,15 @@
       }
       return d;
     }
+    // A service checked every 5 minutes looks stale beside one checked every 15 s unless the
+    // page says when its turn comes.
+    function nextCheck(v) {
+      if (!v.next_check_at) return null;
+      const left = (Date.parse(v.next_check_at) - Date.now() - skew) / 1000;
+      return el("div", { class: "why", id: "next-check", title: exact(v.next_check_at),
+        text: (left > 0.5 ? "next in " + duration(left) : "next now") + " · every " +
+          period(v.interval_seconds) });
+    }
     function render() {
       fresh(data.daemon);
       const v = data.service, last = v.last;
@@ -265,7 +274,8 @@
             el("div", { class: "card" }, el("h2", { text: "Latest check" }),
               last ? el("div", { class: "big", text: last.ok ? "passed" : (last.reason || "failed") }) : el("div", { text: "not checked yet" }),
               last ? el("div", { class: "why" }, latency(last.duration_seconds) + " · ", when(last.at, " ago"),
-                last.error ? el("div", { text: last.error }) : null) : null),
+                last.error ? el("div", { text: last.error }) : null) : null,
+              nextCheck(v)),
             el("div", { class: "card", title: "Maintenance time is left out of uptime." }, el("h2", { text: "Uptime 24 h · 7 d · 30 d (maintenance left out)" }),
               el("div", { class: "big", text: [v.uptime["24h"], v.uptime["7d"], v.uptime["30d"]].map(pct).join(" · ") })))),
         el("section", {}, el("h2", { text: "Last " + v.history.length + " results" }),
