@@ -29,6 +29,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod fleet;
+
 /// A running mock server.
 #[derive(Debug, Clone, Copy)]
 pub struct MockServer {
@@ -94,7 +96,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// `healthsweep mock-fleet`: `ports` mock servers on `ip`, their addresses printed as one JSON
+/// `healthsweep mock-fleet`: `ports` mock servers on `ip` (the lean ones of [`fleet`], or
+/// gRPC ones), their addresses printed as one JSON
 /// line (`{"endpoints": ["127.0.0.1:40001", ...]}`), served until stdin closes, so the fleet
 /// dies with the process that started it. With `dns`, also a [`run_dns`] server there, which
 /// answers every name with `ip`.
@@ -109,12 +112,17 @@ pub async fn run_fleet(
     let mut endpoints = Vec::with_capacity(ports);
     for _ in 0..ports {
         let at = SocketAddr::new(ip, 0);
-        let server = if grpc {
-            MockServer::start_grpc(at, latency, shutdown.clone()).await?
+        let addr = if grpc {
+            MockServer::start_grpc(at, latency, shutdown.clone())
+                .await?
+                .addr
         } else {
-            MockServer::start(at, latency, shutdown.clone()).await?
+            let listener = listen(at)?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(fleet::serve(listener, latency, shutdown.clone()));
+            addr
         };
-        endpoints.push(server.addr.to_string());
+        endpoints.push(addr.to_string());
     }
     if let (Some(dns), std::net::IpAddr::V4(v4)) = (dns, ip) {
         let socket = tokio::net::UdpSocket::bind(dns).await?;
