@@ -95,6 +95,11 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
     let (snapshot_tx, snapshots) = watch::channel(Arc::new(
         Snapshot::new(&first, SystemTime::now()).restored(&restored.services),
     ));
+    // The rest may be a discovery source's services, found in a moment.
+    let mut restore = restored.services;
+    for s in &first.config.services {
+        restore.remove(s.name.as_str());
+    }
     let (reload_requests, reload_rx) = mpsc::channel(reload::QUEUE);
 
     let metrics = Metrics::new(snapshots.clone(), reload_status.clone())
@@ -112,7 +117,8 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
         windows: windows.clone(),
     });
     let sweeper = Sweeper::new(prober, configs, snapshot_tx, settings.connection_budget)
-        .with_watchdog(Watchdog::from_env());
+        .with_watchdog(Watchdog::from_env())
+        .with_restore(restore);
 
     // Each task runs in a span named for it, so anything it logs (a panic included) says which.
     let mut tasks = JoinSet::new();

@@ -118,6 +118,10 @@ pub struct Kept {
     pub counts: Counts,
 }
 
+/// What the last run stored of services the config did not have when the daemon started,
+/// by name: a discovery source's, until it finds them.
+pub type Restore = foldhash::HashMap<String, Kept>;
+
 /// One service's state, carried from sweep to sweep.
 #[derive(Debug, Clone)]
 pub struct ServiceStatus {
@@ -141,6 +145,19 @@ pub struct ServiceStatus {
 }
 
 impl ServiceStatus {
+    /// Continues from what the last run stored, if it was checked at the same URL (at another
+    /// it is another service to know about, and starts over).
+    fn resume(&mut self, k: &Kept) {
+        if k.url != self.service.redacted_url() {
+            return;
+        }
+        self.state = k.state;
+        self.since = k.since;
+        self.consecutive_failures = k.consecutive_failures;
+        self.consecutive_successes = k.consecutive_successes;
+        self.counts = k.counts.clone();
+    }
+
     /// Whether it has no verdict of this process yet, or none since its latest try: checked
     /// in the next sweep whatever its `interval` says (see `sweep::Plan::due_in`).
     pub fn awaits_verdict(&self) -> bool {
@@ -419,17 +436,9 @@ impl Snapshot {
     /// at the same URL continues where it was, its threshold counts and counters included.
     pub fn restored(mut self, kept: &foldhash::HashMap<String, Kept>) -> Self {
         for st in &mut self.services {
-            let Some(s) = kept.get(&st.service.name) else {
-                continue;
-            };
-            if s.url != st.service.redacted_url() {
-                continue;
+            if let Some(k) = kept.get(&st.service.name) {
+                st.resume(k);
             }
-            st.state = s.state;
-            st.since = s.since;
-            st.consecutive_failures = s.consecutive_failures;
-            st.consecutive_successes = s.consecutive_successes;
-            st.counts = s.counts.clone();
         }
         self.with_blocked()
     }
@@ -437,7 +446,19 @@ impl Snapshot {
     /// This snapshot under a new config: services kept (same name and target) keep their state
     /// and counters, removed ones are gone, new ones are `unknown`.
     pub fn reconfigured(&self, loaded: &Loaded, now: SystemTime) -> Self {
-        let services = carry_over(&self.services, &loaded.config.services, now);
+        self.reconfigured_restoring(loaded, now, &mut Restore::default())
+    }
+
+    /// [`Snapshot::reconfigured`], where a new service that `restore` holds (stored by the
+    /// last run, at the same URL) continues from it, and is taken out of `restore`: services
+    /// a discovery source finds after the start resume as the config file's do.
+    pub fn reconfigured_restoring(
+        &self,
+        loaded: &Loaded,
+        now: SystemTime,
+        restore: &mut Restore,
+    ) -> Self {
+        let services = carry_over(&self.services, &loaded.config.services, now, restore);
         Snapshot {
             generation: loaded.generation,
             config: loaded.config.clone(),
@@ -573,6 +594,7 @@ fn carry_over(
     old: &[ServiceStatus],
     services: &[Arc<Service>],
     now: SystemTime,
+    restore: &mut Restore,
 ) -> Vec<ServiceStatus> {
     let crate::config::Alignment { found, claimed } =
         crate::config::align(old, services, |s| &s.service);
@@ -607,7 +629,13 @@ fn carry_over(
                     },
                     ..s.clone()
                 },
-                None => ServiceStatus::new(svc.clone(), now),
+                None => {
+                    let mut st = ServiceStatus::new(svc.clone(), now);
+                    if let Some(k) = restore.remove(svc.name.as_str()) {
+                        st.resume(&k);
+                    }
+                    st
+                }
             }
         })
         .collect()
@@ -630,6 +658,49 @@ mod tests {
             .iter()
             .map(|(n, u)| format!("[[service]]\nname = \"{n}\"\nurl = \"{u}\"\n"))
             .collect()
+    }
+
+    /// A service the last run stored, found after the start: it resumes once, at the URL it
+    /// was stored at; gone and found again later, it starts over like any new service.
+    #[test]
+    fn a_service_found_after_the_start_resumes_once_and_only_at_its_url() {
+        let none = loaded(1, "");
+        let found = loaded(
+            1,
+            "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\n\
+             [[service]]\nname = \"b\"\nurl = \"http://127.0.0.1/other\"\n",
+        );
+        let since = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let kept = |url: &str| Kept {
+            url: url.to_string(),
+            state: State::Down,
+            since,
+            consecutive_failures: 7,
+            consecutive_successes: 0,
+            counts: Counts::default(),
+        };
+        let mut restore = Restore::default();
+        restore.insert("a".into(), kept("http://127.0.0.1/"));
+        restore.insert("b".into(), kept("http://127.0.0.1/stored-elsewhere"));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000);
+        let start = Snapshot::new(&none, now);
+        let s = start.reconfigured_restoring(&found, now, &mut restore);
+        assert_eq!(
+            (
+                s.services[0].state,
+                s.services[0].since,
+                s.services[0].consecutive_failures
+            ),
+            (State::Down, since, 7)
+        );
+        assert_eq!(
+            (s.services[1].state, s.services[1].since),
+            (State::Unknown, now)
+        );
+        assert!(restore.is_empty(), "each taken once");
+        let gone = s.reconfigured_restoring(&none, now, &mut restore);
+        let back = gone.reconfigured_restoring(&found, now, &mut restore);
+        assert_eq!(back.services[0].state, State::Unknown, "starts over");
     }
 
     /// The failure counters are shared between snapshots until one of them counts another

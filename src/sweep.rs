@@ -25,7 +25,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::{Config, Loaded, Service};
 use crate::notify::{WATCHDOG_GRACE, Watchdog};
 use crate::probe::{Outcome, Prober, Reason};
-use crate::snapshot::{Snapshot, State, SweepReport, Transition};
+use crate::snapshot::{Restore, Snapshot, State, SweepReport, Transition};
 
 /// A check cut off by the sweep deadline is a verdict on its service when it had at least this
 /// share of the time any check of it gets (`min(timeout, deadline)`); with less, it started too
@@ -469,7 +469,16 @@ pub struct Sweeper {
     watchdog: Watchdog,
     /// The next sweep's slot.
     slot: Slot,
+    /// What the last run stored of services not in the config at the start, for when a
+    /// discovery source finds them; dropped after [`RESTORE_FOR`].
+    restore: Restore,
+    restore_until: Instant,
 }
+
+/// How long stored state waits for its service to be found again after a start. A source
+/// that finds it later has it start over: state that old says little of now, and a source
+/// down that long at start is news of its own.
+pub const RESTORE_FOR: Duration = Duration::from_secs(3600);
 
 impl Sweeper {
     pub fn new(
@@ -486,7 +495,17 @@ impl Sweeper {
             starved: false,
             watchdog: Watchdog::disabled(),
             slot: Slot(0),
+            restore: Restore::default(),
+            restore_until: Instant::now(),
         }
+    }
+
+    /// Resumes the services of `restore` (stored by the last run, not in the config at the
+    /// start) when they appear within [`RESTORE_FOR`].
+    pub fn with_restore(mut self, restore: Restore) -> Self {
+        self.restore = restore;
+        self.restore_until = Instant::now() + RESTORE_FOR;
+        self
     }
 
     /// Pings `watchdog` while sweeps run on time.
@@ -504,9 +523,7 @@ impl Sweeper {
         // task first ran). Results land only on services the snapshot lists, so it must list
         // these, or discovered services would stay missing until the next change.
         if !Arc::ptr_eq(&self.snapshots.borrow().config, &loaded.config) {
-            let current = self.snapshots.borrow().clone();
-            let snapshot = current.reconfigured(&loaded, SystemTime::now());
-            self.snapshots.send_replace(Arc::new(snapshot));
+            self.publish_reconfigured(&loaded);
         }
         self.prober.use_config(&loaded.config);
         let mut ticker = schedule(loaded.config.daemon.interval, Instant::now());
@@ -581,11 +598,20 @@ impl Sweeper {
             *ticker = schedule(interval, Instant::now() + interval);
             self.slot = Slot::at(SystemTime::now() + interval, interval);
         }
-        let current = self.snapshots.borrow().clone();
-        let snapshot = current.reconfigured(&next, SystemTime::now());
-        self.snapshots.send_replace(Arc::new(snapshot));
+        self.publish_reconfigured(&next);
         self.prober.use_config(&next.config);
         *loaded = next;
+    }
+
+    /// Publishes the current results under `next`, new services resuming what the last run
+    /// stored of them.
+    fn publish_reconfigured(&mut self, next: &Loaded) {
+        if !self.restore.is_empty() && Instant::now() > self.restore_until {
+            self.restore = Restore::default();
+        }
+        let current = self.snapshots.borrow().clone();
+        let snapshot = current.reconfigured_restoring(next, SystemTime::now(), &mut self.restore);
+        self.snapshots.send_replace(Arc::new(snapshot));
     }
 
     /// Checks that never got a slot before the deadline mean the fleet does not fit: said once

@@ -102,6 +102,62 @@ async fn a_kill_9_keeps_down_since_thresholds_counters_and_events() {
     stop.cancel();
 }
 
+/// A discovery source's services are not in the config when the daemon starts: they resume
+/// what the last run stored when the source finds them again, as the config file's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovered_service_resumes_its_state_after_a_restart() {
+    let stop = CancellationToken::new();
+    let state = TempDir::new("state-sd");
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let targets = state.path().join("targets.json");
+    std::fs::write(&targets, format!("[{{\"targets\": [\"{dead}\"]}}]")).expect("write");
+    let text = format!(
+        "{}[[discover]]\nname = \"files\"\nrefresh = \"1h\"\nfile = {{ paths = [{:?}] }}\n\
+         [discover.service]\nname = \"{{target}}\"\nurl = \"http://{{target}}/health\"\nfailure_threshold = 100\n",
+        daemon_section(
+            "200ms",
+            "150ms",
+            &format!("state_dir = {:?}\n", state.path().display().to_string()),
+        ),
+        targets.display().to_string(),
+    );
+    let mut first = Daemon::start(&text);
+    let (before, found) = first
+        .poll_status(Duration::from_secs(10), |s| {
+            s["services"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|v| v["consecutive_failures"].as_u64().unwrap_or(0) >= 5)
+            })
+        })
+        .await;
+    assert!(found, "{before}");
+    let was = service_status(&before, &dead).clone();
+    assert_eq!(was["state"], "down", "{was}");
+    // Let the store take the latest rows.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.signal("TERM");
+    assert!(first.wait_exit(Duration::from_secs(5)).is_some());
+
+    let second = Daemon::start(&text);
+    let (after, found) = second
+        .poll_status(Duration::from_secs(10), |s| {
+            s["services"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v["name"] == dead.as_str()))
+        })
+        .await;
+    assert!(found, "found again: {after}");
+    let now = service_status(&after, &dead);
+    assert_eq!(now["state"], "down", "not unknown after a restart: {now}");
+    assert_eq!(now["since"], was["since"], "down since the first run said");
+    assert!(
+        now["consecutive_failures"].as_u64().unwrap_or(0)
+            >= was["consecutive_failures"].as_u64().unwrap_or(u64::MAX),
+        "the threshold count continues: {now} (was {was})"
+    );
+    stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_removed_by_a_reload_gets_its_history_back_when_it_returns() {
     let stop = CancellationToken::new();
