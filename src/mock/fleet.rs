@@ -51,8 +51,10 @@ struct Request {
     /// Bytes of the head, and of the body after it.
     head: usize,
     body: usize,
-    /// The client asked to close (`connection: close`, or HTTP/1.0).
+    /// The client asked to close (`connection: close`, or HTTP/1.0 without keep-alive).
     close: bool,
+    /// `HEAD`: the answer's head alone.
+    head_only: bool,
 }
 
 /// A connection's bytes read and not yet taken.
@@ -112,16 +114,31 @@ async fn connection(stream: TcpStream, latency: Duration) -> std::io::Result<()>
             }
             Parsed::Bad => return input.stream.write_all(BAD).await,
         };
-        if !input.take(request.head + request.body).await? {
+        if !input
+            .take(request.head.saturating_add(request.body))
+            .await?
+        {
             return Ok(());
         }
         let Some(delay) = request.delay else {
-            return std::future::pending().await;
+            // Never answered; the connection goes when the client gives up on it.
+            loop {
+                input.filled = 0;
+                if !input.fill().await? {
+                    return Ok(());
+                }
+            }
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        input.stream.write_all(request.answer).await?;
+        let answer = if request.head_only {
+            let end = find(request.answer, b"\r\n\r\n").map_or(request.answer.len(), |e| e + 4);
+            &request.answer[..end]
+        } else {
+            request.answer
+        };
+        input.stream.write_all(answer).await?;
         if request.close {
             return Ok(());
         }
@@ -145,7 +162,7 @@ fn parse(buf: &[u8], latency: Duration) -> Parsed {
     };
     let mut lines = head.split("\r\n");
     let mut first = lines.next().unwrap_or("").split(' ');
-    let (Some(_method), Some(target), Some(version), None) =
+    let (Some(method), Some(target), Some(version), None) =
         (first.next(), first.next(), first.next(), first.next())
     else {
         return Parsed::Bad;
@@ -169,7 +186,13 @@ fn parse(buf: &[u8], latency: Duration) -> Parsed {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Parsed::Bad;
         } else if name.eq_ignore_ascii_case("connection") {
-            close = value.eq_ignore_ascii_case("close");
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && version == "HTTP/1.0" {
+                    close = false;
+                }
+            }
         }
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -190,6 +213,7 @@ fn parse(buf: &[u8], latency: Duration) -> Parsed {
         head: end + 4,
         body,
         close,
+        head_only: method == "HEAD",
     })
 }
 
@@ -221,7 +245,8 @@ mod tests {
                 delay: Some(LATENCY),
                 head: 33,
                 body: 0,
-                close: false
+                close: false,
+                head_only: false,
             }
         );
         let r = request(
@@ -236,6 +261,15 @@ mod tests {
         assert_eq!(request("GET /other HTTP/1.1\r\n\r\n").answer, NOT_FOUND);
         assert_eq!(request("GET /hang HTTP/1.1\r\n\r\n").delay, None);
         assert!(request("GET /health HTTP/1.0\r\n\r\n").close);
+        assert!(!request("GET /health HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").close);
+        assert!(request("GET /health HTTP/1.1\r\nconnection: keep-alive, close\r\n\r\n").close);
+        assert!(request("HEAD /health HTTP/1.1\r\n\r\n").head_only);
+        let huge = request("POST /health HTTP/1.1\r\ncontent-length: 18446744073709551615\r\n\r\n");
+        assert_eq!(
+            huge.head.saturating_add(huge.body),
+            usize::MAX,
+            "no overflow"
+        );
         assert!(matches!(
             parse(b"GET /health HTTP/1.1\r\nhost: h\r\n", LATENCY),
             Parsed::Partial
@@ -291,6 +325,33 @@ mod tests {
             .expect("closed by the server")
             .expect("read");
         assert_eq!(got, [OK, ERROR, OK].concat());
+
+        // HEAD: the head alone, and the connection goes on.
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            b"HEAD /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("closed by the server")
+            .expect("read");
+        let head = &OK[..OK.len() - br#"{"status":"ok"}"#.len()];
+        assert_eq!(got, [head, OK].concat());
+
+        // /hang: no answer, and the server lets go when the client does.
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /hang HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut byte = [0u8; 1];
+        let waited = tokio::time::timeout(Duration::from_millis(100), s.read(&mut byte)).await;
+        assert!(waited.is_err(), "no answer: {waited:?}");
+        s.shutdown().await.expect("shutdown");
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0))), "closed in turn: {closed:?}");
         shutdown.cancel();
     }
 }

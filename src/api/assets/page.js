@@ -37,8 +37,11 @@
     if (h > 0) return h + "h " + (m % 60) + "m";
     return m + "m " + (secs % 60) + "s";
   }
-  // An interval: under a second in ms (sweeps may run every 250 ms).
-  function period(secs) { return secs < 1 ? Math.round(secs * 1000) + " ms" : duration(secs); }
+  // An interval: under a second in ms (sweeps may run every 250 ms), 1.5 s not rounded to 2.
+  function period(secs) {
+    if (secs < 1) return Math.round(secs * 1000) + " ms";
+    return secs < 60 && !Number.isInteger(secs) ? +secs.toFixed(3) + "s" : duration(secs);
+  }
   // The daemon's clock minus the browser's: relative times are on the daemon's clock.
   let skew = 0;
   function ago(iso) { return duration((Date.now() + skew - Date.parse(iso)) / 1000); }
