@@ -341,6 +341,10 @@ pub struct Snapshot {
     pub deadline_exceeded_total: u64,
     /// Which services are blocked by a dependency that is down.
     pub blocked: Blocked,
+    /// After a reload that changed `[daemon] interval`, until the next sweep ends: that
+    /// sweep's slot and start on the new schedule (the latest sweep's slot counts the old
+    /// one's), for [`Snapshot::next_check`]. Set by the sweeper, which makes the schedule.
+    pub rescheduled: Option<(u64, SystemTime)>,
 }
 
 /// For each service with `depends_on`, its dependencies that are down, direct or through other
@@ -422,6 +426,7 @@ impl Snapshot {
             sweeps_total: 0,
             deadline_exceeded_total: 0,
             blocked: Blocked::default(),
+            rescheduled: None,
         }
         .with_blocked()
     }
@@ -525,6 +530,11 @@ impl Snapshot {
                 }
             })
             .collect();
+        // A sweep started on the old schedule (before the reload) leaves the new one standing.
+        let half = self.config.daemon.interval / 2;
+        let rescheduled = self
+            .rescheduled
+            .filter(|&(_, at)| crate::timestamp::saturating_add(summary.started_at, half) < at);
         let snapshot = Snapshot {
             generation: self.generation,
             config: self.config.clone(),
@@ -534,6 +544,7 @@ impl Snapshot {
                 + summary.deadline_exceeded as u64,
             last_sweep: Some(summary),
             blocked: Blocked::default(),
+            rescheduled,
         }
         .with_blocked();
         (snapshot, transitions)
@@ -554,16 +565,22 @@ impl Snapshot {
     /// checked every sweep, or without a verdict yet or since its latest try. `None` before
     /// the first sweep.
     pub fn next_check(&self, i: usize) -> Option<SystemTime> {
-        let sweep = self.last_sweep.as_ref()?;
+        let interval = self.config.daemon.interval;
+        // Counted from the latest sweep, or from the one before the next on a new schedule.
+        let (slot, started_at) = match (self.rescheduled, self.last_sweep.as_ref()) {
+            (Some((next, at)), _) => (next.wrapping_sub(1), at.checked_sub(interval)?),
+            (None, Some(sweep)) => (sweep.slot, sweep.started_at),
+            (None, None) => return None,
+        };
         let st = self.services.get(i)?;
         let next = if st.awaits_verdict() {
-            sweep.slot.wrapping_add(1)
+            slot.wrapping_add(1)
         } else {
-            st.service.next_due_after(sweep.slot)
+            st.service.next_due_after(slot)
         };
-        let sweeps = u32::try_from(next.wrapping_sub(sweep.slot)).unwrap_or(u32::MAX);
-        let wait = self.config.daemon.interval.saturating_mul(sweeps);
-        Some(crate::timestamp::saturating_add(sweep.started_at, wait))
+        let sweeps = u32::try_from(next.wrapping_sub(slot)).unwrap_or(u32::MAX);
+        let wait = interval.saturating_mul(sweeps);
+        Some(crate::timestamp::saturating_add(started_at, wait))
     }
 
     /// The status of the service called `name`.
@@ -580,6 +597,7 @@ impl Snapshot {
             sweeps_total: self.sweeps_total,
             deadline_exceeded_total: self.deadline_exceeded_total,
             blocked: Blocked::default(),
+            rescheduled: self.rescheduled,
         }
     }
 }
@@ -821,6 +839,48 @@ mod tests {
             fresh.next_check(0),
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(80))
         );
+    }
+
+    /// A reload that changes `[daemon] interval` puts the next sweeps on a new schedule, whose
+    /// slots count in the new interval: the next check is told from that, not from the latest
+    /// sweep's slot, until a sweep of the new schedule ends.
+    #[test]
+    fn after_the_interval_changes_the_next_check_follows_the_new_schedule() {
+        let secs = |n: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(n);
+        let text = |interval: &str| {
+            format!(
+                "[daemon]\ninterval = \"{interval}\"\n[[service]]\nname = \"rare\"\n\
+                 url = \"http://127.0.0.1:1/\"\ninterval = \"30s\"\n"
+            )
+        };
+        let old = loaded(1, &text("10s"));
+        let at = |l: &Loaded, slot: u64, started: u64| SweepReport {
+            slot,
+            started_at: secs(started),
+            outcomes: vec![Some(outcome(true))],
+            ..report(&l.config, &[true])
+        };
+        let mut s = Snapshot::new(&old, secs(0));
+        s = s.swept(at(&old, 2, 20)).0;
+        // At 22 s, every 5 s from now on: the next sweep is slot 5 (25 s / 5 s).
+        let new = loaded(2, &text("5s"));
+        let mut r = s.reconfigured(&new, secs(22));
+        r.rescheduled = Some((5, secs(25)));
+        let rare = &new.config.services[0];
+        let due = |from: u64| (from..).find(|&k| rare.due_in(k)).expect("a turn");
+        let expected = if r.services[0].awaits_verdict() {
+            secs(25)
+        } else {
+            secs(5 * due(5))
+        };
+        assert_eq!(r.next_check(0), Some(expected));
+        // A sweep of the old schedule ending now changes nothing of that.
+        let late = r.swept(at(&old, 2, 20)).0;
+        assert_eq!(late.rescheduled, Some((5, secs(25))));
+        // The first sweep of the new schedule: counted from it again.
+        let first = late.swept(at(&new, 5, 25)).0;
+        assert_eq!(first.rescheduled, None);
+        assert_eq!(first.next_check(0), Some(secs(5 * due(6))));
     }
 
     #[test]

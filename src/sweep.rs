@@ -523,7 +523,7 @@ impl Sweeper {
         // task first ran). Results land only on services the snapshot lists, so it must list
         // these, or discovered services would stay missing until the next change.
         if !Arc::ptr_eq(&self.snapshots.borrow().config, &loaded.config) {
-            self.publish_reconfigured(&loaded);
+            self.publish_reconfigured(&loaded, None);
         }
         self.prober.use_config(&loaded.config);
         let mut ticker = schedule(loaded.config.daemon.interval, Instant::now());
@@ -594,23 +594,30 @@ impl Sweeper {
     fn reconfigure(&mut self, loaded: &mut Loaded, ticker: &mut tokio::time::Interval) {
         let next = self.configs.borrow_and_update().clone();
         let interval = next.config.daemon.interval;
-        if interval != loaded.config.daemon.interval {
+        let rescheduled = (interval != loaded.config.daemon.interval).then(|| {
             *ticker = schedule(interval, Instant::now() + interval);
-            self.slot = Slot::at(SystemTime::now() + interval, interval);
-        }
-        self.publish_reconfigured(&next);
+            let at = SystemTime::now() + interval;
+            self.slot = Slot::at(at, interval);
+            (self.slot.0, at)
+        });
+        self.publish_reconfigured(&next, rescheduled);
         self.prober.use_config(&next.config);
         *loaded = next;
     }
 
     /// Publishes the current results under `next`, new services resuming what the last run
     /// stored of them.
-    fn publish_reconfigured(&mut self, next: &Loaded) {
+    /// `rescheduled`: the next sweep's slot and start, when the interval changed.
+    fn publish_reconfigured(&mut self, next: &Loaded, rescheduled: Option<(u64, SystemTime)>) {
         if !self.restore.is_empty() && Instant::now() > self.restore_until {
             self.restore = Restore::default();
         }
         let current = self.snapshots.borrow().clone();
-        let snapshot = current.reconfigured_restoring(next, SystemTime::now(), &mut self.restore);
+        let mut snapshot =
+            current.reconfigured_restoring(next, SystemTime::now(), &mut self.restore);
+        if rescheduled.is_some() {
+            snapshot.rescheduled = rescheduled;
+        }
         self.snapshots.send_replace(Arc::new(snapshot));
     }
 
