@@ -122,6 +122,12 @@ pub struct Kept {
 /// by name: a discovery source's, until it finds them.
 pub type Restore = foldhash::HashMap<String, Kept>;
 
+/// How long stored state waits for its service to be found again after a start (and the
+/// history waits before it calls such a service removed). A source that finds it later has
+/// it start over: state that old says little of now, and a source down that long at start is
+/// news of its own.
+pub const RESTORE_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// One service's state, carried from sweep to sweep.
 #[derive(Debug, Clone)]
 pub struct ServiceStatus {
@@ -530,11 +536,10 @@ impl Snapshot {
                 }
             })
             .collect();
-        // A sweep started on the old schedule (before the reload) leaves the new one standing.
-        let half = self.config.daemon.interval / 2;
-        let rescheduled = self
-            .rescheduled
-            .filter(|&(_, at)| crate::timestamp::saturating_add(summary.started_at, half) < at);
+        // A sweep started on the old schedule (before the reload) leaves the new one standing;
+        // the new schedule's first sweep takes exactly its slot (told by number, not by a
+        // clock that may step).
+        let rescheduled = self.rescheduled.filter(|&(next, _)| summary.slot != next);
         let snapshot = Snapshot {
             generation: self.generation,
             config: self.config.clone(),
@@ -563,7 +568,7 @@ impl Snapshot {
     /// When the service at `i` is next checked: the start of the first sweep after the
     /// latest one that it is due in (see `sweep::Plan::due_in`): the next sweep for one
     /// checked every sweep, or without a verdict yet or since its latest try. `None` before
-    /// the first sweep.
+    /// the first sweep, unless a reload has set the next one on a new schedule.
     pub fn next_check(&self, i: usize) -> Option<SystemTime> {
         let interval = self.config.daemon.interval;
         // Counted from the latest sweep, or from the one before the next on a new schedule.

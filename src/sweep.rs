@@ -25,7 +25,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::{Config, Loaded, Service};
 use crate::notify::{WATCHDOG_GRACE, Watchdog};
 use crate::probe::{Outcome, Prober, Reason};
-use crate::snapshot::{Restore, Snapshot, State, SweepReport, Transition};
+use crate::snapshot::{RESTORE_FOR, Restore, Snapshot, State, SweepReport, Transition};
 
 /// A check cut off by the sweep deadline is a verdict on its service when it had at least this
 /// share of the time any check of it gets (`min(timeout, deadline)`); with less, it started too
@@ -474,11 +474,6 @@ pub struct Sweeper {
     restore: Restore,
     restore_until: Instant,
 }
-
-/// How long stored state waits for its service to be found again after a start. A source
-/// that finds it later has it start over: state that old says little of now, and a source
-/// down that long at start is news of its own.
-pub const RESTORE_FOR: Duration = Duration::from_secs(3600);
 
 impl Sweeper {
     pub fn new(

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::probe::Reason;
-use crate::snapshot::{Snapshot, State};
+use crate::snapshot::{RESTORE_FOR, Snapshot, State};
 
 mod recent;
 
@@ -352,6 +352,10 @@ pub struct Recorder {
     retention: Duration,
     /// The sweep of the latest pruning.
     pruned_at: u64,
+    /// After a start with discovery sources: until when services the history knows but the
+    /// snapshot does not list are not called removed (a source may yet find them; removed,
+    /// the store would forget their state). A reload ends the wait.
+    removals_wait_until: Option<SystemTime>,
 }
 
 impl Recorder {
@@ -362,6 +366,7 @@ impl Recorder {
             last_generation: None,
             retention,
             pruned_at: 0,
+            removals_wait_until: None,
         }
     }
 
@@ -435,7 +440,18 @@ impl Recorder {
             }
         }
         let now_ms = millis(now);
-        if reconfigured {
+        let started = self.last_generation.is_none();
+        if started && !snapshot.config.discover.is_empty() {
+            self.removals_wait_until = Some(crate::timestamp::saturating_add(now, RESTORE_FOR));
+        }
+        let waited = self.removals_wait_until.is_some_and(|t| now >= t);
+        let removals = if started {
+            self.removals_wait_until.is_none()
+        } else {
+            reconfigured || waited
+        };
+        if removals {
+            self.removals_wait_until = None;
             let present: foldhash::HashSet<&str> = snapshot
                 .services
                 .iter()
@@ -699,6 +715,52 @@ mod tests {
         assert_eq!(b.events().len(), 3, "down, gone, up: {:?}", b.events());
         // Down for 60 s, then unknown, then up for an instant: uptime counts known time only.
         assert_eq!(b.uptime(history_ms(t0), history_ms(t2)), Some(0.0));
+    }
+
+    /// After a start with discovery sources, what the history knows and the first snapshots
+    /// do not list is not called removed at once (the store would forget its state): a source
+    /// may yet find it. After RESTORE_FOR, or at a reload, it is.
+    #[test]
+    fn at_a_start_with_discovery_services_not_listed_yet_are_not_removed_at_once() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let with_discovery = |generation: u64| {
+            let text = "[[service]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/a\"\n\
+                        [[discover]]\nname = \"files\"\nfile = { paths = [\"/nonexistent/*.json\"] }\n";
+            crate::config::Loaded {
+                generation,
+                config: Arc::new(
+                    crate::config::parse(std::path::Path::new("t.toml"), text).expect("valid"),
+                ),
+            }
+        };
+        // What the last run left: a service found by discovery.
+        let shared: Shared = Default::default();
+        write(&shared).services.insert(
+            "found".into(),
+            ServiceHistory::new("http://127.0.0.1:9/found"),
+        );
+        let mut r = Recorder::new(shared.clone(), Duration::from_secs(86_400));
+        let start = Snapshot::new(&with_discovery(1), t0);
+        assert!(r.record(&start, t0).removed.is_empty(), "not at the start");
+        let later = sweep(&start, t0 + Duration::from_secs(60), &[]);
+        assert!(
+            r.record(&later, t0 + Duration::from_secs(60))
+                .removed
+                .is_empty()
+        );
+        let t1 = t0 + RESTORE_FOR;
+        let hour = sweep(&later, t1, &[]);
+        assert_eq!(r.record(&hour, t1).removed, vec![Box::<str>::from("found")]);
+
+        // Without discovery sources, at once, as before.
+        let shared: Shared = Default::default();
+        write(&shared).services.insert(
+            "gone".into(),
+            ServiceHistory::new("http://127.0.0.1:9/gone"),
+        );
+        let mut r = Recorder::new(shared, Duration::from_secs(86_400));
+        let start = Snapshot::new(&loaded(1, &["a"]), t0);
+        assert_eq!(r.record(&start, t0).removed, vec![Box::<str>::from("gone")]);
     }
 
     fn history_ms(t: SystemTime) -> Millis {

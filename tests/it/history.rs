@@ -155,6 +155,31 @@ async fn a_discovered_service_resumes_its_state_after_a_restart() {
             >= was["consecutive_failures"].as_u64().unwrap_or(u64::MAX),
         "the threshold count continues: {now} (was {was})"
     );
+    drop(second);
+
+    // A start whose source does not find it (yet): a few sweeps, and stopped again. What the
+    // store kept of it must survive that too.
+    std::fs::write(&targets, "[]").expect("write");
+    let mut third = Daemon::start(&text);
+    third.status_after_sweeps(5).await;
+    third.signal("TERM");
+    assert!(third.wait_exit(Duration::from_secs(5)).is_some());
+    std::fs::write(&targets, format!("[{{\"targets\": [\"{dead}\"]}}]")).expect("write");
+    let fourth = Daemon::start(&text);
+    let (again, found) = fourth
+        .poll_status(Duration::from_secs(10), |s| {
+            s["services"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v["name"] == dead.as_str()))
+        })
+        .await;
+    assert!(found, "found again: {again}");
+    let resumed = service_status(&again, &dead);
+    assert_eq!(resumed["state"], "down", "{resumed}");
+    assert_eq!(
+        resumed["since"], was["since"],
+        "a start in between forgot nothing"
+    );
     stop.cancel();
 }
 
