@@ -92,14 +92,11 @@ pub fn start(settings: Settings, shutdown: CancellationToken) -> std::io::Result
     let restored = store.as_mut().map(Store::load).unwrap_or_default();
     let history: history::Shared = Arc::new(RwLock::new(restored.history));
     let windows = Arc::new(Windows::new(restored.ad_hoc));
-    let (snapshot_tx, snapshots) = watch::channel(Arc::new(
-        Snapshot::new(&first, SystemTime::now()).restored(&restored.services),
-    ));
-    // The rest may be a discovery source's services, found in a moment.
+    // What the config's services do not take may be a discovery source's, found in a moment.
     let mut restore = restored.services;
-    for s in &first.config.services {
-        restore.remove(s.name.as_str());
-    }
+    let (snapshot_tx, snapshots) = watch::channel(Arc::new(
+        Snapshot::new(&first, SystemTime::now()).restored(&mut restore),
+    ));
     let (reload_requests, reload_rx) = mpsc::channel(reload::QUEUE);
 
     let metrics = Metrics::new(snapshots.clone(), reload_status.clone())

@@ -443,12 +443,14 @@ impl Snapshot {
         self
     }
 
-    /// This snapshot with the state the state store kept (`store`): every service stored
+    /// This snapshot with the state the state store kept (`kept`): every service stored
     /// at the same URL continues where it was, its threshold counts and counters included.
-    pub fn restored(mut self, kept: &foldhash::HashMap<String, Kept>) -> Self {
+    /// What this config's services take is taken out of `kept`; the rest may be found later
+    /// ([`Snapshot::reconfigured_restoring`]).
+    pub fn restored(mut self, kept: &mut Restore) -> Self {
         for st in &mut self.services {
-            if let Some(k) = kept.get(&st.service.name) {
-                st.resume(k);
+            if let Some(k) = kept.remove(st.service.name.as_str()) {
+                st.resume(&k);
             }
         }
         self.with_blocked()

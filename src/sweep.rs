@@ -601,8 +601,8 @@ impl Sweeper {
     }
 
     /// Publishes the current results under `next`, new services resuming what the last run
-    /// stored of them.
-    /// `rescheduled`: the next sweep's slot and start, when the interval changed.
+    /// stored of them; `rescheduled` is the next sweep's slot and start when the interval
+    /// changed.
     fn publish_reconfigured(&mut self, next: &Loaded, rescheduled: Option<(u64, SystemTime)>) {
         if !self.restore.is_empty() && Instant::now() > self.restore_until {
             self.restore = Restore::default();

@@ -349,24 +349,21 @@ mod tests {
         );
         let first = dir.load().expect("valid");
         dir.write("services.d/two.toml", &two.replace("/b", "/b2"));
-        let second =
-            load_reusing(&dir.config(), Overrides::default(), Some(&first)).expect("valid");
+        let second = reload_dir(&dir, &first);
         assert!(same(&first, &second, "a"), "its file did not change");
         assert!(!same(&first, &second, "b"));
         // The same table moved to another file is made again: keys are per file, as relative
         // paths in a file are relative to it.
         std::fs::remove_file(dir.0.join("services.d/one.toml")).expect("rm");
         dir.write("services.d/three.toml", one);
-        let third =
-            load_reusing(&dir.config(), Overrides::default(), Some(&second)).expect("valid");
+        let third = reload_dir(&dir, &second);
         assert!(!same(&second, &third, "a") && same(&second, &third, "b"));
         // A change in the main file reaches the files of services_dir.
         dir.write(
             "healthsweep.toml",
             &format!("{main}[defaults]\ntimeout = \"1s\"\n"),
         );
-        let fourth =
-            load_reusing(&dir.config(), Overrides::default(), Some(&third)).expect("valid");
+        let fourth = reload_dir(&dir, &third);
         assert!(!same(&third, &fourth, "a") && !same(&third, &fourth, "b"));
     }
 
@@ -475,6 +472,11 @@ mod tests {
         );
     }
 
+    /// The config of `dir` loaded again as a reload after `previous` would.
+    fn reload_dir(dir: &Scratch, previous: &Config) -> Config {
+        load_reusing(&dir.config(), Overrides::default(), Some(previous)).expect("valid")
+    }
+
     fn token(s: &Service) -> Option<&str> {
         s.header("x-token").and_then(|v| v.to_str().ok())
     }
@@ -492,8 +494,7 @@ mod tests {
         let first = dir.load().expect("valid");
         assert_eq!(token(&first.services[1]), Some("one"));
         dir.write("token", "two");
-        let second =
-            load_reusing(&dir.config(), Overrides::default(), Some(&first)).expect("valid");
+        let second = reload_dir(&dir, &first);
         assert_eq!(token(&second.services[1]), Some("two"));
         assert!(!same(&first, &second, "svc-0") && !same(&first, &second, "svc-1"));
         // A service inserted above [defaults] now owns the sub-table: the labels move with it.
@@ -540,8 +541,7 @@ mod tests {
         dir.write("healthsweep.toml", &main);
         let first = dir.load().expect("valid");
         dir.write("token", "two");
-        let second =
-            load_reusing(&dir.config(), Overrides::default(), Some(&first)).expect("valid");
+        let second = reload_dir(&dir, &first);
         let files = second.services.iter().find(|s| &*s.name == "files");
         assert_eq!(files.and_then(|s| token(s)), Some("two"));
         assert!(same(&first, &second, "svc-0"));
@@ -576,8 +576,7 @@ mod tests {
             let first = dir.load().expect("valid");
             assert_eq!(token(&first.services[0]), Some("one"));
             dir.write("token", "two");
-            let second =
-                load_reusing(&dir.config(), Overrides::default(), Some(&first)).expect("valid");
+            let second = reload_dir(&dir, &first);
             assert_eq!(token(&second.services[0]), Some("two"), "{main}");
             assert_eq!(
                 same(&first, &second, "svc-0"),

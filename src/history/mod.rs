@@ -444,11 +444,9 @@ impl Recorder {
         if started && !snapshot.config.discover.is_empty() {
             self.removals_wait_until = Some(crate::timestamp::saturating_add(now, RESTORE_FOR));
         }
-        let waited = self.removals_wait_until.is_some_and(|t| now >= t);
-        let removals = if started {
-            self.removals_wait_until.is_none()
-        } else {
-            reconfigured || waited
+        let removals = match self.removals_wait_until {
+            Some(until) => !started && (reconfigured || now >= until),
+            None => reconfigured,
         };
         if removals {
             self.removals_wait_until = None;

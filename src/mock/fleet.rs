@@ -302,6 +302,16 @@ mod tests {
         }
     }
 
+    /// All the server sends until it closes the connection (in 5 s at most).
+    async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("closed by the server")
+            .expect("read");
+        got
+    }
+
     /// Over a socket: pipelined requests, a body split across reads, and a close asked for.
     #[tokio::test]
     async fn a_connection_answers_in_turn_and_closes_when_asked() {
@@ -319,11 +329,7 @@ mod tests {
         )
         .await
         .expect("write");
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-            .await
-            .expect("closed by the server")
-            .expect("read");
+        let got = read_until_closed(&mut s).await;
         assert_eq!(got, [OK, ERROR, OK].concat());
 
         // HEAD: the head alone, and the connection goes on.
@@ -333,11 +339,7 @@ mod tests {
         )
         .await
         .expect("write");
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-            .await
-            .expect("closed by the server")
-            .expect("read");
+        let got = read_until_closed(&mut s).await;
         let head = &OK[..OK.len() - br#"{"status":"ok"}"#.len()];
         assert_eq!(got, [head, OK].concat());
 

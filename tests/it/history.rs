@@ -110,7 +110,13 @@ async fn a_discovered_service_resumes_its_state_after_a_restart() {
     let state = TempDir::new("state-sd");
     let dead = format!("127.0.0.1:{}", closed_port());
     let targets = state.path().join("targets.json");
-    std::fs::write(&targets, format!("[{{\"targets\": [\"{dead}\"]}}]")).expect("write");
+    let listed = format!("[{{\"targets\": [\"{dead}\"]}}]");
+    std::fs::write(&targets, &listed).expect("write");
+    let lists_dead = |s: &serde_json::Value| {
+        s["services"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v["name"] == dead.as_str()))
+    };
     let text = format!(
         "{}[[discover]]\nname = \"files\"\nrefresh = \"1h\"\nfile = {{ paths = [{:?}] }}\n\
          [discover.service]\nname = \"{{target}}\"\nurl = \"http://{{target}}/health\"\nfailure_threshold = 100\n",
@@ -140,11 +146,7 @@ async fn a_discovered_service_resumes_its_state_after_a_restart() {
 
     let second = Daemon::start(&text);
     let (after, found) = second
-        .poll_status(Duration::from_secs(10), |s| {
-            s["services"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|v| v["name"] == dead.as_str()))
-        })
+        .poll_status(Duration::from_secs(10), lists_dead)
         .await;
     assert!(found, "found again: {after}");
     let now = service_status(&after, &dead);
@@ -164,14 +166,10 @@ async fn a_discovered_service_resumes_its_state_after_a_restart() {
     third.status_after_sweeps(5).await;
     third.signal("TERM");
     assert!(third.wait_exit(Duration::from_secs(5)).is_some());
-    std::fs::write(&targets, format!("[{{\"targets\": [\"{dead}\"]}}]")).expect("write");
+    std::fs::write(&targets, &listed).expect("write");
     let fourth = Daemon::start(&text);
     let (again, found) = fourth
-        .poll_status(Duration::from_secs(10), |s| {
-            s["services"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|v| v["name"] == dead.as_str()))
-        })
+        .poll_status(Duration::from_secs(10), lists_dead)
         .await;
     assert!(found, "found again: {again}");
     let resumed = service_status(&again, &dead);
