@@ -172,7 +172,7 @@ impl Validator<'_> {
             );
             return 0;
         }
-        let raw: RawServicesFile = match toml::from_str(text) {
+        let raw: RawServicesFile = match super::parts::from_str(text) {
             Ok(raw) => raw,
             Err(e) => {
                 // serde names what is allowed ("expected `service`"); say why.

@@ -22,6 +22,7 @@ mod error;
 mod files;
 mod maintenance;
 mod model;
+mod parts;
 mod raw;
 pub(crate) mod read;
 mod reuse;
@@ -146,7 +147,7 @@ fn parse_whole_reusing(
     reuse: Reuse,
 ) -> Result<Config, ConfigError> {
     let mut raw: RawConfig =
-        toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
+        parts::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     // Every file is read before validation starts, so the validator can point into any of them
     // (a duplicate name names the file and line of its first definition).
