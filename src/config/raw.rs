@@ -166,60 +166,98 @@ pub struct RawAnswerMatch {
     pub match_: Option<String>,
 }
 
-/// An optional key of a `[[service]]` table, boxed: a service sets few of its ~30 optional keys,
-/// and at 100,000 services the unboxed `Option<Spanned<String>>`s (40 bytes each, set or not)
-/// cost 107 MB at the parse peak; boxed, the table is ~300 bytes.
-pub type Rare<T> = Option<Box<Spanned<T>>>;
-
-fn unbox<T>(rare: Rare<T>) -> Option<Spanned<T>> {
-    rare.map(|b| *b)
-}
-
-/// One `[[service]]` table.
+/// One `[[service]]` table: its name and URL, and the rest of what it sets.
 ///
-/// The check options are repeated from [`RawCheck`] rather than flattened because serde's
-/// `flatten` cannot be combined with `deny_unknown_fields`, and unknown keys must be errors.
+/// Most tables of a large fleet set `name` and `url` and nothing else, so the other ~30 keys
+/// sit behind one box made only when the table sets one of them: a table is ~100 bytes, not
+/// 1.4 KB (each key an `Option<Spanned<_>>`), and at 100,000 services the parsed file is
+/// 10 MB at the load's peak.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ServiceTable")]
 pub struct RawService {
     /// Required in a `[[service]]`; a discovery template may leave both out.
     pub name: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
-    pub group: Rare<String>,
-    pub labels: Rare<BTreeMap<String, String>>,
-    pub method: Rare<String>,
-    pub headers: Rare<BTreeMap<String, String>>,
-    /// Header name -> file holding its value (a secret kept out of the config).
-    pub header_files: Rare<BTreeMap<String, String>>,
-    pub timeout: Rare<String>,
-    pub expect_status: Rare<Vec<RawStatus>>,
-    pub expect_json: Rare<BTreeMap<String, toml::Value>>,
-    pub expect_body_contains: Rare<String>,
-    pub max_body_bytes: Rare<i64>,
-    pub connection: Rare<String>,
-    pub resolver: Rare<String>,
-    pub expect_body_regex: Rare<String>,
-    pub expect_header: Rare<BTreeMap<String, RawHeaderMatch>>,
-    pub max_latency: Rare<String>,
-    pub body: Rare<String>,
-    pub follow_redirects: Rare<i64>,
-    pub ip_family: Rare<String>,
-    pub failure_threshold: Rare<i64>,
-    pub success_threshold: Rare<i64>,
-    pub ca_file: Rare<String>,
-    pub client_cert: Rare<String>,
-    pub client_key: Rare<String>,
-    pub server_name: Rare<String>,
-    pub insecure_skip_verify: Rare<bool>,
-    pub tls: Rare<bool>,
-    pub dns_query: Rare<String>,
-    pub dns_type: Rare<String>,
-    pub dns_transport: Rare<String>,
-    pub expect_rcode: Rare<Vec<String>>,
-    pub expect_answer: Rare<RawAnswerMatch>,
-    pub grpc_service: Rare<String>,
-    pub depends_on: Rare<Vec<String>>,
-    pub interval: Rare<String>,
+    /// None when the table sets nothing but `name` and `url`.
+    rest: Option<Box<ServiceRest>>,
+}
+
+#[derive(Debug, Default)]
+struct ServiceRest {
+    group: Option<Spanned<String>>,
+    labels: Option<Spanned<BTreeMap<String, String>>>,
+    check: RawCheck,
+}
+
+/// `ServiceTable`, the table as serde reads it: `name`, `url`, `group`, `labels` and every
+/// key of [`RawCheck`], each listed once here. The check options are repeated rather than
+/// flattened because serde's `flatten` cannot be combined with `deny_unknown_fields`, and
+/// unknown keys must be errors; a key of `RawCheck` missing here does not compile.
+macro_rules! service_table {
+    ($($key:ident: $ty:ty,)*) => {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename = "RawService")]
+        struct ServiceTable {
+            name: Option<Spanned<String>>,
+            url: Option<Spanned<String>>,
+            group: Option<Spanned<String>>,
+            labels: Option<Spanned<BTreeMap<String, String>>>,
+            $($key: Option<Spanned<$ty>>,)*
+        }
+
+        impl From<ServiceTable> for RawService {
+            fn from(t: ServiceTable) -> RawService {
+                let rest = (t.group.is_some() || t.labels.is_some() $(|| t.$key.is_some())*)
+                    .then(|| {
+                        Box::new(ServiceRest {
+                            group: t.group,
+                            labels: t.labels,
+                            check: RawCheck { $($key: t.$key,)* },
+                        })
+                    });
+                RawService {
+                    name: t.name,
+                    url: t.url,
+                    rest,
+                }
+            }
+        }
+    };
+}
+
+service_table! {
+    method: String,
+    headers: BTreeMap<String, String>,
+    header_files: BTreeMap<String, String>,
+    timeout: String,
+    expect_status: Vec<RawStatus>,
+    expect_json: BTreeMap<String, toml::Value>,
+    expect_body_contains: String,
+    max_body_bytes: i64,
+    connection: String,
+    resolver: String,
+    expect_body_regex: String,
+    expect_header: BTreeMap<String, RawHeaderMatch>,
+    max_latency: String,
+    body: String,
+    follow_redirects: i64,
+    ip_family: String,
+    failure_threshold: i64,
+    success_threshold: i64,
+    ca_file: String,
+    client_cert: String,
+    client_key: String,
+    server_name: String,
+    insecure_skip_verify: bool,
+    tls: bool,
+    dns_query: String,
+    dns_type: String,
+    dns_transport: String,
+    expect_rcode: Vec<String>,
+    expect_answer: RawAnswerMatch,
+    grpc_service: String,
+    depends_on: Vec<String>,
+    interval: String,
 }
 
 impl RawService {
@@ -229,49 +267,16 @@ impl RawService {
     }
 
     /// Splits off the check options, so they can be resolved against `[defaults]` like any
-    /// other [`RawCheck`] (moving the few set keys out of their boxes).
+    /// other [`RawCheck`].
     pub fn into_parts(self) -> (RawNaming, RawCheck) {
+        let rest = self.rest.map(|r| *r).unwrap_or_default();
         let identity = RawNaming {
             name: self.name,
             url: self.url,
-            group: unbox(self.group),
-            labels: unbox(self.labels),
+            group: rest.group,
+            labels: rest.labels,
         };
-        let check = RawCheck {
-            method: unbox(self.method),
-            headers: unbox(self.headers),
-            header_files: unbox(self.header_files),
-            timeout: unbox(self.timeout),
-            expect_status: unbox(self.expect_status),
-            expect_json: unbox(self.expect_json),
-            expect_body_contains: unbox(self.expect_body_contains),
-            max_body_bytes: unbox(self.max_body_bytes),
-            connection: unbox(self.connection),
-            resolver: unbox(self.resolver),
-            expect_body_regex: unbox(self.expect_body_regex),
-            expect_header: unbox(self.expect_header),
-            max_latency: unbox(self.max_latency),
-            body: unbox(self.body),
-            follow_redirects: unbox(self.follow_redirects),
-            ip_family: unbox(self.ip_family),
-            failure_threshold: unbox(self.failure_threshold),
-            success_threshold: unbox(self.success_threshold),
-            ca_file: unbox(self.ca_file),
-            client_cert: unbox(self.client_cert),
-            client_key: unbox(self.client_key),
-            server_name: unbox(self.server_name),
-            insecure_skip_verify: unbox(self.insecure_skip_verify),
-            tls: unbox(self.tls),
-            dns_query: unbox(self.dns_query),
-            dns_type: unbox(self.dns_type),
-            dns_transport: unbox(self.dns_transport),
-            expect_rcode: unbox(self.expect_rcode),
-            expect_answer: unbox(self.expect_answer),
-            grpc_service: unbox(self.grpc_service),
-            depends_on: unbox(self.depends_on),
-            interval: unbox(self.interval),
-        };
-        (identity, check)
+        (identity, rest.check)
     }
 }
 
@@ -391,4 +396,52 @@ pub struct RawServicesFile {
 pub enum RawStatus {
     Code(i64),
     Text(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> RawService {
+        let file: RawServicesFile = toml::from_str(text).expect("valid table");
+        file.services
+            .into_iter()
+            .next()
+            .expect("one table")
+            .into_inner()
+    }
+
+    #[test]
+    fn a_table_of_name_and_url_has_nothing_boxed_and_every_other_key_is_kept() {
+        let plain = table("[[service]]\nname = \"a\"\nurl = \"http://a/\"\n");
+        assert!(plain.rest.is_none());
+        assert!(std::mem::size_of::<Spanned<RawService>>() <= 104);
+
+        let (naming, _) = table("[[service]]\nname = \"a\"\ngroup = \"g\"\n").into_parts();
+        assert_eq!(naming.group.map(Spanned::into_inner).as_deref(), Some("g"));
+        let (naming, _) = table("[[service]]\nname = \"a\"\nlabels = { t = \"x\" }\n").into_parts();
+        assert_eq!(naming.labels.map(|l| l.into_inner().len()), Some(1));
+        let (naming, check) =
+            table("[[service]]\nurl = \"http://a/\"\ninterval = \"1m\"\n").into_parts();
+        assert_eq!(
+            naming.url.map(Spanned::into_inner).as_deref(),
+            Some("http://a/")
+        );
+        assert_eq!(
+            check.interval.map(Spanned::into_inner).as_deref(),
+            Some("1m")
+        );
+        assert!(check.timeout.is_none());
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_table_is_named_as_before() {
+        let err = toml::from_str::<RawServicesFile>("[[service]]\nname = \"a\"\nnope = 1\n")
+            .expect_err("unknown key");
+        assert!(
+            err.message().contains("unknown field `nope`"),
+            "{}",
+            err.message()
+        );
+    }
 }
